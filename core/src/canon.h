@@ -1,0 +1,38 @@
+/* The canonical request/response model (OpenAI chat completions) to and from JSON. */
+#ifndef COMPASS_CORE_CANON_H
+#define COMPASS_CORE_CANON_H
+
+#include <compass/plugin.h>
+
+#include "arena.h"
+#include "buf.h"
+
+/**
+ * Parses an OpenAI chat completions request body into out. Every string and array lands in
+ * arena a. On a client mistake returns COMPASS_EPARSE (not JSON) or COMPASS_EINVAL (wrong
+ * shape) with err->msg naming the field, e.g. "messages[1].role: expected one of system,
+ * user, assistant, tool, developer". out->raw points at json.
+ */
+int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_chat_request *out,
+                         compass_err *err);
+
+/** Writes r as an OpenAI "chat.completion" object. model overrides r->model when r's is
+ *  empty. */
+int cps_canon_write_response(cps_buf *b, const compass_chat_response *r, compass_str id,
+                             compass_str model, int64_t created);
+
+/** Writes one "chat.completion.chunk" object for delta d (no "data: " framing). When
+ *  usage_only is set, writes the usage chunk (choices: []) OpenAI sends last. */
+int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str id,
+                          compass_str model, int64_t created, int usage_only);
+
+/** Writes {"error":{"message","type","param","code"}}. param/code may be NULL. */
+int cps_canon_write_error(cps_buf *b, const char *message, const char *type, const char *param,
+                          const char *code);
+
+/** The OpenAI finish_reason text for a compass_finish, or NULL for NONE. */
+const char *cps_canon_finish_name(int finish);
+/** The role text for a compass_role. */
+const char *cps_canon_role_name(int role);
+
+#endif
