@@ -1,0 +1,679 @@
+/* The front door. libmicrohttpd runs the client sockets on its own epoll thread(s); a chat
+ * request is handed to the engine and its connection suspended (no thread waits). The engine's
+ * callbacks fill the connection's buffer and resume it. A watchdog peeks at suspended sockets
+ * so that a client that goes away cancels its upstream transfer promptly. */
+#include "http.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+
+#define MAX_PENDING_OUT ((size_t)16 << 20)
+
+enum endpoint { EP_NONE, EP_CHAT, EP_MODELS, EP_HEALTH, EP_PROVIDERS, EP_METRICS };
+
+struct cpd_http {
+    struct MHD_Daemon *d;
+    compass_engine *e;
+    cpd_http_opts o;
+    int port;
+    atomic_long open_conns;
+    pthread_mutex_t watch_mu;
+    struct conn *watch;
+    pthread_t watchdog;
+    int watchdog_started;
+    atomic_int stop;
+};
+
+struct conn {
+    cpd_http *h;
+    struct MHD_Connection *mhd;
+    int fd;
+    enum endpoint ep;
+    const char *path;
+    pthread_mutex_t mu;
+    int refs;
+    cps_buf body;
+    int too_large, submitted;
+    compass_engine_call *call;
+    int suspended, head_ready, done, stream, mhd_done, cancel_sent, queued;
+    int status, attempts;
+    double cost;
+    char provider[128], model[192], route[192];
+    char request_id[80];
+    cps_buf out;
+    size_t out_off;
+    struct conn *w_prev, *w_next;
+    int watched;
+};
+
+/* ---- small helpers ---- */
+
+static void conn_unref(struct conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left)
+        return;
+    cps_buf_free(&c->body);
+    cps_buf_free(&c->out);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static void watch_add(cpd_http *h, struct conn *c)
+{
+    pthread_mutex_lock(&h->watch_mu);
+    c->w_prev = NULL;
+    c->w_next = h->watch;
+    if (h->watch)
+        h->watch->w_prev = c;
+    h->watch = c;
+    c->watched = 1;
+    pthread_mutex_unlock(&h->watch_mu);
+}
+
+static void watch_remove(cpd_http *h, struct conn *c)
+{
+    pthread_mutex_lock(&h->watch_mu);
+    if (c->watched) {
+        if (c->w_prev)
+            c->w_prev->w_next = c->w_next;
+        else
+            h->watch = c->w_next;
+        if (c->w_next)
+            c->w_next->w_prev = c->w_prev;
+        c->watched = 0;
+    }
+    pthread_mutex_unlock(&h->watch_mu);
+}
+
+/* Called with c->mu held. */
+static void wake(struct conn *c)
+{
+    if (c->suspended && !c->mhd_done) {
+        c->suspended = 0;
+        MHD_resume_connection(c->mhd);
+    }
+}
+
+static enum MHD_Result send_buf(struct MHD_Connection *mc, int status, const char *ctype,
+                                const char *body, size_t len, const char *req_id)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", ctype);
+    if (req_id && *req_id)
+        MHD_add_response_header(r, "x-request-id", req_id);
+    enum MHD_Result ret = MHD_queue_response(mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *mc, int status, const char *type,
+                                  const char *code, const char *msg, const char *req_id,
+                                  const char *allow)
+{
+    cps_buf b;
+    cps_buf_init(&b);
+    cps_buf_puts(&b, "{\"error\":{\"message\":");
+    cps_buf_json_str(&b, msg, strlen(msg));
+    cps_buf_puts(&b, ",\"type\":");
+    cps_buf_json_str(&b, type, strlen(type));
+    cps_buf_puts(&b, ",\"param\":null,\"code\":");
+    cps_buf_json_str(&b, code, strlen(code));
+    cps_buf_puts(&b, "}}");
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        b.len, b.ptr ? b.ptr : (void *)"", MHD_RESPMEM_MUST_COPY);
+    cps_buf_free(&b);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (req_id && *req_id)
+        MHD_add_response_header(r, "x-request-id", req_id);
+    if (allow)
+        MHD_add_response_header(r, "Allow", allow);
+    enum MHD_Result ret = MHD_queue_response(mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void new_request_id(char *out, size_t cap)
+{
+    static atomic_ulong n;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long x = ((unsigned long long)ts.tv_nsec << 20) ^ (unsigned long long)ts.tv_sec;
+    x ^= (unsigned long long)atomic_fetch_add(&n, 1) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 31;
+    snprintf(out, cap, "req-%016llx", x);
+}
+
+static int sane_id(const char *s)
+{
+    size_t n = 0;
+    for (; s && *s; s++, n++)
+        if (n >= 64 || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                         (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.' ||
+                         *s == ':'))
+            return 0;
+    return n > 0;
+}
+
+/* ---- engine callbacks (engine thread) ---- */
+
+static void on_head(void *ud, const compass_engine_head *hd)
+{
+    struct conn *c = ud;
+    pthread_mutex_lock(&c->mu);
+    c->status = hd->status;
+    c->stream = hd->stream;
+    c->attempts = hd->attempts;
+    c->cost = hd->cost_usd;
+    snprintf(c->provider, sizeof(c->provider), "%s", hd->provider);
+    snprintf(c->model, sizeof(c->model), "%s", hd->model);
+    snprintf(c->route, sizeof(c->route), "%s", hd->route);
+    snprintf(c->request_id, sizeof(c->request_id), "%s", hd->request_id);
+    c->head_ready = 1;
+    if (c->stream)
+        wake(c); /* a whole body is woken for by on_done */
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_chunk(void *ud, const char *data, size_t len)
+{
+    struct conn *c = ud;
+    pthread_mutex_lock(&c->mu);
+    if (!c->mhd_done && c->out.len - c->out_off + len < MAX_PENDING_OUT) {
+        cps_buf_append(&c->out, "data: ", 6);
+        cps_buf_append(&c->out, data, len);
+        cps_buf_append(&c->out, "\n\n", 2);
+        wake(c);
+    } else if (!c->cancel_sent && c->call && !c->mhd_done) {
+        /* the client reads slower than the upstream writes: give up on it */
+        c->cancel_sent = 1;
+        compass_engine_cancel(c->call);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void log_request(struct conn *c, const compass_engine_result *r)
+{
+    cpd_http *h = c->h;
+    if (!h->o.log_requests || !h->o.log_line)
+        return;
+    cps_buf b;
+    cps_buf_init(&b);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    cps_buf_printf(&b, "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"msg\":\"request\",\"id\":", when,
+                   ts.tv_nsec / 1000000);
+    cps_buf_json_str(&b, r->request_id, strlen(r->request_id));
+    cps_buf_puts(&b, ",\"path\":");
+    cps_buf_json_str(&b, c->path, strlen(c->path));
+    cps_buf_puts(&b, ",\"route\":");
+    cps_buf_json_str(&b, r->route, strlen(r->route));
+    cps_buf_puts(&b, ",\"provider\":");
+    cps_buf_json_str(&b, r->provider, strlen(r->provider));
+    cps_buf_puts(&b, ",\"model\":");
+    cps_buf_json_str(&b, r->model, strlen(r->model));
+    cps_buf_printf(&b, ",\"status\":%d,\"stream\":%s,\"latency_ms\":%.3f,\"ttft_ms\":%.3f,"
+                   "\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"attempts\":%d,"
+                   "\"attempt_log\":",
+                   r->status, c->stream ? "true" : "false", r->latency_ms, r->ttft_ms,
+                   (long long)r->usage.prompt_tokens, (long long)r->usage.completion_tokens,
+                   r->attempts);
+    cps_buf_json_str(&b, r->attempts_log, strlen(r->attempts_log));
+    if (r->cost_usd >= 0)
+        cps_buf_printf(&b, ",\"cost_usd\":%.8f", r->cost_usd);
+    if (r->rc == COMPASS_ECANCELED)
+        cps_buf_puts(&b, ",\"cancelled\":true");
+    cps_buf_puts(&b, "}");
+    if (!b.oom)
+        h->o.log_line(b.ptr);
+    cps_buf_free(&b);
+}
+
+static void on_done(void *ud, const compass_engine_result *r)
+{
+    struct conn *c = ud;
+    log_request(c, r);
+    watch_remove(c->h, c);
+    pthread_mutex_lock(&c->mu);
+    c->done = 1;
+    c->call = NULL;
+    if (!c->stream && !c->mhd_done) {
+        cps_buf_reset(&c->out);
+        cps_buf_append(&c->out, r->body, r->body_len);
+        c->status = r->status;
+    }
+    wake(c);
+    pthread_mutex_unlock(&c->mu);
+    conn_unref(c); /* the engine's reference */
+}
+
+/* ---- streaming body ---- */
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct conn *c = cls;
+    pthread_mutex_lock(&c->mu);
+    size_t avail = c->out.len - c->out_off;
+    if (avail) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, c->out.ptr + c->out_off, n);
+        c->out_off += n;
+        if (c->out_off == c->out.len) {
+            cps_buf_reset(&c->out);
+            c->out_off = 0;
+        }
+        pthread_mutex_unlock(&c->mu);
+        return (ssize_t)n;
+    }
+    if (c->done) {
+        pthread_mutex_unlock(&c->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    c->suspended = 1;
+    MHD_suspend_connection(c->mhd);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    conn_unref(cls); /* the response's reference */
+}
+
+static void add_compass_headers(struct MHD_Response *r, struct conn *c)
+{
+    char tmp[64];
+    MHD_add_response_header(r, "x-request-id", c->request_id);
+    if (c->route[0])
+        MHD_add_response_header(r, "x-compass-route", c->route);
+    if (c->provider[0])
+        MHD_add_response_header(r, "x-compass-provider", c->provider);
+    if (c->model[0])
+        MHD_add_response_header(r, "x-compass-model", c->model);
+    snprintf(tmp, sizeof(tmp), "%d", c->attempts);
+    MHD_add_response_header(r, "x-compass-attempts", tmp);
+    if (c->cost >= 0) {
+        snprintf(tmp, sizeof(tmp), "%.8f", c->cost);
+        MHD_add_response_header(r, "x-compass-cost", tmp);
+    }
+}
+
+/* Called with c->mu held: whether the answer can be queued (a stream once its head is known,
+ * a whole body once it is complete). */
+static int answer_ready(const struct conn *c)
+{
+    return c->head_ready && (c->stream || c->done);
+}
+
+/* Called with c->mu held, once answer_ready. */
+static enum MHD_Result queue_answer(struct conn *c)
+{
+    struct MHD_Response *r;
+    c->queued = 1;
+    if (c->stream) {
+        c->refs++;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, c,
+                                              stream_free);
+        if (!r) {
+            c->refs--;
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    } else {
+        r = MHD_create_response_from_buffer(c->out.len, c->out.ptr ? c->out.ptr : (void *)"",
+                                            MHD_RESPMEM_MUST_COPY);
+        if (!r)
+            return MHD_NO;
+        MHD_add_response_header(r, "Content-Type", "application/json");
+    }
+    add_compass_headers(r, c);
+    enum MHD_Result ret = MHD_queue_response(c->mhd, (unsigned)c->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- the access handler ---- */
+
+static enum endpoint route_of(const char *url, const char **allow)
+{
+    if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions")) {
+        *allow = "POST";
+        return EP_CHAT;
+    }
+    *allow = "GET";
+    if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
+        return EP_MODELS;
+    if (!strcmp(url, "/api/v1/health") || !strcmp(url, "/health"))
+        return EP_HEALTH;
+    if (!strcmp(url, "/api/v1/providers"))
+        return EP_PROVIDERS;
+    if (!strcmp(url, "/metrics") || !strcmp(url, "/api/v1/metrics"))
+        return EP_METRICS;
+    *allow = NULL;
+    return EP_NONE;
+}
+
+static enum MHD_Result serve_get(cpd_http *h, struct MHD_Connection *mc, enum endpoint ep,
+                                 const char *req_id)
+{
+    char *body = NULL;
+    const char *ctype = "application/json";
+    switch (ep) {
+    case EP_MODELS: body = compass_engine_models_json(h->e); break;
+    case EP_PROVIDERS: body = compass_engine_providers_json(h->e); break;
+    case EP_METRICS:
+        body = compass_engine_metrics_text(h->e);
+        ctype = "text/plain; version=0.0.4; charset=utf-8";
+        break;
+    case EP_HEALTH: {
+        char tmp[160];
+        snprintf(tmp, sizeof(tmp), "{\"status\":\"ok\",\"version\":\"%s\",\"in_flight\":%ld}",
+                 compass_version(), compass_engine_in_flight(h->e));
+        return send_buf(mc, 200, ctype, tmp, strlen(tmp), req_id);
+    }
+    default: break;
+    }
+    if (!body)
+        return send_error(mc, 500, "server_error", "internal_error", "out of memory", req_id,
+                          NULL);
+    enum MHD_Result r = send_buf(mc, 200, ctype, body, strlen(body), req_id);
+    compass_free(body);
+    return r;
+}
+
+static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
+{
+    static const compass_engine_callbacks cb = {sizeof(compass_engine_callbacks), on_head,
+                                                on_chunk, NULL, on_done};
+    compass_engine_request rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.size = sizeof(rq);
+    rq.body = c->body.ptr ? c->body.ptr : "";
+    rq.body_len = c->body.len;
+    rq.request_id = c->request_id;
+    c->submitted = 1;
+    pthread_mutex_lock(&c->mu);
+    c->refs++; /* the engine's */
+    pthread_mutex_unlock(&c->mu);
+    watch_add(h, c);
+    compass_engine_call *call = NULL;
+    int rc = compass_engine_submit(h->e, &rq, &cb, c, &call);
+    if (rc) {
+        watch_remove(h, c);
+        conn_unref(c);
+        return send_error(c->mhd, 503, "server_error", "unavailable",
+                          rc == COMPASS_ECANCELED ? "compassd is shutting down"
+                                                  : compass_strerror(rc),
+                          c->request_id, NULL);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->done)
+        c->call = call;
+    enum MHD_Result ret = MHD_YES;
+    if (answer_ready(c)) {
+        ret = queue_answer(c);
+    } else {
+        c->suspended = 1;
+        MHD_suspend_connection(c->mhd);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ret;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    cpd_http *h = cls;
+    struct conn *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return MHD_NO;
+        c->h = h;
+        c->mhd = mc;
+        c->refs = 1; /* MHD's, dropped at completion */
+        pthread_mutex_init(&c->mu, NULL);
+        cps_buf_init(&c->body);
+        cps_buf_init(&c->out);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
+        const char *rid = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "x-request-id");
+        if (rid && sane_id(rid))
+            snprintf(c->request_id, sizeof(c->request_id), "%s", rid);
+        else
+            new_request_id(c->request_id, sizeof(c->request_id));
+        const char *allow = NULL;
+        c->ep = route_of(url, &allow);
+        c->path = c->ep == EP_CHAT ? "/v1/chat/completions" : "other";
+        *con_cls = c;
+        atomic_fetch_add(&h->open_conns, 1);
+        if (c->ep == EP_NONE) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "Unknown request URL: %s %.200s", method, url);
+            c->queued = 1;
+            return send_error(mc, 404, "invalid_request_error", "unknown_url", msg,
+                              c->request_id, NULL);
+        }
+        int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET") ||
+                                                        !strcmp(method, "HEAD");
+        if ((c->ep == EP_CHAT && !is_post) || (c->ep != EP_CHAT && !is_get)) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "Method %s is not allowed on %.100s (allowed: %s)",
+                     method, url, allow);
+            c->queued = 1;
+            return send_error(mc, 405, "invalid_request_error", "method_not_allowed", msg,
+                              c->request_id, allow);
+        }
+        if (c->ep == EP_CHAT) {
+            const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                         "Content-Length");
+            if (cl && strtoll(cl, NULL, 10) > h->o.max_body_bytes) {
+                /* answer before reading the body; MHD closes the connection after it */
+                char msg[160];
+                snprintf(msg, sizeof(msg), "Request body is larger than the limit of %ld bytes",
+                         h->o.max_body_bytes);
+                c->queued = 1;
+                return send_error(mc, 413, "invalid_request_error", "request_too_large", msg,
+                                  c->request_id, NULL);
+            }
+        }
+        return MHD_YES;
+    }
+    if (c->ep != EP_CHAT) {
+        if (c->queued)
+            return MHD_YES;
+        c->queued = 1;
+        return serve_get(h, mc, c->ep, c->request_id);
+    }
+    if (*upload_size) {
+        if (!c->too_large && !c->queued) {
+            if ((long)(c->body.len + *upload_size) > h->o.max_body_bytes)
+                c->too_large = 1;
+            else if (cps_buf_append(&c->body, upload, *upload_size))
+                c->too_large = 1;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->queued)
+        return MHD_YES;
+    if (c->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Request body is larger than the limit of %ld bytes",
+                 h->o.max_body_bytes);
+        c->queued = 1;
+        return send_error(mc, 413, "invalid_request_error", "request_too_large", msg,
+                          c->request_id, NULL);
+    }
+    if (!c->submitted)
+        return submit_chat(h, c);
+    /* resumed by the engine (or the watchdog) */
+    pthread_mutex_lock(&c->mu);
+    enum MHD_Result ret = MHD_YES;
+    if (answer_ready(c) && !c->queued) {
+        ret = queue_answer(c);
+    } else if (c->done && !c->head_ready) {
+        ret = MHD_NO; /* cancelled before any answer: close */
+    } else if (!c->queued) {
+        c->suspended = 1;
+        MHD_suspend_connection(mc);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ret;
+}
+
+static void completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)mc;
+    (void)toe;
+    cpd_http *h = cls;
+    struct conn *c = *con_cls;
+    if (!c)
+        return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->mhd_done = 1;
+    if (!c->done && c->call && !c->cancel_sent) {
+        c->cancel_sent = 1;
+        compass_engine_cancel(c->call);
+    }
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_sub(&h->open_conns, 1);
+    conn_unref(c);
+}
+
+/* Peeks at waiting clients' sockets: EOF means the client left; cancel its request. */
+static void *watchdog_main(void *arg)
+{
+    cpd_http *h = arg;
+    while (!atomic_load(&h->stop)) {
+        struct timespec ts = {0, 200 * 1000000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&h->watch_mu);
+        for (struct conn *c = h->watch; c; c = c->w_next) {
+            char b;
+            if (c->fd < 0)
+                continue;
+            ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                pthread_mutex_lock(&c->mu);
+                if (!c->done && c->call && !c->cancel_sent) {
+                    c->cancel_sent = 1;
+                    compass_engine_cancel(c->call);
+                }
+                pthread_mutex_unlock(&c->mu);
+            }
+        }
+        pthread_mutex_unlock(&h->watch_mu);
+    }
+    return NULL;
+}
+
+cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, size_t cap)
+{
+    cpd_http *h = calloc(1, sizeof(*h));
+    if (!h) {
+        snprintf(msg, cap, "out of memory");
+        return NULL;
+    }
+    h->e = e;
+    h->o = *o;
+    pthread_mutex_init(&h->watch_mu, NULL);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)o->port);
+    if (inet_pton(AF_INET, o->host, &sa.sin_addr) != 1) {
+        snprintf(msg, cap, "listen address '%s' is not an IPv4 address", o->host);
+        free(h);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
+                     MHD_USE_ERROR_LOG;
+    unsigned threads = o->threads > 1 ? (unsigned)o->threads : 0;
+    if (threads)
+        h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
+                                MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
+                                MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_END);
+    else
+        h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
+                                MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(msg, cap, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
+        pthread_mutex_destroy(&h->watch_mu);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : o->port;
+    if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+        h->watchdog_started = 1;
+    return h;
+}
+
+int cpd_http_port(cpd_http *h)
+{
+    return h->port;
+}
+
+void cpd_http_quiesce(cpd_http *h)
+{
+    MHD_socket s = MHD_quiesce_daemon(h->d);
+    if (s != MHD_INVALID_SOCKET)
+        close(s);
+}
+
+long cpd_http_open_connections(cpd_http *h)
+{
+    return atomic_load(&h->open_conns);
+}
+
+void cpd_http_stop(cpd_http *h)
+{
+    if (!h)
+        return;
+    atomic_store(&h->stop, 1);
+    if (h->watchdog_started)
+        pthread_join(h->watchdog, NULL);
+    MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->watch_mu);
+    free(h);
+}

@@ -1,0 +1,30 @@
+/* compassd's HTTP front door (libmicrohttpd) over a compass_engine. */
+#ifndef COMPASSD_HTTP_H
+#define COMPASSD_HTTP_H
+
+#include <compass/compass.h>
+
+typedef struct cpd_http cpd_http;
+
+typedef struct cpd_http_opts {
+    const char *host;
+    int port;               /* 0 picks a free port */
+    long max_body_bytes;
+    int threads;
+    long max_connections;
+    int log_requests;
+    void (*log_line)(const char *json_line); /* one JSON object, no newline */
+} cpd_http_opts;
+
+/** Starts serving. Returns NULL with msg filled on failure. */
+cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, size_t cap);
+/** The port actually bound. */
+int cpd_http_port(cpd_http *h);
+/** Stops accepting new connections; those open keep being served. */
+void cpd_http_quiesce(cpd_http *h);
+/** Connections open right now. */
+long cpd_http_open_connections(cpd_http *h);
+/** Stops the daemon and frees everything. */
+void cpd_http_stop(cpd_http *h);
+
+#endif

@@ -1,0 +1,246 @@
+/* compassd: the compass daemon. The first program built on libcompass: it owns the process
+ * (arguments, signals, logging to stderr) and puts an HTTP front door on an engine. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <compass/compass.h>
+
+#include "buf.h"
+#include "http.h"
+
+#ifndef COMPASS_DEFAULT_PLUGIN_DIR
+#define COMPASS_DEFAULT_PLUGIN_DIR "/usr/local/lib/compass/plugins"
+#endif
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_line(const char *json)
+{
+    pthread_mutex_lock(&log_mu);
+    fputs(json, stderr);
+    fputc('\n', stderr);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void log_json(int level, const char *msg)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    cps_buf b;
+    cps_buf_init(&b);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    cps_buf_printf(&b, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":", when,
+                   ts.tv_nsec / 1000000, level >= 0 && level <= 3 ? names[level] : "info");
+    cps_buf_json_str(&b, msg, strlen(msg));
+    cps_buf_puts(&b, "}");
+    if (!b.oom)
+        log_line(b.ptr);
+    cps_buf_free(&b);
+}
+
+static void engine_log(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    log_json(level, msg);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: compassd [--config FILE] [--listen HOST:PORT] [--port-file FILE]\n"
+            "                [--plugin-dir DIR] [--log-level LEVEL]\n"
+            "       compassd --check-config FILE\n"
+            "       compassd --version | --help\n"
+            "\n"
+            "  --config FILE       configuration (default: etc/compassd.conf)\n"
+            "  --check-config FILE validate FILE and its plugins, print the first error as\n"
+            "                      file:line, exit 0 when valid and 1 when not\n"
+            "  --listen HOST:PORT  override server.listen (port 0 picks a free port)\n"
+            "  --port-file FILE    write the bound port to FILE once listening\n"
+            "  --plugin-dir DIR    search DIR for plugins before the config's paths\n"
+            "  --log-level LEVEL   error, warn, info (default) or debug\n"
+            "\n"
+            "Signals: SIGHUP reloads the configuration, plugins and Lua policies; SIGTERM and\n"
+            "SIGINT stop taking connections, let requests in flight finish, then exit.\n");
+}
+
+static int parse_level(const char *s)
+{
+    if (!strcmp(s, "error"))
+        return COMPASS_LOG_ERROR;
+    if (!strcmp(s, "warn"))
+        return COMPASS_LOG_WARN;
+    if (!strcmp(s, "debug"))
+        return COMPASS_LOG_DEBUG;
+    return COMPASS_LOG_INFO;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL, *check = NULL, *listen = NULL, *port_file = NULL;
+    const char *plugin_dirs[8];
+    size_t n_dirs = 0;
+    int level = COMPASS_LOG_INFO;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("compassd %s (plugin ABI %d.%d)\n", compass_version(), COMPASS_ABI_MAJOR,
+                   COMPASS_ABI_MINOR);
+            return 0;
+        } else if ((!strcmp(a, "--config") || !strcmp(a, "-c")) && next) {
+            config = next;
+            i++;
+        } else if (!strcmp(a, "--check-config") && next) {
+            check = next;
+            i++;
+        } else if (!strcmp(a, "--listen") && next) {
+            listen = next;
+            i++;
+        } else if (!strcmp(a, "--port-file") && next) {
+            port_file = next;
+            i++;
+        } else if (!strcmp(a, "--plugin-dir") && next && n_dirs < 7) {
+            plugin_dirs[n_dirs++] = next;
+            i++;
+        } else if (!strcmp(a, "--log-level") && next) {
+            level = parse_level(next);
+            i++;
+        } else {
+            fprintf(stderr, "compassd: unknown or incomplete argument '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    plugin_dirs[n_dirs++] = COMPASS_DEFAULT_PLUGIN_DIR;
+
+    /* Signals are taken synchronously by the main thread; block them before any thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    compass_engine_opts opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.size = sizeof(opts);
+    opts.log = engine_log;
+    opts.log_level = check ? COMPASS_LOG_ERROR : level;
+    opts.plugin_paths = plugin_dirs;
+    opts.n_plugin_paths = n_dirs;
+    compass_err err;
+    compass_engine *e = NULL;
+
+    if (check) {
+        int rc = compass_engine_open(&e, check, &opts, &err);
+        if (rc) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        compass_engine_close(e, 0);
+        printf("%s: configuration OK\n", check);
+        return 0;
+    }
+    if (!config)
+        config = "etc/compassd.conf";
+    raise_fd_limit();
+    int rc = compass_engine_open(&e, config, &opts, &err);
+    if (rc) {
+        fprintf(stderr, "compassd: %s\n", err.msg);
+        return 1;
+    }
+    char host[256];
+    int port, threads, drain, log_requests;
+    long max_body, max_conns;
+    compass_engine_server_config(e, host, sizeof(host), &port, &max_body, &threads, &max_conns,
+                                 &drain, &log_requests);
+    if (listen) {
+        const char *colon = strrchr(listen, ':');
+        if (!colon || colon == listen) {
+            fprintf(stderr, "compassd: --listen '%s' is not HOST:PORT\n", listen);
+            compass_engine_close(e, 0);
+            return 2;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+        port = (int)strtol(colon + 1, NULL, 10);
+    }
+    cpd_http_opts ho = {host, port, max_body, threads, max_conns, log_requests, log_line};
+    char msg[300];
+    cpd_http *h = cpd_http_start(e, &ho, msg, sizeof(msg));
+    if (!h) {
+        fprintf(stderr, "compassd: %s\n", msg);
+        compass_engine_close(e, 0);
+        return 1;
+    }
+    snprintf(msg, sizeof(msg), "compassd %s listening on %s:%d", compass_version(), host,
+             cpd_http_port(h));
+    log_json(COMPASS_LOG_INFO, msg);
+    if (port_file) {
+        char tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fprintf(f, "%d\n", cpd_http_port(h));
+            fclose(f);
+            rename(tmp, port_file);
+        }
+    }
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig))
+            continue;
+        if (sig == SIGHUP) {
+            if (compass_engine_reload(e, &err))
+                log_json(COMPASS_LOG_ERROR, err.msg[0] ? err.msg : "reload failed");
+            continue;
+        }
+        break;
+    }
+    snprintf(msg, sizeof(msg), "shutting down: draining %ld requests in flight (up to %d s)",
+             compass_engine_in_flight(e), drain);
+    log_json(COMPASS_LOG_INFO, msg);
+    cpd_http_quiesce(h);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= drain)
+            break;
+        if (compass_engine_in_flight(e) == 0 && cpd_http_open_connections(h) == 0)
+            break;
+        if (compass_engine_in_flight(e) == 0 && now.tv_sec - t0.tv_sec >= 1)
+            break; /* idle keep-alive clients need not hold us */
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cpd_http_stop(h);
+    compass_engine_close(e, 0);
+    log_json(COMPASS_LOG_INFO, "stopped");
+    return 0;
+}

@@ -1,0 +1,73 @@
+/* compassd.conf: libconfig text checked against a schema, with file:line errors. */
+#ifndef COMPASS_CORE_CONFIG_H
+#define COMPASS_CORE_CONFIG_H
+
+#include <libconfig.h>
+#include <stdint.h>
+
+#include <compass/plugin.h>
+
+typedef struct cps_timeouts {
+    int64_t connect_ms, first_byte_ms, idle_ms, total_ms;
+} cps_timeouts;
+
+typedef struct cps_cfg_deployment {
+    const char *name;
+    const char *plugin;
+    const char *base_url;     /* may be NULL */
+    const char *api_key_env;  /* may be NULL */
+    const char **models;
+    size_t n_models;
+    int standby;
+    double weight;
+    int tier;
+    double price_in, price_out;
+    int64_t capacity;
+    int64_t context_window;
+    unsigned caps;
+    cps_timeouts timeouts;    /* server defaults where not overridden */
+    config_setting_t *options; /* may be NULL */
+    const char *file;
+    int line;
+} cps_cfg_deployment;
+
+typedef struct cps_cfg_route {
+    const char *name;
+    const char *strategy;     /* router plugin name, or "priority" (built in) */
+    const char **candidates;  /* "deployment/model" */
+    size_t n_candidates;
+    int max_attempts;         /* 0: one per candidate */
+    config_setting_t *options;
+    const char *file;
+    int line;
+} cps_cfg_route;
+
+typedef struct cps_config {
+    config_t cfg;
+    char *path;               /* file it came from, or "<string>" */
+    const char *listen_host;
+    int listen_port;
+    int64_t max_body_bytes;
+    int threads;
+    int64_t max_connections;
+    int drain_seconds;
+    int log_requests;
+    const char *log_level;
+    cps_timeouts timeouts;
+    const char **plugin_paths;
+    size_t n_plugin_paths;
+    config_setting_t *plugin_settings; /* plugins.settings: per-plugin global groups */
+    cps_cfg_deployment *deployments;
+    size_t n_deployments;
+    cps_cfg_route *routes;
+    size_t n_routes;
+} cps_config;
+
+/** Loads and checks a config file. On error returns NULL with err->msg "file:line: ...". */
+cps_config *cps_config_load_file(const char *path, compass_err *err);
+/** Same, from text (errors say "<string>:line"); relative plugin paths resolve against
+ *  base_dir when given. */
+cps_config *cps_config_load_string(const char *text, const char *base_dir, compass_err *err);
+void cps_config_free(cps_config *c);
+
+#endif

@@ -1,0 +1,228 @@
+/* Engine internals shared by engine.c (configuration generations, routing, public API),
+ * loop.c (the event loop: upstream transfers, timers, the request state machine) and host.c
+ * (the services table handed to plugins). */
+#ifndef COMPASS_CORE_ENGINE_H
+#define COMPASS_CORE_ENGINE_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define COMPASS_BUILDING 1
+#include <compass/compass.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "config.h"
+#include "loader.h"
+#include "metrics.h"
+#include "sse.h"
+
+#define CPS_MAX_ATTEMPTS 16
+
+/* Live stats of one deployment/model; kept by the engine across reloads. */
+typedef struct cps_stats {
+    struct cps_stats *next;
+    char *key; /* "deployment/model" */
+    atomic_long in_flight;
+    pthread_mutex_t mu;
+    double ewma_ms, ewma_ttft_ms, err_ewma;
+    unsigned long long ok, fail;
+    int consecutive_fail;
+} cps_stats;
+
+typedef struct cps_deployment {
+    const cps_cfg_deployment *cfg;
+    cps_plugin *plugin;
+    void *inst;
+    char *api_key;
+    int enabled;
+    char disabled_reason[128];
+    cps_arena *opt_arena;
+} cps_deployment;
+
+typedef struct cps_target {
+    cps_deployment *dep;
+    const char *model;
+    char *id; /* "deployment/model" */
+    cps_stats *stats;
+} cps_target;
+
+typedef struct cps_route {
+    const char *name;
+    cps_target **targets;
+    size_t n;
+    cps_plugin *router;
+    void *router_inst;
+    int max_attempts;
+    int implicit; /* a concrete model name served by one or more deployments */
+    cps_arena *opt_arena;
+} cps_route;
+
+typedef struct cps_gen {
+    atomic_int refs;
+    struct compass_engine *e;
+    cps_config *cfg;
+    cps_deployment *deps;
+    size_t n_deps;
+    cps_target *targets;
+    size_t n_targets;
+    cps_route *routes;
+    size_t n_routes;
+    cps_plugin **plugins;
+    size_t n_plugins;
+} cps_gen;
+
+struct compass_req {
+    struct compass_engine_call *call;
+    cps_arena *arena;
+    void *plugin_data;
+};
+
+typedef struct cps_attempt_log {
+    const char *target;
+    char what[96];
+    int status;
+    int kind;
+} cps_attempt_log;
+
+enum call_phase { PH_NEW, PH_UPSTREAM, PH_LOCAL_WAIT, PH_DONE };
+
+struct compass_engine_call {
+    struct compass_engine *e;
+    cps_gen *gen;
+    atomic_int refs;
+    atomic_int cancel_requested;
+    cps_arena *arena;
+    compass_chat_request req;
+    const char *route_name;
+    char request_id[80];
+    char key_id[80];
+    compass_engine_callbacks cb;
+    void *ud;
+    uint64_t start_ns;
+    int64_t created;
+
+    /* the plan */
+    cps_route *route;
+    cps_target *order[64];
+    size_t n_order, next;
+    int max_attempts;
+
+    /* the current attempt */
+    enum call_phase phase;
+    cps_target *target;
+    struct compass_req preq;
+    CURL *easy;
+    struct curl_slist *slist;
+    compass_http_request hreq;
+    long status;
+    int status_checked;
+    cps_buf body, hdrs;
+    cps_sse sse;
+    uint64_t attempt_start_ns, first_byte_ns, last_byte_ns;
+    int stream_ended, saw_finish;
+    int attempt_failed;
+    compass_upstream_error fail_uerr;
+    const char *fail_what;
+    struct compass_engine_call *act_prev, *act_next; /* active-transfer list */
+    /* in-process providers */
+    compass_local_result local;
+    size_t local_next;
+    uint64_t timer_due;
+    unsigned timer_gen;
+    int timer_pending;
+
+    /* the answer */
+    int committed;          /* head sent to the client */
+    int role_pending;
+    char chunk_id[96];
+    const char *chunk_model;
+    uint64_t first_content_ns;
+    compass_usage usage;
+    size_t out_chars;
+    cps_buf chunk;
+    cps_attempt_log log[CPS_MAX_ATTEMPTS];
+    int n_log;
+    int finished;
+
+    struct compass_engine_call *q_next; /* loop queue */
+    struct compass_engine_call *all_prev, *all_next; /* every live call, for close */
+};
+
+typedef struct cps_timer {
+    uint64_t due;
+    struct compass_engine_call *call;
+    unsigned gen;
+} cps_timer;
+
+typedef struct cps_msg {
+    struct cps_msg *next;
+    int kind; /* 1 start, 2 cancel */
+    struct compass_engine_call *call;
+} cps_msg;
+
+struct compass_engine {
+    char *config_path;
+    char *config_text;
+    void (*log_fn)(void *ud, int level, const char *msg);
+    void *log_ud;
+    int log_level;
+    char **extra_paths;
+    size_t n_extra_paths;
+
+    pthread_mutex_t gen_mu;
+    cps_gen *gen;
+    pthread_mutex_t reload_mu;
+
+    pthread_mutex_t plugins_mu;
+    cps_plugin **plugins; /* cache shared by generations, refcounted */
+    size_t n_plugins, cap_plugins;
+
+    pthread_mutex_t stats_mu;
+    cps_stats *stats;
+
+    cps_metrics *metrics;
+    compass_host host_tmpl;
+    atomic_long in_flight;
+    atomic_ulong seq;
+    atomic_int closing;
+
+    /* the loop */
+    pthread_t thread;
+    int thread_started;
+    CURLM *multi;
+    pthread_mutex_t q_mu;
+    cps_msg *q_head, *q_tail;
+    int stop;
+    cps_timer *timers;
+    size_t n_timers, cap_timers;
+    struct compass_engine_call *active;
+    struct compass_engine_call *all;
+    CURL **easy_pool;
+    size_t n_easy_pool;
+    uint64_t last_scan_ns;
+};
+
+/* engine.c */
+void cps_log(struct compass_engine *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint64_t cps_now_ns(void);
+void cps_gen_unref(cps_gen *g);
+void cps_stats_record(cps_stats *s, int ok, double ms, double ttft_ms);
+int64_t cps_estimate_prompt_tokens(const compass_chat_request *r, size_t *chars);
+
+/* loop.c */
+int cps_loop_start(struct compass_engine *e, compass_err *err);
+void cps_loop_stop(struct compass_engine *e);
+void cps_loop_post(struct compass_engine *e, int kind, struct compass_engine_call *call);
+void cps_call_unref(struct compass_engine_call *c);
+/* Answers a call at once with an error (caller's thread or loop). */
+void cps_call_fail_now(struct compass_engine_call *c, int status, const char *type,
+                       const char *param, const char *code, const char *msg);
+int cps_call_emit(struct compass_engine_call *c, const compass_chat_delta *d);
+
+/* host.c */
+void cps_host_init(compass_host *h);
+
+#endif

@@ -1,0 +1,1156 @@
+/* The engine's event loop: one thread drives every upstream transfer through libcurl multi,
+ * the delays of in-process providers through a timer heap, and the request state machine:
+ * attempt, parse, fail over, answer. No thread ever waits on an upstream. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "canon.h"
+#include "engine.h"
+
+#define MAX_BODY ((size_t)32 << 20)
+#define MAX_HDRS ((size_t)64 << 10)
+#define SCAN_NS (50ull * 1000000ull)
+
+enum kind { K_OTHER, K_UNSUPPORTED, K_RATE, K_TIMEOUT, K_BADGW, K_CLIENT };
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void next_attempt(compass_engine_call *c);
+
+/* ---- call lifetime ---- */
+
+void cps_call_unref(compass_engine_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    cps_buf_free(&c->body);
+    cps_buf_free(&c->hdrs);
+    cps_buf_free(&c->chunk);
+    cps_sse_free(&c->sse);
+    if (c->slist)
+        curl_slist_free_all(c->slist);
+    cps_gen_unref(c->gen);
+    cps_arena_free(c->arena);
+    free(c);
+}
+
+static double ms_since(uint64_t t0, uint64_t t1)
+{
+    return t1 > t0 ? (double)(t1 - t0) / 1e6 : 0;
+}
+
+static double cost_of(const compass_engine_call *c)
+{
+    if (!c->target)
+        return -1;
+    const cps_cfg_deployment *d = c->target->dep->cfg;
+    if (!d->price_in && !d->price_out)
+        return -1;
+    return ((double)c->usage.prompt_tokens * d->price_in +
+            (double)c->usage.completion_tokens * d->price_out) / 1e6;
+}
+
+static void attempts_text(compass_engine_call *c, cps_buf *b)
+{
+    for (int i = 0; i < c->n_log; i++) {
+        cps_buf_printf(b, "%s%s:%s", i ? ", " : "", c->log[i].target, c->log[i].what);
+        if (c->log[i].status)
+            cps_buf_printf(b, ":%d", c->log[i].status);
+    }
+}
+
+static void finish(compass_engine_call *c, int status, int rc, const char *body, size_t len)
+{
+    if (c->finished)
+        return;
+    c->finished = 1;
+    c->phase = PH_DONE;
+    compass_engine *e = c->e;
+    uint64_t now = cps_now_ns();
+    const char *prov = c->target ? c->target->dep->cfg->name : "";
+    const char *model = c->target ? c->target->model : "";
+    cps_buf att;
+    cps_buf_init(&att);
+    attempts_text(c, &att);
+    compass_engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.size = sizeof(res);
+    res.status = status;
+    res.rc = rc;
+    res.body = body ? body : "";
+    res.body_len = body ? len : 0;
+    res.request_id = c->request_id;
+    res.route = c->route_name;
+    res.provider = prov;
+    res.model = model;
+    res.attempts_log = att.ptr ? att.ptr : "";
+    res.attempts = c->n_log;
+    res.usage = c->usage;
+    res.latency_ms = ms_since(c->start_ns, now);
+    res.ttft_ms = c->first_content_ns ? ms_since(c->start_ns, c->first_content_ns)
+                                      : res.latency_ms;
+    res.cost_usd = cost_of(c);
+
+    char labels[300];
+    snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov, model,
+             status);
+    cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
+    if (c->target) {
+        snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"", prov, model);
+        cps_metrics_observe(e->metrics, "compass_requests_duration_seconds", labels,
+                            res.latency_ms / 1000.0);
+        if (c->usage.present || c->usage.prompt_tokens || c->usage.completion_tokens) {
+            snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",type=\"prompt\"", prov,
+                     model);
+            cps_metrics_add(e->metrics, "compass_tokens_total", labels,
+                            (double)c->usage.prompt_tokens);
+            snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",type=\"completion\"",
+                     prov, model);
+            cps_metrics_add(e->metrics, "compass_tokens_total", labels,
+                            (double)c->usage.completion_tokens);
+        }
+    }
+    c->cb.on_done(c->ud, &res);
+    cps_buf_free(&att);
+    if (c->all_prev || c->all_next || e->all == c) {
+        if (c->all_prev)
+            c->all_prev->all_next = c->all_next;
+        else
+            e->all = c->all_next;
+        if (c->all_next)
+            c->all_next->all_prev = c->all_prev;
+        c->all_prev = c->all_next = NULL;
+    }
+    atomic_fetch_sub(&e->in_flight, 1);
+    cps_call_unref(c);
+}
+
+static void send_head(compass_engine_call *c, int status, int stream)
+{
+    compass_engine_head h;
+    memset(&h, 0, sizeof(h));
+    h.size = sizeof(h);
+    h.status = status;
+    h.stream = stream;
+    h.content_type = stream ? "text/event-stream" : "application/json";
+    h.request_id = c->request_id;
+    h.route = c->route_name;
+    h.provider = c->target ? c->target->dep->cfg->name : "";
+    h.model = c->target ? c->target->model : "";
+    h.attempts = c->n_log;
+    h.cost_usd = cost_of(c);
+    if (c->cb.on_head)
+        c->cb.on_head(c->ud, &h);
+}
+
+void cps_call_fail_now(compass_engine_call *c, int status, const char *type, const char *param,
+                       const char *code, const char *msg)
+{
+    cps_buf b;
+    cps_buf_init(&b);
+    cps_canon_write_error(&b, msg, type, param, code);
+    send_head(c, status, 0);
+    finish(c, status, status >= 500 ? COMPASS_EUPSTREAM : COMPASS_EINVAL, b.ptr ? b.ptr : "",
+           b.len);
+    cps_buf_free(&b);
+}
+
+/* ---- the queue from other threads ---- */
+
+void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
+{
+    cps_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        if (kind == 1)
+            cps_call_fail_now(call, 503, "server_error", NULL, "overloaded", "out of memory");
+        else
+            cps_call_unref(call);
+        return;
+    }
+    m->next = NULL;
+    m->kind = kind;
+    m->call = call;
+    pthread_mutex_lock(&e->q_mu);
+    if (e->q_tail)
+        e->q_tail->next = m;
+    else
+        e->q_head = m;
+    e->q_tail = m;
+    pthread_mutex_unlock(&e->q_mu);
+    curl_multi_wakeup(e->multi);
+}
+
+/* ---- timers (a binary heap; each entry holds a call reference) ---- */
+
+static int timer_push(compass_engine *e, compass_engine_call *c, uint64_t due)
+{
+    if (e->n_timers == e->cap_timers) {
+        size_t cap = e->cap_timers ? e->cap_timers * 2 : 64;
+        cps_timer *nt = realloc(e->timers, cap * sizeof(*nt));
+        if (!nt)
+            return COMPASS_ENOMEM;
+        e->timers = nt;
+        e->cap_timers = cap;
+    }
+    atomic_fetch_add(&c->refs, 1);
+    c->timer_gen++;
+    c->timer_pending = 1;
+    size_t i = e->n_timers++;
+    cps_timer t = {due, c, c->timer_gen};
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (e->timers[p].due <= due)
+            break;
+        e->timers[i] = e->timers[p];
+        i = p;
+    }
+    e->timers[i] = t;
+    return 0;
+}
+
+static cps_timer timer_pop(compass_engine *e)
+{
+    cps_timer top = e->timers[0], last = e->timers[--e->n_timers];
+    size_t i = 0, n = e->n_timers;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        uint64_t md = last.due;
+        if (l < n && e->timers[l].due < md) {
+            m = l;
+            md = e->timers[l].due;
+        }
+        if (r < n && e->timers[r].due < md)
+            m = r;
+        if (m == i)
+            break;
+        e->timers[i] = e->timers[m];
+        i = m;
+    }
+    if (n)
+        e->timers[i] = last;
+    return top;
+}
+
+/* ---- attempts ---- */
+
+static const compass_provider_ops *ops_of(const cps_target *t)
+{
+    return t->dep->plugin->desc->ops.provider;
+}
+
+static int has_local(const compass_provider_ops *o)
+{
+    return o->size >= offsetof(compass_provider_ops, local_call) + sizeof(o->local_call) &&
+           o->local_call;
+}
+
+static void active_remove(compass_engine *e, compass_engine_call *c)
+{
+    if (c->act_prev)
+        c->act_prev->act_next = c->act_next;
+    else if (e->active == c)
+        e->active = c->act_next;
+    if (c->act_next)
+        c->act_next->act_prev = c->act_prev;
+    c->act_prev = c->act_next = NULL;
+}
+
+static void release_easy(compass_engine *e, compass_engine_call *c)
+{
+    if (!c->easy)
+        return;
+    active_remove(e, c);
+    curl_multi_remove_handle(e->multi, c->easy);
+    if (e->n_easy_pool < 256) {
+        CURL **np = realloc(e->easy_pool, (e->n_easy_pool + 1) * sizeof(*np));
+        if (np) {
+            e->easy_pool = np;
+            curl_easy_reset(c->easy);
+            e->easy_pool[e->n_easy_pool++] = c->easy;
+            c->easy = NULL;
+        }
+    }
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    c->easy = NULL;
+    if (c->slist) {
+        curl_slist_free_all(c->slist);
+        c->slist = NULL;
+    }
+}
+
+/* Ends the attempt's bookkeeping (in-flight count, stats). */
+static void end_attempt(compass_engine_call *c, int ok, int counts)
+{
+    cps_target *t = c->target;
+    if (!t || c->phase == PH_NEW)
+        return;
+    atomic_fetch_sub(&t->stats->in_flight, 1);
+    c->phase = PH_NEW;
+    if (!counts)
+        return;
+    uint64_t now = cps_now_ns();
+    double ttft = c->first_content_ns ? ms_since(c->attempt_start_ns, c->first_content_ns) : -1;
+    cps_stats_record(t->stats, ok, ms_since(c->attempt_start_ns, now), ttft);
+}
+
+static void log_attempt(compass_engine_call *c, const char *what, int status, int kind)
+{
+    if (c->n_log >= CPS_MAX_ATTEMPTS)
+        return;
+    cps_attempt_log *l = &c->log[c->n_log++];
+    l->target = c->target ? c->target->id : "?";
+    snprintf(l->what, sizeof(l->what), "%s", what);
+    l->status = status;
+    l->kind = kind;
+}
+
+static int kind_of(const compass_upstream_error *u)
+{
+    if (u->outcome == COMPASS_OUTCOME_RATE_LIMITED)
+        return K_RATE;
+    if (u->outcome == COMPASS_OUTCOME_BAD_REQUEST || u->outcome == COMPASS_OUTCOME_CONTENT_FILTER)
+        return K_CLIENT;
+    if (u->http_status == 504)
+        return K_TIMEOUT;
+    if (u->http_status == 502)
+        return K_BADGW;
+    return K_OTHER;
+}
+
+static const char *outcome_name(int o)
+{
+    switch (o) {
+    case COMPASS_OUTCOME_OK: return "ok";
+    case COMPASS_OUTCOME_RETRYABLE: return "retryable";
+    case COMPASS_OUTCOME_RATE_LIMITED: return "rate_limited";
+    case COMPASS_OUTCOME_AUTH: return "auth";
+    case COMPASS_OUTCOME_BAD_REQUEST: return "bad_request";
+    case COMPASS_OUTCOME_CONTENT_FILTER: return "content_filter";
+    case COMPASS_OUTCOME_NOT_FOUND: return "not_found";
+    default: return "fatal";
+    }
+}
+
+/* The final answer when every candidate failed: one kind of failure keeps its status (429,
+ * 504, 502, 400 for a parameter no candidate can honour); a mix is 503. */
+static void final_failure(compass_engine_call *c, const char *last_msg)
+{
+    int kind = c->n_log ? c->log[0].kind : K_OTHER;
+    for (int i = 1; i < c->n_log; i++)
+        if (c->log[i].kind != kind)
+            kind = K_OTHER;
+    cps_buf b;
+    cps_buf_init(&b);
+    if (c->n_log == 1)
+        cps_buf_printf(&b, "upstream deployment %s failed: %s", c->log[0].target, last_msg);
+    else {
+        cps_buf_printf(&b, "all %d attempts failed: ", c->n_log);
+        attempts_text(c, &b);
+        cps_buf_printf(&b, " (last: %s)", last_msg);
+    }
+    int status = 503;
+    const char *code = "all_candidates_failed", *type = "upstream_error";
+    switch (kind) {
+    case K_UNSUPPORTED:
+        status = 400;
+        type = "invalid_request_error";
+        code = "unsupported_parameter";
+        b.len = 0;
+        cps_buf_puts(&b, last_msg);
+        break;
+    case K_RATE:
+        status = 429;
+        type = "rate_limit_error";
+        code = "rate_limit_exceeded";
+        break;
+    case K_TIMEOUT:
+        status = 504;
+        code = "upstream_timeout";
+        break;
+    case K_BADGW:
+        status = 502;
+        code = "bad_gateway";
+        break;
+    default:
+        break;
+    }
+    cps_buf e2;
+    cps_buf_init(&e2);
+    cps_canon_write_error(&e2, b.ptr ? b.ptr : "upstream failed", type, NULL, code);
+    send_head(c, status, 0);
+    finish(c, status, COMPASS_EUPSTREAM, e2.ptr ? e2.ptr : "", e2.len);
+    cps_buf_free(&e2);
+    cps_buf_free(&b);
+}
+
+/* ---- streaming ---- */
+
+static void commit(compass_engine_call *c)
+{
+    c->committed = 1;
+    if (!c->chunk_id[0])
+        snprintf(c->chunk_id, sizeof(c->chunk_id), "chatcmpl-%s", c->request_id);
+    if (!c->chunk_model)
+        c->chunk_model = c->target ? c->target->model : "";
+    send_head(c, 200, 1);
+    compass_chat_delta d;
+    compass_delta_init(&d);
+    d.role = COMPASS_ROLE_ASSISTANT;
+    if (c->cb.on_delta)
+        c->cb.on_delta(c->ud, &d);
+    if (c->cb.on_chunk) {
+        cps_buf_reset(&c->chunk);
+        cps_canon_write_chunk(&c->chunk, &d, compass_str_c(c->chunk_id),
+                              compass_str_c(c->chunk_model), c->created, 0);
+        if (!c->chunk.oom)
+            c->cb.on_chunk(c->ud, c->chunk.ptr, c->chunk.len);
+    }
+    c->role_pending = 0;
+}
+
+int cps_call_emit(compass_engine_call *c, const compass_chat_delta *d)
+{
+    if (c->finished)
+        return 0;
+    if (d->usage.present)
+        c->usage = d->usage;
+    if (d->finish_reason)
+        c->saw_finish = 1;
+    if (d->id.len && !c->chunk_id[0] && d->id.len < sizeof(c->chunk_id))
+        compass_copy_fixed(c->chunk_id, sizeof(c->chunk_id), d->id);
+    if (d->model.len && !c->chunk_model)
+        c->chunk_model = cps_arena_strndup(c->arena, d->model.ptr, d->model.len);
+    int content = d->content.len || d->tool_index >= 0 || d->refusal.len || d->finish_reason;
+    if (!content) {
+        if (d->role)
+            c->role_pending = 1;
+        return 0;
+    }
+    if (!c->committed)
+        commit(c);
+    if (!c->first_content_ns)
+        c->first_content_ns = cps_now_ns();
+    c->out_chars += d->content.len + d->tool_arguments.len + d->refusal.len;
+    compass_chat_delta x = *d;
+    x.role = 0;
+    x.usage.present = 0;
+    if (c->cb.on_delta)
+        c->cb.on_delta(c->ud, &x);
+    if (c->cb.on_chunk) {
+        cps_buf_reset(&c->chunk);
+        cps_canon_write_chunk(&c->chunk, &x, compass_str_c(c->chunk_id),
+                              compass_str_c(c->chunk_model), c->created, 0);
+        if (c->chunk.oom)
+            return COMPASS_ENOMEM;
+        c->cb.on_chunk(c->ud, c->chunk.ptr, c->chunk.len);
+    }
+    return 0;
+}
+
+static void estimate_usage(compass_engine_call *c)
+{
+    if (c->usage.present)
+        return;
+    c->usage.prompt_tokens = cps_estimate_prompt_tokens(&c->req, NULL);
+    c->usage.completion_tokens = (int64_t)((c->out_chars + 3) / 4);
+    c->usage.total_tokens = c->usage.prompt_tokens + c->usage.completion_tokens;
+}
+
+static void success_stream(compass_engine_call *c)
+{
+    end_attempt(c, 1, 1);
+    log_attempt(c, "ok", 200, K_OTHER);
+    if (!c->committed)
+        commit(c);
+    if (!c->saw_finish) {
+        compass_chat_delta d;
+        compass_delta_init(&d);
+        d.finish_reason = COMPASS_FINISH_STOP;
+        cps_call_emit(c, &d);
+    }
+    estimate_usage(c);
+    if (c->req.include_usage && c->cb.on_chunk) {
+        compass_chat_delta d;
+        compass_delta_init(&d);
+        d.usage = c->usage;
+        cps_buf_reset(&c->chunk);
+        cps_canon_write_chunk(&c->chunk, &d, compass_str_c(c->chunk_id),
+                              compass_str_c(c->chunk_model), c->created, 1);
+        if (!c->chunk.oom)
+            c->cb.on_chunk(c->ud, c->chunk.ptr, c->chunk.len);
+    }
+    if (c->cb.on_chunk)
+        c->cb.on_chunk(c->ud, "[DONE]", 6);
+    finish(c, 200, 0, "", 0);
+}
+
+/* A whole response, answered as a stream when the client asked for one. */
+static void success_response(compass_engine_call *c, compass_chat_response *r)
+{
+    if (r->usage.present)
+        c->usage = r->usage;
+    if (c->req.stream) {
+        compass_chat_delta d;
+        compass_delta_init(&d);
+        d.id = r->id;
+        d.model = r->model;
+        d.content = r->content;
+        d.refusal = r->refusal;
+        if (d.content.len || d.refusal.len || !r->n_tool_calls)
+            cps_call_emit(c, &d);
+        for (size_t i = 0; i < r->n_tool_calls; i++) {
+            compass_delta_init(&d);
+            d.tool_index = (int)i;
+            d.tool_id = r->tool_calls[i].id;
+            d.tool_name = r->tool_calls[i].name;
+            d.tool_arguments = r->tool_calls[i].arguments;
+            cps_call_emit(c, &d);
+        }
+        compass_delta_init(&d);
+        d.finish_reason = r->finish_reason ? r->finish_reason : COMPASS_FINISH_STOP;
+        cps_call_emit(c, &d);
+        success_stream(c);
+        return;
+    }
+    end_attempt(c, 1, 1);
+    log_attempt(c, "ok", 200, K_OTHER);
+    c->out_chars = r->content.len;
+    for (size_t i = 0; i < r->n_tool_calls; i++)
+        c->out_chars += r->tool_calls[i].arguments.len;
+    estimate_usage(c);
+    r->usage = c->usage;
+    r->usage.present = 1;
+    if (!c->first_content_ns)
+        c->first_content_ns = cps_now_ns();
+    char id[96];
+    snprintf(id, sizeof(id), "chatcmpl-%s", c->request_id);
+    cps_buf_reset(&c->chunk);
+    cps_canon_write_response(&c->chunk, r, compass_str_c(id),
+                             compass_str_c(c->target ? c->target->model : ""), c->created);
+    if (c->chunk.oom) {
+        cps_call_fail_now(c, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    send_head(c, 200, 0);
+    finish(c, 200, 0, c->chunk.ptr, c->chunk.len);
+}
+
+/* An attempt failed: fail over while nothing reached the client, else end the stream. */
+static void attempt_failure(compass_engine_call *c, const compass_upstream_error *u,
+                            const char *what)
+{
+    end_attempt(c, 0, 1);
+    char msg[700];
+    snprintf(msg, sizeof(msg), "%s%s%s", what, u->message[0] ? ": " : "", u->message);
+    char brief[96];
+    snprintf(brief, sizeof(brief), "%s", outcome_name(u->outcome));
+    int kind = kind_of(u);
+    log_attempt(c, brief, u->http_status, kind);
+    char labels[300];
+    snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"",
+             c->target->dep->cfg->name, c->target->model, outcome_name(u->outcome));
+    cps_metrics_add(c->e->metrics, "compass_upstream_attempts_total", labels, 1);
+    cps_log(c->e, COMPASS_LOG_WARN, "request %s: %s failed (%s, HTTP %d): %s", c->request_id,
+            c->target->id, outcome_name(u->outcome), u->http_status, msg);
+    if (c->committed) {
+        /* bytes reached the client: never retry from the start; end with an error event */
+        char m2[800];
+        snprintf(m2, sizeof(m2), "upstream deployment %s failed mid-stream: %s", c->target->id,
+                 msg);
+        cps_buf b;
+        cps_buf_init(&b);
+        cps_canon_write_error(&b, m2, "upstream_error", NULL, "stream_interrupted");
+        if (c->cb.on_chunk && !b.oom)
+            c->cb.on_chunk(c->ud, b.ptr, b.len);
+        cps_buf_free(&b);
+        finish(c, 200, COMPASS_EUPSTREAM, "", 0);
+        return;
+    }
+    if (kind == K_CLIENT) {
+        int status = u->http_status >= 400 && u->http_status < 500 ? u->http_status : 400;
+        char m2[800];
+        snprintf(m2, sizeof(m2), "%s (from %s)", u->message[0] ? u->message : what,
+                 c->target->id);
+        cps_call_fail_now(c, status, u->type[0] ? u->type : "invalid_request_error", NULL,
+                          u->code[0] ? u->code
+                          : u->outcome == COMPASS_OUTCOME_CONTENT_FILTER ? "content_filter"
+                                                                          : NULL,
+                          m2);
+        return;
+    }
+    if (c->next < c->n_order && c->n_log < c->max_attempts) {
+        cps_target *to = c->order[c->next];
+        snprintf(labels, sizeof(labels), "provider=\"%s\",from_model=\"%s\",to_model=\"%s\"",
+                 c->target->dep->cfg->name, c->target->model, to->model);
+        cps_metrics_add(c->e->metrics, "compass_failover_total", labels, 1);
+        next_attempt(c);
+        return;
+    }
+    final_failure(c, msg);
+}
+
+/* ---- curl callbacks ---- */
+
+static int on_event(void *ud, const compass_stream_event *ev)
+{
+    compass_engine_call *c = ud;
+    if (c->stream_ended || c->finished)
+        return 0;
+    compass_upstream_error u;
+    compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    int rc = ops_of(c->target)->parse_stream_event(c->target->dep->inst, &c->preq, ev, &u, &err);
+    if (rc == COMPASS_STREAM_END) {
+        c->stream_ended = 1;
+        return 0;
+    }
+    if (rc == 0)
+        return 0;
+    c->attempt_failed = 1;
+    if (rc == COMPASS_EUPSTREAM) {
+        if (u.outcome == COMPASS_OUTCOME_OK)
+            u.outcome = COMPASS_OUTCOME_RETRYABLE;
+        c->fail_uerr = u;
+        c->fail_what = "error event in stream";
+    } else {
+        compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+        compass_copy_fixed(c->fail_uerr.message, sizeof(c->fail_uerr.message),
+                           compass_str_c(err.msg[0] ? err.msg : compass_strerror(rc)));
+        c->fail_what = rc == COMPASS_ELIMIT ? "stream event too large" : "invalid stream event";
+    }
+    return rc;
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    compass_engine_call *c = ud;
+    size_t n = size * nmemb;
+    uint64_t now = cps_now_ns();
+    if (!c->first_byte_ns)
+        c->first_byte_ns = now;
+    c->last_byte_ns = now;
+    if (atomic_load(&c->cancel_requested))
+        return 0;
+    if (!c->status_checked) {
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+        c->status_checked = 1;
+    }
+    if (c->req.stream && c->hreq.stream_format != COMPASS_STREAM_NONE && c->status >= 200 &&
+        c->status < 300) {
+        int rc = cps_sse_feed(&c->sse, ptr, n, on_event, c);
+        if (rc && !c->attempt_failed) {
+            c->attempt_failed = 1;
+            compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+            c->fail_what = rc == COMPASS_ELIMIT ? "stream event too large" : "out of memory";
+        }
+        return c->attempt_failed ? 0 : n;
+    }
+    if (c->body.len + n > MAX_BODY) {
+        c->attempt_failed = 1;
+        compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+        c->fail_what = "upstream response larger than 32 MiB";
+        return 0;
+    }
+    return cps_buf_append(&c->body, ptr, n) ? 0 : n;
+}
+
+static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    compass_engine_call *c = ud;
+    size_t n = size * nmemb;
+    if (n > 5 && !memcmp(ptr, "HTTP/", 5))
+        cps_buf_reset(&c->hdrs); /* a new response (after 1xx): keep only its headers */
+    if (c->hdrs.len + n <= MAX_HDRS)
+        cps_buf_append(&c->hdrs, ptr, n);
+    return n;
+}
+
+/* Parses the raw header block into name/value pairs in the arena. */
+static size_t parse_headers(compass_engine_call *c, compass_header **out)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < c->hdrs.len; i++)
+        if (c->hdrs.ptr[i] == '\n')
+            cap++;
+    compass_header *hs = cps_arena_alloc(c->arena, (cap + 1) * sizeof(*hs));
+    size_t n = 0;
+    const char *p = c->hdrs.ptr, *end = p ? p + c->hdrs.len : NULL;
+    while (hs && p && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && n < cap + 1) {
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+                ve--;
+            hs[n].name.ptr = p;
+            hs[n].name.len = (size_t)(colon - p);
+            hs[n].value.ptr = v;
+            hs[n].value.len = (size_t)(ve - v);
+            n++;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    *out = hs;
+    return hs ? n : 0;
+}
+
+/* ---- starting an attempt ---- */
+
+static int clean_header(compass_str s)
+{
+    for (size_t i = 0; i < s.len; i++)
+        if (s.ptr[i] == '\r' || s.ptr[i] == '\n' || s.ptr[i] == '\0')
+            return 0;
+    return 1;
+}
+
+static int start_http(compass_engine_call *c, const compass_provider_ops *o,
+                      const compass_chat_request *r, compass_err *err)
+{
+    compass_engine *e = c->e;
+    memset(&c->hreq, 0, sizeof(c->hreq));
+    c->hreq.size = sizeof(c->hreq);
+    c->hreq.method = COMPASS_HTTP_POST;
+    int rc = o->build_request(c->target->dep->inst, &c->preq, r, &c->hreq, err);
+    if (rc)
+        return rc;
+    char *url = cps_arena_strndup(c->arena, c->hreq.url.ptr ? c->hreq.url.ptr : "",
+                                  c->hreq.url.len);
+    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
+        return compass_err_set(err, COMPASS_EPLUGIN, "plugin built no http(s) URL");
+    struct curl_slist *sl = NULL;
+    for (size_t i = 0; i < c->hreq.n_headers; i++) {
+        compass_header *h = &c->hreq.headers[i];
+        if (!clean_header(h->name) || !clean_header(h->value)) {
+            curl_slist_free_all(sl);
+            return compass_err_set(err, COMPASS_EPLUGIN, "plugin built a header with CR/LF");
+        }
+        size_t len = h->name.len + h->value.len + 3;
+        char *line = cps_arena_alloc(c->arena, len);
+        if (!line) {
+            curl_slist_free_all(sl);
+            return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+        }
+        snprintf(line, len, "%.*s: %.*s", (int)h->name.len, h->name.ptr, (int)h->value.len,
+                 h->value.ptr);
+        struct curl_slist *ns = curl_slist_append(sl, line);
+        if (!ns) {
+            curl_slist_free_all(sl);
+            return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+        }
+        sl = ns;
+    }
+    struct curl_slist *ns = curl_slist_append(sl, "Expect:");
+    if (ns)
+        sl = ns;
+    CURL *h = e->n_easy_pool ? e->easy_pool[--e->n_easy_pool] : curl_easy_init();
+    if (!h) {
+        curl_slist_free_all(sl);
+        return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+    }
+    const cps_timeouts *t = &c->target->dep->cfg->timeouts;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)t->connect_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)t->total_ms);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    switch (c->hreq.method) {
+    case COMPASS_HTTP_GET: curl_easy_setopt(h, CURLOPT_HTTPGET, 1L); break;
+    case COMPASS_HTTP_DELETE: curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE"); break;
+    default:
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->hreq.body.len);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->hreq.body.ptr ? c->hreq.body.ptr : "");
+    }
+    c->easy = h;
+    c->slist = sl;
+    if (c->req.stream && c->hreq.stream_format != COMPASS_STREAM_NONE) {
+        cps_sse_free(&c->sse);
+        cps_sse_init(&c->sse, c->hreq.stream_format, (size_t)4 << 20);
+    }
+    if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+        c->easy = NULL;
+        c->slist = NULL;
+        curl_easy_cleanup(h);
+        curl_slist_free_all(sl);
+        return compass_err_set(err, COMPASS_EIO, "could not start the transfer");
+    }
+    c->act_prev = NULL;
+    c->act_next = e->active;
+    if (e->active)
+        e->active->act_prev = c;
+    e->active = c;
+    c->phase = PH_UPSTREAM;
+    return 0;
+}
+
+static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err)
+{
+    const compass_provider_ops *o = ops_of(t);
+    c->target = t;
+    c->status = 0;
+    c->status_checked = 0;
+    c->first_byte_ns = c->last_byte_ns = 0;
+    c->stream_ended = c->saw_finish = c->attempt_failed = 0;
+    c->fail_what = NULL;
+    c->preq.plugin_data = NULL;
+    c->chunk_model = NULL;
+    c->chunk_id[0] = '\0';
+    c->usage.present = 0;
+    cps_buf_reset(&c->body);
+    cps_buf_reset(&c->hdrs);
+    c->attempt_start_ns = cps_now_ns();
+    atomic_fetch_add(&t->stats->in_flight, 1);
+    c->phase = PH_UPSTREAM; /* so end_attempt balances the in-flight count */
+    compass_chat_request r = c->req;
+    r.model = compass_str_c(t->model);
+    int rc;
+    if (has_local(o)) {
+        memset(&c->local, 0, sizeof(c->local));
+        c->local.size = sizeof(c->local);
+        rc = o->local_call(t->dep->inst, &c->preq, &r, &c->local, err);
+        if (!rc) {
+            c->phase = PH_LOCAL_WAIT;
+            c->local_next = 0;
+            int64_t d = c->local.first_delay_ms > 0 ? c->local.first_delay_ms : 0;
+            rc = timer_push(c->e, c, cps_now_ns() + (uint64_t)d * 1000000u);
+            if (rc)
+                compass_err_set(err, rc, "out of memory");
+        }
+    } else {
+        rc = start_http(c, o, &r, err);
+    }
+    return rc;
+}
+
+static void next_attempt(compass_engine_call *c)
+{
+    while (c->next < c->n_order && c->n_log < c->max_attempts) {
+        cps_target *t = c->order[c->next++];
+        compass_err err;
+        memset(&err, 0, sizeof(err));
+        int rc = start_attempt(c, t, &err);
+        if (!rc)
+            return;
+        end_attempt(c, 0, 0);
+        if (rc == COMPASS_EUNSUPPORTED || rc == COMPASS_EINVAL) {
+            log_attempt(c, "unsupported", 400, K_UNSUPPORTED);
+            if (c->next >= c->n_order || c->n_log >= c->max_attempts) {
+                char m[600];
+                snprintf(m, sizeof(m), "%s (deployment %s)", err.msg[0] ? err.msg
+                         : "the request cannot be honoured", t->id);
+                final_failure(c, m);
+                return;
+            }
+            continue;
+        }
+        log_attempt(c, "error", 0, K_OTHER);
+        cps_log(c->e, COMPASS_LOG_ERROR, "request %s: %s: cannot start: %s", c->request_id,
+                t->id, err.msg[0] ? err.msg : compass_strerror(rc));
+        if (c->next >= c->n_order || c->n_log >= c->max_attempts) {
+            final_failure(c, err.msg[0] ? err.msg : compass_strerror(rc));
+            return;
+        }
+    }
+    if (!c->finished)
+        final_failure(c, "no candidate left to try");
+}
+
+/* ---- transfer completion ---- */
+
+static void on_done_transfer(compass_engine_call *c, CURLcode res)
+{
+    compass_engine *e = c->e;
+    const compass_provider_ops *o = ops_of(c->target);
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    char curl_msg[256];
+    snprintf(curl_msg, sizeof(curl_msg), "%s", curl_easy_strerror(res));
+    release_easy(e, c);
+    if (atomic_load(&c->cancel_requested)) {
+        end_attempt(c, 0, 0);
+        finish(c, 499, COMPASS_ECANCELED, "", 0);
+        return;
+    }
+    compass_upstream_error u;
+    if (c->attempt_failed) {
+        attempt_failure(c, &c->fail_uerr, c->fail_what ? c->fail_what : "upstream failed");
+        return;
+    }
+    if (res != CURLE_OK) {
+        int timeout = res == CURLE_OPERATION_TIMEDOUT;
+        compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, timeout ? 504 : 502);
+        snprintf(u.message, sizeof(u.message), "%s", curl_msg);
+        attempt_failure(c, &u,
+                        timeout                                ? "upstream timed out"
+                        : res == CURLE_COULDNT_CONNECT         ? "cannot connect"
+                        : res == CURLE_PARTIAL_FILE ||
+                                res == CURLE_RECV_ERROR ||
+                                res == CURLE_GOT_NOTHING       ? "upstream closed the connection"
+                                                               : "transfer failed");
+        return;
+    }
+    compass_http_response resp;
+    memset(&resp, 0, sizeof(resp));
+    resp.status = (int)status;
+    resp.body.ptr = c->body.ptr ? c->body.ptr : "";
+    resp.body.len = c->body.len;
+    if (status < 200 || status >= 300) {
+        compass_header *hs;
+        resp.n_headers = parse_headers(c, &hs);
+        resp.headers = hs;
+        compass_uerr_init(&u, compass_outcome_from_status((int)status), (int)status);
+        o->classify_error(c->target->dep->inst, &c->preq, &resp, &u);
+        if (u.outcome == COMPASS_OUTCOME_OK)
+            u.outcome = compass_outcome_from_status((int)status);
+        if (!u.http_status)
+            u.http_status = (int)status;
+        attempt_failure(c, &u, "upstream answered an error");
+        return;
+    }
+    if (c->req.stream && c->hreq.stream_format != COMPASS_STREAM_NONE) {
+        cps_sse_finish(&c->sse, on_event, c);
+        if (c->attempt_failed) {
+            attempt_failure(c, &c->fail_uerr, c->fail_what ? c->fail_what : "upstream failed");
+        } else if (c->stream_ended || c->saw_finish) {
+            success_stream(c);
+        } else {
+            compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+            attempt_failure(c, &u, "upstream stream ended before its end marker");
+        }
+        return;
+    }
+    compass_chat_response out;
+    memset(&out, 0, sizeof(out));
+    out.size = sizeof(out);
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+    int rc = o->parse_response(c->target->dep->inst, &c->preq, &resp, &out, &u, &err);
+    if (rc == COMPASS_EUPSTREAM) {
+        attempt_failure(c, &u, "upstream answered an error");
+    } else if (rc) {
+        compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+        compass_copy_fixed(u.message, sizeof(u.message),
+                           compass_str_c(err.msg[0] ? err.msg : compass_strerror(rc)));
+        attempt_failure(c, &u, "unreadable upstream response");
+    } else {
+        success_response(c, &out);
+    }
+}
+
+/* In-process providers: the answer, or the next delta, is due. */
+static void on_timer(compass_engine_call *c)
+{
+    c->timer_pending = 0;
+    if (atomic_load(&c->cancel_requested)) {
+        end_attempt(c, 0, 0);
+        finish(c, 499, COMPASS_ECANCELED, "", 0);
+        return;
+    }
+    compass_local_result *l = &c->local;
+    if (l->failed) {
+        attempt_failure(c, &l->error, "in-process provider failed");
+        return;
+    }
+    if (!c->req.stream || !l->n_deltas) {
+        success_response(c, &l->response);
+        return;
+    }
+    uint64_t now = cps_now_ns();
+    if (!c->first_byte_ns)
+        c->first_byte_ns = now;
+    while (c->local_next < l->n_deltas && !c->finished) {
+        const compass_chat_delta *d = &l->deltas[c->local_next++];
+        cps_call_emit(c, d);
+        int content = d->content.len || d->tool_index >= 0;
+        if (content && l->chunk_delay_ms > 0 && c->local_next < l->n_deltas &&
+            timer_push(c->e, c, now + (uint64_t)l->chunk_delay_ms * 1000000u) == 0)
+            return; /* without a timer slot the rest goes out now */
+    }
+    if (!c->finished)
+        success_stream(c);
+}
+
+/* First-byte and idle deadlines (connect and total are curl's). */
+static void scan_deadlines(compass_engine *e, uint64_t now)
+{
+    compass_engine_call *c = e->active, *next;
+    for (; c; c = next) {
+        next = c->act_next;
+        const cps_timeouts *t = &c->target->dep->cfg->timeouts;
+        const char *what = NULL;
+        char msg[160];
+        if (!c->first_byte_ns &&
+            now - c->attempt_start_ns > (uint64_t)t->first_byte_ms * 1000000u) {
+            what = "upstream sent no response in time";
+            snprintf(msg, sizeof(msg), "no first byte within %lld ms",
+                     (long long)t->first_byte_ms);
+        } else if (c->first_byte_ns && c->req.stream &&
+                   now - c->last_byte_ns > (uint64_t)t->idle_ms * 1000000u) {
+            what = "upstream stream stalled";
+            snprintf(msg, sizeof(msg), "no data for %lld ms between chunks",
+                     (long long)t->idle_ms);
+        }
+        if (!what)
+            continue;
+        release_easy(e, c);
+        compass_upstream_error u;
+        compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 504);
+        snprintf(u.message, sizeof(u.message), "%s", msg);
+        attempt_failure(c, &u, what);
+    }
+}
+
+static void handle_msg(compass_engine *e, cps_msg *m)
+{
+    compass_engine_call *c = m->call;
+    if (m->kind == 1) {
+        c->all_prev = NULL;
+        c->all_next = e->all;
+        if (e->all)
+            e->all->all_prev = c;
+        e->all = c;
+        if (atomic_load(&c->cancel_requested))
+            finish(c, 499, COMPASS_ECANCELED, "", 0);
+        else
+            next_attempt(c);
+        return;
+    }
+    if (!c->finished) {
+        release_easy(e, c);
+        c->timer_gen++; /* a pending timer becomes stale */
+        end_attempt(c, 0, 0);
+        finish(c, 499, COMPASS_ECANCELED, "", 0);
+    }
+    cps_call_unref(c);
+}
+
+static void *loop_main(void *arg)
+{
+    compass_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->q_mu);
+        cps_msg *m = e->q_head;
+        e->q_head = e->q_tail = NULL;
+        int stop = e->stop;
+        pthread_mutex_unlock(&e->q_mu);
+        while (m) {
+            cps_msg *next = m->next;
+            handle_msg(e, m);
+            free(m);
+            m = next;
+        }
+        if (stop) {
+            while (e->all) {
+                compass_engine_call *c = e->all;
+                release_easy(e, c);
+                c->timer_gen++;
+                end_attempt(c, 0, 0);
+                finish(c, 499, COMPASS_ECANCELED, "", 0);
+            }
+            break;
+        }
+        int running = 0;
+        curl_multi_perform(e->multi, &running);
+        CURLMsg *cm;
+        int left;
+        while ((cm = curl_multi_info_read(e->multi, &left))) {
+            if (cm->msg != CURLMSG_DONE)
+                continue;
+            compass_engine_call *c = NULL;
+            curl_easy_getinfo(cm->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+            if (c)
+                on_done_transfer(c, cm->data.result);
+        }
+        uint64_t now = cps_now_ns();
+        while (e->n_timers && e->timers[0].due <= now) {
+            cps_timer t = timer_pop(e);
+            if (t.gen == t.call->timer_gen && !t.call->finished)
+                on_timer(t.call);
+            cps_call_unref(t.call);
+        }
+        if (now - e->last_scan_ns >= SCAN_NS) {
+            e->last_scan_ns = now;
+            scan_deadlines(e, now);
+        }
+        long wait_ms = e->active ? 50 : 1000;
+        if (e->n_timers) {
+            uint64_t due = e->timers[0].due;
+            long until = due > now ? (long)((due - now + 999999) / 1000000) : 0;
+            if (until < wait_ms)
+                wait_ms = until;
+        }
+        long curl_ms = -1;
+        curl_multi_timeout(e->multi, &curl_ms);
+        if (curl_ms >= 0 && curl_ms < wait_ms)
+            wait_ms = curl_ms;
+        if (wait_ms > 0)
+            curl_multi_poll(e->multi, NULL, 0, (int)wait_ms, NULL);
+    }
+    /* drop the timers' references */
+    while (e->n_timers) {
+        cps_timer t = timer_pop(e);
+        cps_call_unref(t.call);
+    }
+    return NULL;
+}
+
+int cps_loop_start(compass_engine *e, compass_err *err)
+{
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK)
+        return compass_err_set(err, COMPASS_EIO, "libcurl failed to initialise");
+    e->multi = curl_multi_init();
+    if (!e->multi)
+        return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    if (pthread_create(&e->thread, NULL, loop_main, e)) {
+        curl_multi_cleanup(e->multi);
+        e->multi = NULL;
+        return compass_err_set(err, COMPASS_EIO, "cannot start the engine thread");
+    }
+    e->thread_started = 1;
+    return 0;
+}
+
+void cps_loop_stop(compass_engine *e)
+{
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->q_mu);
+        e->stop = 1;
+        pthread_mutex_unlock(&e->q_mu);
+        curl_multi_wakeup(e->multi);
+        pthread_join(e->thread, NULL);
+        e->thread_started = 0;
+    }
+    for (size_t i = 0; i < e->n_easy_pool; i++)
+        curl_easy_cleanup(e->easy_pool[i]);
+    free(e->easy_pool);
+    e->easy_pool = NULL;
+    e->n_easy_pool = 0;
+    free(e->timers);
+    e->timers = NULL;
+    if (e->multi)
+        curl_multi_cleanup(e->multi);
+    e->multi = NULL;
+}
