@@ -1,0 +1,1495 @@
+/*
+ * anthropic: a compass provider for the Anthropic Messages API (POST /v1/messages).
+ *
+ * Pure translation: the canonical request (OpenAI chat completions) becomes a Messages
+ * request, and a Messages response, stream event or error body becomes the canonical
+ * answer. The host owns all I/O. Wire facts follow Anthropic's public API reference:
+ * system prompt at the top level, strictly alternating user/assistant turns made of content
+ * blocks (text, image, tool_use, tool_result), a required max_tokens, and SSE streams with
+ * named events (message_start, content_block_start/delta/stop, message_delta, message_stop,
+ * ping, error).
+ */
+#include <compass/plugin.h>
+
+#include <json-c/json.h>
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define ANTHROPIC_DEFAULT_BASE_URL "https://api.anthropic.com"
+#define ANTHROPIC_JSON_DEPTH 128
+#define ANTHROPIC_MAX_BLOCKS 100000 /* a stream block index beyond this is garbage */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Options and instance                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct anthropic_options {
+    const char *anthropic_version;
+    int64_t default_max_tokens;
+    const char *messages_path;
+    const char *beta;
+} anthropic_options;
+
+static const compass_option anthropic_option_table[] = {
+    {"anthropic_version", COMPASS_OPT_STRING, "2023-06-01", 0,
+     offsetof(anthropic_options, anthropic_version),
+     "value of the anthropic-version header sent with every call"},
+    {"default_max_tokens", COMPASS_OPT_INT, "4096", 0,
+     offsetof(anthropic_options, default_max_tokens),
+     "max_tokens sent when the client gives neither max_tokens nor max_completion_tokens "
+     "(Anthropic requires one)"},
+    {"messages_path", COMPASS_OPT_STRING, "/v1/messages", 0,
+     offsetof(anthropic_options, messages_path), "path of the Messages endpoint under base_url"},
+    {"beta", COMPASS_OPT_STRING, NULL, 0, offsetof(anthropic_options, beta),
+     "value of the anthropic-beta header (comma-separated beta names); unset sends none"},
+    {NULL, 0, NULL, 0, 0, NULL},
+};
+
+typedef struct anthropic {
+    const compass_host *h;
+    char *url;               /* base_url + messages_path; h->alloc */
+    const char *version;     /* host-owned until instance_free */
+    const char *beta;        /* NULL or empty: no anthropic-beta header */
+    const char *api_key;     /* NULL: no x-api-key header. Never logged */
+    int64_t default_max_tokens;
+} anthropic;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Small helpers                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static int fail(compass_err *err, int code, const char *fmt, ...) COMPASS_PRINTF(3, 4);
+static int fail(compass_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+static int oom(compass_err *err, const char *what)
+{
+    return fail(err, COMPASS_ENOMEM, "anthropic: out of memory %s", what);
+}
+
+/* A compass_str as printf "%.*s" arguments. */
+#define STR_ARG(s) (int)((s).len > 200 ? 200 : (s).len), ((s).ptr ? (s).ptr : "")
+
+static int str_has_prefix(compass_str s, const char *p)
+{
+    size_t n = strlen(p);
+    return s.len >= n && strncasecmp(s.ptr, p, n) == 0;
+}
+
+static int str_is_blank(compass_str s)
+{
+    size_t i;
+    for (i = 0; i < s.len; i++)
+        if (s.ptr[i] != ' ' && s.ptr[i] != '\t' && s.ptr[i] != '\r' && s.ptr[i] != '\n')
+            return 0;
+    return 1;
+}
+
+/* Adds v under key; on failure releases v. A NULL v (a failed constructor) fails too. */
+static int jset(json_object *o, const char *key, json_object *v)
+{
+    if (!v)
+        return -1;
+    if (json_object_object_add(o, key, v) != 0) {
+        json_object_put(v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends v to an array; on failure releases v. */
+static int jpush(json_object *arr, json_object *v)
+{
+    if (!v)
+        return -1;
+    if (json_object_array_add(arr, v) != 0) {
+        json_object_put(v);
+        return -1;
+    }
+    return 0;
+}
+
+static json_object *jstr(compass_str s)
+{
+    if (s.len > (size_t)INT_MAX)
+        return NULL;
+    return json_object_new_string_len(s.ptr ? s.ptr : "", (int)s.len);
+}
+
+/* A double that serialises as the shortest text that reads back the same. */
+static json_object *jdouble(double d)
+{
+    char buf[40];
+    int prec;
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    return json_object_new_double_s(d, buf);
+}
+
+/* Parses exactly the n bytes at p as one JSON value. Returns 0 and *out (which may be NULL
+ * for the literal null), or -1 when the text is not JSON. */
+static int json_parse_n(const char *p, size_t n, json_object **out)
+{
+    json_tokener *tok;
+    json_object *o;
+    enum json_tokener_error e;
+    size_t end, i;
+
+    *out = NULL;
+    if (!p || n == 0 || n > (size_t)INT_MAX - 1)
+        return -1;
+    tok = json_tokener_new_ex(ANTHROPIC_JSON_DEPTH);
+    if (!tok)
+        return -1;
+    o = json_tokener_parse_ex(tok, p, (int)n);
+    e = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (e == json_tokener_continue) {
+        /* A bare number is only complete once something follows it. */
+        o = json_tokener_parse_ex(tok, " ", 1);
+        e = json_tokener_get_error(tok);
+        end = n;
+    }
+    json_tokener_free(tok);
+    if (e != json_tokener_success) {
+        json_object_put(o);
+        return -1;
+    }
+    for (i = end; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n') {
+            json_object_put(o);
+            return -1;
+        }
+    }
+    *out = o;
+    return 0;
+}
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
+        return v;
+    return NULL;
+}
+
+/* The string at key, or NULL when absent or not a string. */
+static const char *jgets(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static compass_str jgetstr(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    compass_str s = {NULL, 0};
+    if (v && json_object_is_type(v, json_type_string)) {
+        s.ptr = json_object_get_string(v);
+        s.len = (size_t)json_object_get_string_len(v);
+    }
+    return s;
+}
+
+/* The integer at key; *found says whether it was there as a number. */
+static int64_t jgeti(json_object *o, const char *key, int *found)
+{
+    json_object *v = jget(o, key);
+    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))) {
+        if (found)
+            *found = 1;
+        return json_object_get_int64(v);
+    }
+    if (found)
+        *found = 0;
+    return 0;
+}
+
+static int streq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Error classification                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct error_map {
+    const char *anthropic_type;
+    int outcome;
+    int status;           /* the status Anthropic documents for this type */
+    const char *oa_type;  /* OpenAI error type */
+    const char *oa_code;  /* OpenAI error code, may be "" */
+} error_map;
+
+static const error_map error_table[] = {
+    {"invalid_request_error", COMPASS_OUTCOME_BAD_REQUEST, 400, "invalid_request_error", ""},
+    {"authentication_error", COMPASS_OUTCOME_AUTH, 401, "authentication_error",
+     "invalid_api_key"},
+    {"billing_error", COMPASS_OUTCOME_AUTH, 402, "insufficient_quota", "billing_error"},
+    {"permission_error", COMPASS_OUTCOME_AUTH, 403, "permission_error", ""},
+    {"not_found_error", COMPASS_OUTCOME_NOT_FOUND, 404, "not_found_error", ""},
+    {"request_too_large", COMPASS_OUTCOME_BAD_REQUEST, 413, "invalid_request_error",
+     "request_too_large"},
+    {"rate_limit_error", COMPASS_OUTCOME_RATE_LIMITED, 429, "rate_limit_error",
+     "rate_limit_exceeded"},
+    {"api_error", COMPASS_OUTCOME_RETRYABLE, 500, "server_error", ""},
+    {"timeout_error", COMPASS_OUTCOME_RETRYABLE, 504, "server_error", "timeout"},
+    {"overloaded_error", COMPASS_OUTCOME_RETRYABLE, 529, "server_error", "overloaded"},
+};
+
+static const error_map *error_lookup(const char *type)
+{
+    size_t i;
+    if (!type)
+        return NULL;
+    for (i = 0; i < sizeof(error_table) / sizeof(error_table[0]); i++)
+        if (strcmp(error_table[i].anthropic_type, type) == 0)
+            return &error_table[i];
+    return NULL;
+}
+
+/* The OpenAI error type a bare status implies. */
+static const char *oa_type_from_status(int status)
+{
+    if (status == 401)
+        return "authentication_error";
+    if (status == 403)
+        return "permission_error";
+    if (status == 404)
+        return "not_found_error";
+    if (status == 429)
+        return "rate_limit_error";
+    if (status >= 400 && status < 500)
+        return "invalid_request_error";
+    return "server_error";
+}
+
+static void copy_cstr(char *dst, size_t cap, const char *s)
+{
+    compass_copy_fixed(dst, cap, compass_str_c(s));
+}
+
+/* Fills u from an Anthropic error type and message; status 0 means "the one the type
+ * implies" (errors inside a 200 stream or body). */
+static void uerr_fill(compass_upstream_error *u, int status, const char *etype,
+                      const char *emsg)
+{
+    const error_map *m = error_lookup(etype);
+    int st = status;
+    if (st == 0 || (st >= 200 && st < 300))
+        st = m ? m->status : 0;
+    compass_uerr_init(u, m ? m->outcome : compass_outcome_from_status(st), st);
+    if (m) {
+        copy_cstr(u->type, sizeof(u->type), m->oa_type);
+        copy_cstr(u->code, sizeof(u->code), m->oa_code);
+    } else {
+        copy_cstr(u->type, sizeof(u->type), oa_type_from_status(st));
+        if (st == 429)
+            copy_cstr(u->code, sizeof(u->code), "rate_limit_exceeded");
+        else if (etype)
+            copy_cstr(u->code, sizeof(u->code), etype); /* a type newer than this table */
+    }
+    if (emsg && *emsg)
+        copy_cstr(u->message, sizeof(u->message), emsg);
+    else if (etype)
+        snprintf(u->message, sizeof(u->message), "anthropic: %s", etype);
+    else
+        snprintf(u->message, sizeof(u->message), "anthropic: HTTP %d", st);
+}
+
+/* Fills u from a parsed {"type":"error","error":{"type","message"}} body. Returns 0 when the
+ * body had that shape. */
+static int uerr_from_body(compass_upstream_error *u, int status, json_object *root)
+{
+    json_object *e = jget(root, "error");
+    if (!e || !json_object_is_type(e, json_type_object))
+        return -1;
+    uerr_fill(u, status, jgets(e, "type"), jgets(e, "message"));
+    return 0;
+}
+
+/* Retry-After: delay-seconds (integer, tolerated with a fraction) or an HTTP-date. */
+static int64_t parse_retry_after(const anthropic *a, compass_str v)
+{
+    char buf[64], *end;
+    size_t i = 0, n = v.len;
+    double secs;
+
+    while (i < n && (v.ptr[i] == ' ' || v.ptr[i] == '\t'))
+        i++;
+    while (n > i && (v.ptr[n - 1] == ' ' || v.ptr[n - 1] == '\t'))
+        n--;
+    if (n == i || n - i >= sizeof(buf))
+        return -1;
+    memcpy(buf, v.ptr + i, n - i);
+    buf[n - i] = '\0';
+    if (buf[0] >= '0' && buf[0] <= '9') {
+        secs = strtod(buf, &end);
+        if (*end != '\0' || secs < 0 || secs > 86400.0 * 365)
+            return -1;
+        return (int64_t)(secs * 1000.0 + 0.5);
+    } else {
+        struct tm tm;
+        time_t t;
+        int64_t now, ms;
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (!end || *end != '\0')
+            return -1;
+        t = timegm(&tm);
+        if (t == (time_t)-1)
+            return -1;
+        now = a && a->h && a->h->now_ms ? a->h->now_ms(a->h) : (int64_t)time(NULL) * 1000;
+        ms = (int64_t)t * 1000 - now;
+        return ms > 0 ? ms : 0;
+    }
+}
+
+static void classify_error(void *inst, compass_req *req, const compass_http_response *resp,
+                           compass_upstream_error *uerr)
+{
+    anthropic *a = inst;
+    json_object *root = NULL;
+    compass_str ra;
+    (void)req;
+
+    if (!uerr)
+        return;
+    if (!resp) {
+        uerr_fill(uerr, 0, NULL, "anthropic: no response");
+        return;
+    }
+    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+        uerr_from_body(uerr, resp->status, root) != 0) {
+        /* Not Anthropic's error shape (a proxy's HTML page, an empty body): the status
+         * decides, and a short piece of the body says what it was. */
+        uerr_fill(uerr, resp->status, NULL, NULL);
+        if (resp->body.len > 0 && !str_is_blank(resp->body))
+            snprintf(uerr->message, sizeof(uerr->message), "anthropic: HTTP %d: %.*s",
+                     resp->status, STR_ARG(resp->body));
+    }
+    json_object_put(root);
+
+    ra = compass_header_get(resp->headers, resp->n_headers, "retry-after");
+    if (ra.len > 0)
+        uerr->retry_after_ms = parse_retry_after(a, ra);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Instances                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+static int instance_new(const compass_host *h, const compass_instance_info *info, void **inst,
+                        compass_err *err)
+{
+    const anthropic_options *o = info ? info->options : NULL;
+    const char *base, *path, *name;
+    anthropic *a;
+    size_t bl, pl;
+
+    if (!h || !info || !inst)
+        return fail(err, COMPASS_EINVAL, "anthropic: instance_new: NULL argument");
+    name = info->name ? info->name : "?";
+    base = info->base_url && *info->base_url ? info->base_url : ANTHROPIC_DEFAULT_BASE_URL;
+    path = o && o->messages_path ? o->messages_path : "/v1/messages";
+    if (strncasecmp(base, "https://", 8) != 0 && strncasecmp(base, "http://", 7) != 0)
+        return fail(err, COMPASS_ECONFIG,
+                    "anthropic: deployment %s: base_url \"%s\" must start with https:// or "
+                    "http://", name, base);
+    if (path[0] != '/')
+        return fail(err, COMPASS_ECONFIG,
+                    "anthropic: deployment %s: messages_path \"%s\" must start with '/'", name,
+                    path);
+    if (o && o->default_max_tokens < 1)
+        return fail(err, COMPASS_ECONFIG,
+                    "anthropic: deployment %s: default_max_tokens must be at least 1", name);
+    if (o && (!o->anthropic_version || !*o->anthropic_version))
+        return fail(err, COMPASS_ECONFIG,
+                    "anthropic: deployment %s: anthropic_version must not be empty", name);
+
+    a = h->alloc(h, sizeof(*a));
+    if (!a)
+        return oom(err, "creating the instance");
+    memset(a, 0, sizeof(*a));
+    a->h = h;
+    a->version = o ? o->anthropic_version : "2023-06-01";
+    a->beta = o ? o->beta : NULL;
+    a->api_key = info->api_key;
+    a->default_max_tokens = o ? o->default_max_tokens : 4096;
+
+    bl = strlen(base);
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    pl = strlen(path);
+    a->url = h->alloc(h, bl + pl + 1);
+    if (!a->url) {
+        h->free(h, a);
+        return oom(err, "creating the instance");
+    }
+    memcpy(a->url, base, bl);
+    memcpy(a->url + bl, path, pl);
+    a->url[bl + pl] = '\0';
+    *inst = a;
+    return COMPASS_OK;
+}
+
+static void instance_free(void *inst)
+{
+    anthropic *a = inst;
+    if (!a)
+        return;
+    a->h->free(a->h, a->url);
+    a->h->free(a->h, a);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* build_request                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct builder {
+    anthropic *a;
+    compass_req *req;
+    compass_err *err;
+} builder;
+
+static int b_oom(builder *b)
+{
+    return oom(b->err, "building the request");
+}
+
+static int add_text_block(builder *b, json_object *blocks, compass_str text)
+{
+    json_object *blk;
+    if (text.len == 0)
+        return COMPASS_OK; /* Anthropic refuses empty text blocks */
+    blk = json_object_new_object();
+    if (jpush(blocks, blk) || jset(blk, "type", json_object_new_string("text")) ||
+        jset(blk, "text", jstr(text)))
+        return b_oom(b);
+    return COMPASS_OK;
+}
+
+static int media_type_ok(compass_str m)
+{
+    static const char *const ok[] = {"image/jpeg", "image/png", "image/gif", "image/webp"};
+    size_t i;
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (m.len == strlen(ok[i]) && strncasecmp(m.ptr, ok[i], m.len) == 0)
+            return 1;
+    return 0;
+}
+
+static int add_image_block(builder *b, json_object *blocks, compass_str url, size_t mi,
+                           size_t pi)
+{
+    json_object *blk, *src;
+
+    blk = json_object_new_object();
+    if (jpush(blocks, blk) || jset(blk, "type", json_object_new_string("image")))
+        return b_oom(b);
+    src = json_object_new_object();
+    if (jset(blk, "source", src))
+        return b_oom(b);
+
+    if (str_has_prefix(url, "data:")) {
+        const char *s = url.ptr + 5, *end = url.ptr + url.len;
+        const char *comma = memchr(s, ',', (size_t)(end - s));
+        const char *semi;
+        compass_str media, data;
+        int base64 = 0;
+        if (!comma)
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: messages[%zu].content[%zu].image_url: malformed data: URL "
+                        "(no ',')", mi, pi);
+        semi = memchr(s, ';', (size_t)(comma - s));
+        media.ptr = s;
+        media.len = (size_t)((semi ? semi : comma) - s);
+        while (semi && semi < comma) {
+            const char *next = memchr(semi + 1, ';', (size_t)(comma - semi - 1));
+            const char *pe = next ? next : comma;
+            if ((size_t)(pe - semi - 1) == 6 && strncasecmp(semi + 1, "base64", 6) == 0)
+                base64 = 1;
+            semi = next;
+        }
+        if (!base64)
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: messages[%zu].content[%zu].image_url: only base64 data: "
+                        "URLs are supported", mi, pi);
+        if (!media_type_ok(media))
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: messages[%zu].content[%zu].image_url: media type \"%.*s\" "
+                        "is not supported (Anthropic takes image/jpeg, image/png, image/gif, "
+                        "image/webp)", mi, pi, STR_ARG(media));
+        data.ptr = comma + 1;
+        data.len = (size_t)(end - comma - 1);
+        if (jset(src, "type", json_object_new_string("base64")) ||
+            jset(src, "media_type", jstr(media)) || jset(src, "data", jstr(data)))
+            return b_oom(b);
+        return COMPASS_OK;
+    }
+    if (str_has_prefix(url, "https://") || str_has_prefix(url, "http://")) {
+        if (jset(src, "type", json_object_new_string("url")) || jset(src, "url", jstr(url)))
+            return b_oom(b);
+        return COMPASS_OK;
+    }
+    return fail(b->err, COMPASS_EUNSUPPORTED,
+                "anthropic: messages[%zu].content[%zu].image_url: only https:// and base64 "
+                "data: URLs are supported", mi, pi);
+}
+
+static int add_content_blocks(builder *b, json_object *blocks, const compass_message *m,
+                              size_t mi)
+{
+    size_t i;
+    int rc;
+    if (m->parts && m->n_parts > 0) {
+        for (i = 0; i < m->n_parts; i++) {
+            const compass_content_part *p = &m->parts[i];
+            if (p->type == COMPASS_PART_TEXT)
+                rc = add_text_block(b, blocks, p->text);
+            else if (p->type == COMPASS_PART_IMAGE_URL)
+                rc = add_image_block(b, blocks, p->url, mi, i);
+            else
+                rc = fail(b->err, COMPASS_EUNSUPPORTED,
+                          "anthropic: messages[%zu].content[%zu]: unsupported content part "
+                          "type %d", mi, i, p->type);
+            if (rc)
+                return rc;
+        }
+        return COMPASS_OK;
+    }
+    if (m->has_content)
+        return add_text_block(b, blocks, m->content);
+    return COMPASS_OK;
+}
+
+static int add_tool_use_blocks(builder *b, json_object *blocks, const compass_message *m,
+                               size_t mi)
+{
+    size_t i;
+    for (i = 0; i < m->n_tool_calls; i++) {
+        const compass_tool_call *tc = &m->tool_calls[i];
+        json_object *input = NULL, *blk;
+        if (str_is_blank(tc->arguments)) {
+            input = json_object_new_object();
+            if (!input)
+                return b_oom(b);
+        } else if (json_parse_n(tc->arguments.ptr, tc->arguments.len, &input) != 0 ||
+                   !json_object_is_type(input, json_type_object)) {
+            json_object_put(input);
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: messages[%zu].tool_calls[%zu] (id \"%.*s\", function "
+                        "\"%.*s\"): arguments are not a JSON object; Anthropic needs tool_use "
+                        "input as an object", mi, i, STR_ARG(tc->id), STR_ARG(tc->name));
+        }
+        blk = json_object_new_object();
+        if (jpush(blocks, blk)) {
+            json_object_put(input);
+            return b_oom(b);
+        }
+        if (jset(blk, "type", json_object_new_string("tool_use")) ||
+            jset(blk, "id", jstr(tc->id)) || jset(blk, "name", jstr(tc->name)) ||
+            jset(blk, "input", input))
+            return b_oom(b);
+    }
+    return COMPASS_OK;
+}
+
+static int add_tool_result_block(builder *b, json_object *blocks, const compass_message *m,
+                                 size_t mi)
+{
+    json_object *blk;
+    if (m->tool_call_id.len == 0)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: messages[%zu]: a tool message needs tool_call_id", mi);
+    blk = json_object_new_object();
+    if (jpush(blocks, blk) || jset(blk, "type", json_object_new_string("tool_result")) ||
+        jset(blk, "tool_use_id", jstr(m->tool_call_id)))
+        return b_oom(b);
+    if (m->has_content && m->content.len > 0 && jset(blk, "content", jstr(m->content)))
+        return b_oom(b);
+    return COMPASS_OK;
+}
+
+/* Builds "messages" (alternating turns) and the joined system prompt. */
+static int build_messages(builder *b, const compass_chat_request *in, json_object *root)
+{
+    json_object *msgs, *last_blocks = NULL;
+    const char *last_role = NULL;
+    size_t i, k, sys_len = 0, n_sys = 0;
+    int rc;
+
+    msgs = json_object_new_array();
+    if (jset(root, "messages", msgs))
+        return b_oom(b);
+
+    for (i = 0; i < in->n_messages; i++) {
+        const compass_message *m = &in->messages[i];
+        json_object *blocks;
+        const char *role;
+
+        if (m->role == COMPASS_ROLE_SYSTEM || m->role == COMPASS_ROLE_DEVELOPER) {
+            if (m->content.len > 0) {
+                sys_len += m->content.len + (n_sys ? 2 : 0);
+                n_sys++;
+            }
+            continue;
+        }
+        if (m->role == COMPASS_ROLE_USER || m->role == COMPASS_ROLE_TOOL)
+            role = "user";
+        else if (m->role == COMPASS_ROLE_ASSISTANT)
+            role = "assistant";
+        else
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: messages[%zu]: unsupported role %d", i, m->role);
+
+        blocks = json_object_new_array();
+        if (!blocks)
+            return b_oom(b);
+        if (m->role == COMPASS_ROLE_TOOL) {
+            rc = add_tool_result_block(b, blocks, m, i);
+        } else {
+            rc = add_content_blocks(b, blocks, m, i);
+            if (!rc && m->role == COMPASS_ROLE_ASSISTANT)
+                rc = add_tool_use_blocks(b, blocks, m, i);
+        }
+        if (rc) {
+            json_object_put(blocks);
+            return rc;
+        }
+        if (json_object_array_length(blocks) == 0) {
+            /* Nothing Anthropic would accept (an empty message): leave it out. */
+            json_object_put(blocks);
+            continue;
+        }
+        if (last_role && strcmp(last_role, role) == 0) {
+            /* Anthropic wants user and assistant turns to alternate: merge. */
+            for (k = 0; k < json_object_array_length(blocks); k++) {
+                json_object *v = json_object_get(json_object_array_get_idx(blocks, k));
+                if (jpush(last_blocks, v)) {
+                    json_object_put(blocks);
+                    return b_oom(b);
+                }
+            }
+            json_object_put(blocks);
+        } else {
+            json_object *msg = json_object_new_object();
+            if (jpush(msgs, msg)) {
+                json_object_put(blocks);
+                return b_oom(b);
+            }
+            if (jset(msg, "role", json_object_new_string(role)) ||
+                jset(msg, "content", blocks))
+                return b_oom(b);
+            last_role = role;
+            last_blocks = blocks;
+        }
+    }
+
+    if (n_sys > 0) {
+        char *sys = b->a->h->req_alloc(b->req, sys_len + 1);
+        size_t off = 0;
+        compass_str s;
+        if (!sys)
+            return b_oom(b);
+        for (i = 0; i < in->n_messages; i++) {
+            const compass_message *m = &in->messages[i];
+            if ((m->role != COMPASS_ROLE_SYSTEM && m->role != COMPASS_ROLE_DEVELOPER) ||
+                m->content.len == 0)
+                continue;
+            if (off > 0) {
+                memcpy(sys + off, "\n\n", 2);
+                off += 2;
+            }
+            memcpy(sys + off, m->content.ptr, m->content.len);
+            off += m->content.len;
+        }
+        sys[off] = '\0';
+        s.ptr = sys;
+        s.len = off;
+        if (jset(root, "system", jstr(s)))
+            return b_oom(b);
+    }
+    return COMPASS_OK;
+}
+
+static int build_tools(builder *b, const compass_chat_request *in, json_object *root)
+{
+    json_object *tools, *tc;
+    const char *type = NULL;
+    size_t i;
+
+    if (in->n_tools == 0) {
+        if (in->tool_choice == COMPASS_TOOL_CHOICE_REQUIRED ||
+            in->tool_choice == COMPASS_TOOL_CHOICE_FUNCTION)
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: tool_choice: \"%s\" needs tools, and the request has none",
+                        in->tool_choice == COMPASS_TOOL_CHOICE_REQUIRED ? "required"
+                                                                        : "function");
+        return COMPASS_OK; /* auto/none without tools: nothing to say */
+    }
+
+    tools = json_object_new_array();
+    if (jset(root, "tools", tools))
+        return b_oom(b);
+    for (i = 0; i < in->n_tools; i++) {
+        const compass_tool *t = &in->tools[i];
+        json_object *tool, *schema = NULL;
+        if (t->name.len == 0)
+            return fail(b->err, COMPASS_EUNSUPPORTED, "anthropic: tools[%zu]: no name", i);
+        if (str_is_blank(t->parameters)) {
+            schema = json_object_new_object();
+            if (jset(schema, "type", json_object_new_string("object")) ||
+                jset(schema, "properties", json_object_new_object())) {
+                json_object_put(schema);
+                return b_oom(b);
+            }
+        } else if (json_parse_n(t->parameters.ptr, t->parameters.len, &schema) != 0 ||
+                   !json_object_is_type(schema, json_type_object)) {
+            json_object_put(schema);
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: tools[%zu] (\"%.*s\").parameters: not a JSON object", i,
+                        STR_ARG(t->name));
+        }
+        tool = json_object_new_object();
+        if (jpush(tools, tool)) {
+            json_object_put(schema);
+            return b_oom(b);
+        }
+        if (jset(tool, "name", jstr(t->name)) ||
+            (t->description.len > 0 && jset(tool, "description", jstr(t->description))) ||
+            jset(tool, "input_schema", schema))
+            return b_oom(b);
+    }
+
+    switch (in->tool_choice) {
+    case COMPASS_TOOL_CHOICE_AUTO:
+        type = "auto";
+        break;
+    case COMPASS_TOOL_CHOICE_NONE:
+        type = "none";
+        break;
+    case COMPASS_TOOL_CHOICE_REQUIRED:
+        type = "any";
+        break;
+    case COMPASS_TOOL_CHOICE_FUNCTION:
+        type = "tool";
+        break;
+    default:
+        type = NULL;
+        break;
+    }
+    if ((in->set & COMPASS_SET_PARALLEL_TOOL_CALLS) && !in->parallel_tool_calls && !type)
+        type = "auto"; /* the only way to say "one tool call at a time" */
+    if (!type)
+        return COMPASS_OK;
+    if (in->tool_choice == COMPASS_TOOL_CHOICE_FUNCTION && in->tool_choice_name.len == 0)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: tool_choice: a function choice needs a function name");
+    tc = json_object_new_object();
+    if (jset(root, "tool_choice", tc) || jset(tc, "type", json_object_new_string(type)))
+        return b_oom(b);
+    if (in->tool_choice == COMPASS_TOOL_CHOICE_FUNCTION &&
+        jset(tc, "name", jstr(in->tool_choice_name)))
+        return b_oom(b);
+    if ((in->set & COMPASS_SET_PARALLEL_TOOL_CALLS) && !in->parallel_tool_calls &&
+        strcmp(type, "none") != 0 &&
+        jset(tc, "disable_parallel_tool_use", json_object_new_boolean(1)))
+        return b_oom(b);
+    return COMPASS_OK;
+}
+
+/* Parameters Anthropic has no equivalent for: refuse rather than silently drop. */
+static int check_unsupported(builder *b, const compass_chat_request *in)
+{
+    if ((in->set & COMPASS_SET_N) && in->n > 1)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: n=%lld is not supported: the Messages API returns one choice",
+                    (long long)in->n);
+    if (in->set & COMPASS_SET_SEED)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: seed is not supported: the Messages API has no seed, so the "
+                    "output would not be reproducible");
+    if ((in->set & COMPASS_SET_PRESENCE_PENALTY) && in->presence_penalty != 0.0)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: presence_penalty is not supported by the Messages API");
+    if ((in->set & COMPASS_SET_FREQUENCY_PENALTY) && in->frequency_penalty != 0.0)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: frequency_penalty is not supported by the Messages API");
+    if ((in->set & COMPASS_SET_TEMPERATURE) &&
+        !(in->temperature >= 0.0 && in->temperature <= 1.0))
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: temperature %g is out of range: Anthropic accepts 0 to 1 "
+                    "(OpenAI's 0 to 2 is not rescaled)", in->temperature);
+    if ((in->set & COMPASS_SET_TOP_P) && !(in->top_p >= 0.0 && in->top_p <= 1.0))
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: top_p %g is out of range: Anthropic accepts 0 to 1", in->top_p);
+    if (in->response_format.len > 0 && !str_is_blank(in->response_format)) {
+        json_object *rf = NULL;
+        const char *t;
+        if (json_parse_n(in->response_format.ptr, in->response_format.len, &rf) != 0) {
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: response_format: not valid JSON");
+        }
+        t = jgets(rf, "type");
+        if (streq(t, "json_schema")) {
+            json_object_put(rf);
+            return fail(b->err, COMPASS_EUNSUPPORTED,
+                        "anthropic: response_format json_schema is not supported: the "
+                        "Messages API has no response_format, and its output would not be "
+                        "guaranteed to match the schema");
+        }
+        if (!streq(t, "text") && !streq(t, "json_object")) {
+            int rc = fail(b->err, COMPASS_EUNSUPPORTED,
+                          "anthropic: response_format type \"%s\" is not supported",
+                          t ? t : "(none)");
+            json_object_put(rf);
+            return rc;
+        }
+        json_object_put(rf);
+    }
+    if (in->reasoning_effort.len > 0 && !compass_str_eq(in->reasoning_effort, "none"))
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: reasoning_effort is not supported: extended thinking returns "
+                    "thinking blocks that the OpenAI chat format cannot carry back");
+    return COMPASS_OK;
+}
+
+static int build_body(builder *b, const compass_chat_request *in, json_object *root)
+{
+    int64_t max_tokens;
+    int rc;
+
+    if (jset(root, "model", jstr(in->model)))
+        return b_oom(b);
+
+    if (in->set & COMPASS_SET_MAX_COMPLETION_TOKENS)
+        max_tokens = in->max_completion_tokens;
+    else if (in->set & COMPASS_SET_MAX_TOKENS)
+        max_tokens = in->max_tokens;
+    else
+        max_tokens = b->a->default_max_tokens;
+    if (max_tokens < 1)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: max_tokens %lld is not supported: Anthropic needs at least 1",
+                    (long long)max_tokens);
+    if (jset(root, "max_tokens", json_object_new_int64(max_tokens)))
+        return b_oom(b);
+
+    rc = build_messages(b, in, root);
+    if (rc)
+        return rc;
+    rc = build_tools(b, in, root);
+    if (rc)
+        return rc;
+
+    if ((in->set & COMPASS_SET_TEMPERATURE) && jset(root, "temperature", jdouble(in->temperature)))
+        return b_oom(b);
+    if ((in->set & COMPASS_SET_TOP_P) && jset(root, "top_p", jdouble(in->top_p)))
+        return b_oom(b);
+    if (in->n_stop > 0) {
+        json_object *stops = json_object_new_array();
+        size_t i;
+        if (jset(root, "stop_sequences", stops))
+            return b_oom(b);
+        for (i = 0; i < in->n_stop; i++)
+            if (jpush(stops, jstr(in->stop[i])))
+                return b_oom(b);
+    }
+    if (in->user.len > 0) {
+        json_object *md = json_object_new_object();
+        if (jset(root, "metadata", md) || jset(md, "user_id", jstr(in->user)))
+            return b_oom(b);
+    }
+    if (in->stream && jset(root, "stream", json_object_new_boolean(1)))
+        return b_oom(b);
+    return COMPASS_OK;
+}
+
+static int set_header(compass_header *hd, const char *name, compass_str value)
+{
+    hd->name = compass_str_c(name);
+    hd->value = value;
+    return value.ptr ? 0 : -1;
+}
+
+static compass_str req_dup(const anthropic *a, compass_req *req, const char *s)
+{
+    return a->h->req_strdup(req, s, strlen(s));
+}
+
+static int build_request(void *inst, compass_req *req, const compass_chat_request *in,
+                         compass_http_request *out, compass_err *err)
+{
+    anthropic *a = inst;
+    builder b;
+    json_object *root;
+    const char *text;
+    compass_header *hs;
+    compass_str body;
+    size_t n = 0, cap = 5;
+    int rc;
+
+    if (!a || !req || !in || !out)
+        return fail(err, COMPASS_EINVAL, "anthropic: build_request: NULL argument");
+    b.a = a;
+    b.req = req;
+    b.err = err;
+
+    rc = check_unsupported(&b, in);
+    if (rc)
+        return rc;
+    if (in->model.len == 0)
+        return fail(err, COMPASS_EINVAL, "anthropic: build_request: no model");
+
+    root = json_object_new_object();
+    if (!root)
+        return b_oom(&b);
+    rc = build_body(&b, in, root);
+    if (rc) {
+        json_object_put(root);
+        return rc;
+    }
+    text = json_object_to_json_string_ext(root,
+                                          JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!text) {
+        json_object_put(root);
+        return b_oom(&b);
+    }
+    body = a->h->req_strdup(req, text, strlen(text));
+    json_object_put(root);
+    if (!body.ptr)
+        return b_oom(&b);
+
+    hs = a->h->req_alloc(req, cap * sizeof(*hs));
+    if (!hs)
+        return b_oom(&b);
+    if (set_header(&hs[n++], "content-type", compass_str_c("application/json")) ||
+        set_header(&hs[n++], "anthropic-version", req_dup(a, req, a->version)))
+        return b_oom(&b);
+    if (a->api_key && set_header(&hs[n++], "x-api-key", req_dup(a, req, a->api_key)))
+        return b_oom(&b);
+    if (a->beta && *a->beta && set_header(&hs[n++], "anthropic-beta", req_dup(a, req, a->beta)))
+        return b_oom(&b);
+
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    out->method = COMPASS_HTTP_POST;
+    out->url = req_dup(a, req, a->url);
+    if (!out->url.ptr)
+        return b_oom(&b);
+    out->headers = hs;
+    out->n_headers = n;
+    out->body = body;
+    out->stream_format = in->stream ? COMPASS_STREAM_SSE : COMPASS_STREAM_NONE;
+    return COMPASS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+static int map_stop_reason(const anthropic *a, const char *s)
+{
+    if (!s)
+        return COMPASS_FINISH_NONE;
+    if (strcmp(s, "end_turn") == 0 || strcmp(s, "stop_sequence") == 0 ||
+        strcmp(s, "pause_turn") == 0)
+        return COMPASS_FINISH_STOP;
+    if (strcmp(s, "max_tokens") == 0 || strcmp(s, "model_context_window_exceeded") == 0)
+        return COMPASS_FINISH_LENGTH;
+    if (strcmp(s, "tool_use") == 0)
+        return COMPASS_FINISH_TOOL_CALLS;
+    if (strcmp(s, "refusal") == 0)
+        return COMPASS_FINISH_CONTENT_FILTER;
+    if (a && a->h && a->h->log)
+        a->h->log(a->h, COMPASS_LOG_DEBUG, "unknown stop_reason \"%s\" read as stop", s);
+    return COMPASS_FINISH_STOP;
+}
+
+/* Anthropic's usage: input_tokens excludes cached input, so prompt_tokens adds the cache
+ * reads and writes back in, as OpenAI's prompt_tokens counts every input token. */
+typedef struct in_usage {
+    int64_t input, cache_read, cache_creation;
+} in_usage;
+
+static void read_in_usage(json_object *u, in_usage *iu)
+{
+    int found;
+    int64_t v;
+    v = jgeti(u, "input_tokens", &found);
+    if (found)
+        iu->input = v;
+    v = jgeti(u, "cache_read_input_tokens", &found);
+    if (found)
+        iu->cache_read = v;
+    v = jgeti(u, "cache_creation_input_tokens", &found);
+    if (found)
+        iu->cache_creation = v;
+}
+
+static void fill_usage(compass_usage *u, const in_usage *iu, int64_t output)
+{
+    memset(u, 0, sizeof(*u));
+    u->present = 1;
+    u->prompt_tokens = iu->input + iu->cache_read + iu->cache_creation;
+    u->completion_tokens = output;
+    u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->cached_tokens = iu->cache_read;
+}
+
+static int dup_str(const anthropic *a, compass_req *req, compass_str s, compass_str *out)
+{
+    if (s.len == 0) {
+        out->ptr = NULL;
+        out->len = 0;
+        return 0;
+    }
+    *out = a->h->req_strdup(req, s.ptr, s.len);
+    return out->ptr ? 0 : -1;
+}
+
+static int parse_response(void *inst, compass_req *req, const compass_http_response *resp,
+                          compass_chat_response *out, compass_upstream_error *uerr,
+                          compass_err *err)
+{
+    anthropic *a = inst;
+    json_object *root = NULL, *content, *usage;
+    const char *type;
+    size_t i, n, n_tools = 0, text_len = 0, n_text = 0, ti = 0, off = 0;
+    char *text = NULL;
+    int rc = COMPASS_OK;
+
+    if (!a || !req || !resp || !out)
+        return fail(err, COMPASS_EINVAL, "anthropic: parse_response: NULL argument");
+    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+        !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        return fail(err, COMPASS_EPARSE, "anthropic: response body is not a JSON object");
+    }
+    type = jgets(root, "type");
+    if (streq(type, "error") || (!type && jget(root, "error"))) {
+        compass_upstream_error tmp;
+        if (uerr_from_body(uerr ? uerr : &tmp, resp->status, root) != 0)
+            uerr_fill(uerr ? uerr : &tmp, resp->status, NULL, NULL);
+        rc = fail(err, COMPASS_EUPSTREAM, "anthropic: upstream error: %s",
+                  uerr ? uerr->message : tmp.message);
+        json_object_put(root);
+        return rc;
+    }
+    content = jget(root, "content");
+    if ((type && strcmp(type, "message") != 0) || !content ||
+        !json_object_is_type(content, json_type_array)) {
+        json_object_put(root);
+        return fail(err, COMPASS_EPARSE,
+                    "anthropic: response is not a Messages object (type \"%s\", content %s)",
+                    type ? type : "(none)", content ? "not an array" : "missing");
+    }
+
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    if (dup_str(a, req, jgetstr(root, "id"), &out->id) ||
+        dup_str(a, req, jgetstr(root, "model"), &out->model))
+        goto nomem;
+
+    n = json_object_array_length(content);
+    for (i = 0; i < n; i++) {
+        json_object *blk = json_object_array_get_idx(content, i);
+        const char *bt = jgets(blk, "type");
+        if (streq(bt, "text")) {
+            text_len += jgetstr(blk, "text").len;
+            n_text++;
+        } else if (streq(bt, "tool_use")) {
+            n_tools++;
+        }
+    }
+    if (n_text > 0) {
+        text = a->h->req_alloc(req, text_len + 1);
+        if (!text)
+            goto nomem;
+    }
+    if (n_tools > 0) {
+        out->tool_calls = a->h->req_alloc(req, n_tools * sizeof(*out->tool_calls));
+        if (!out->tool_calls)
+            goto nomem;
+        memset(out->tool_calls, 0, n_tools * sizeof(*out->tool_calls));
+    }
+    for (i = 0; i < n; i++) {
+        json_object *blk = json_object_array_get_idx(content, i);
+        const char *bt = jgets(blk, "type");
+        if (streq(bt, "text")) {
+            compass_str s = jgetstr(blk, "text");
+            if (s.len)
+                memcpy(text + off, s.ptr, s.len);
+            off += s.len;
+        } else if (streq(bt, "tool_use")) {
+            compass_tool_call *tc = &out->tool_calls[ti++];
+            json_object *input = jget(blk, "input");
+            const char *args = input ? json_object_to_json_string_ext(
+                                           input, JSON_C_TO_STRING_PLAIN |
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE)
+                                     : "{}";
+            if (!args)
+                goto nomem;
+            if (dup_str(a, req, jgetstr(blk, "id"), &tc->id) ||
+                dup_str(a, req, jgetstr(blk, "name"), &tc->name) ||
+                dup_str(a, req, compass_str_c(args), &tc->arguments))
+                goto nomem;
+        }
+        /* thinking, redacted_thinking and server tool blocks have no canonical form. */
+    }
+    out->n_tool_calls = n_tools;
+    if (text) {
+        text[off] = '\0';
+        out->has_content = 1;
+        out->content.ptr = text;
+        out->content.len = off;
+    }
+    out->finish_reason = map_stop_reason(a, jgets(root, "stop_reason"));
+
+    usage = jget(root, "usage");
+    if (usage && json_object_is_type(usage, json_type_object)) {
+        in_usage iu = {0, 0, 0};
+        read_in_usage(usage, &iu);
+        fill_usage(&out->usage, &iu, jgeti(usage, "output_tokens", NULL));
+    }
+    json_object_put(root);
+    return COMPASS_OK;
+
+nomem:
+    json_object_put(root);
+    return oom(err, "parsing the response");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_stream_event                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Per-attempt stream state, in the request arena, found through h->req_data. */
+typedef struct block_slot {
+    int tool;      /* the tool index of this content block, or -1 when it is not a tool_use */
+    int has_args;  /* a non-empty input_json_delta arrived for it */
+} block_slot;
+
+typedef struct stream_state {
+    in_usage in;           /* input usage from message_start */
+    int n_tools;           /* tool_use blocks seen so far */
+    block_slot *blocks;    /* indexed by Anthropic's content block index */
+    size_t cap;
+} stream_state;
+
+static stream_state *state_get(anthropic *a, compass_req *req, compass_err *err, int *rc)
+{
+    void **slot;
+    stream_state *st;
+
+    *rc = COMPASS_OK;
+    if (!COMPASS_HOST_HAS(a->h, req_data)) {
+        *rc = fail(err, COMPASS_EPLUGIN,
+                   "anthropic: the host has no req_data service for stream state");
+        return NULL;
+    }
+    slot = a->h->req_data(req);
+    if (!slot) {
+        *rc = fail(err, COMPASS_EINVAL, "anthropic: req_data returned no slot");
+        return NULL;
+    }
+    if (*slot)
+        return *slot;
+    st = a->h->req_alloc(req, sizeof(*st));
+    if (!st) {
+        *rc = oom(err, "allocating stream state");
+        return NULL;
+    }
+    memset(st, 0, sizeof(*st));
+    *slot = st;
+    return st;
+}
+
+/* The slot for block idx, growing the table in the arena. */
+static block_slot *state_block(anthropic *a, compass_req *req, stream_state *st, size_t idx)
+{
+    if (idx >= st->cap) {
+        size_t cap = st->cap ? st->cap : 8, i;
+        block_slot *nb;
+        while (cap <= idx)
+            cap *= 2;
+        nb = a->h->req_alloc(req, cap * sizeof(*nb));
+        if (!nb)
+            return NULL;
+        if (st->cap)
+            memcpy(nb, st->blocks, st->cap * sizeof(*nb));
+        for (i = st->cap; i < cap; i++) {
+            nb[i].tool = -1;
+            nb[i].has_args = 0;
+        }
+        st->blocks = nb; /* the old table stays in the arena until the request ends */
+        st->cap = cap;
+    }
+    return &st->blocks[idx];
+}
+
+static int emit(anthropic *a, compass_req *req, const compass_chat_delta *d, compass_err *err)
+{
+    int rc = a->h->stream_emit(req, d);
+    if (rc < 0)
+        return fail(err, rc, "anthropic: stream_emit failed (%d)", rc);
+    return COMPASS_OK;
+}
+
+static int block_index(json_object *ev, size_t *idx)
+{
+    int found;
+    int64_t v = jgeti(ev, "index", &found);
+    if (!found || v < 0 || v > ANTHROPIC_MAX_BLOCKS)
+        return -1;
+    *idx = (size_t)v;
+    return 0;
+}
+
+static int on_message_start(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+{
+    json_object *msg = jget(ev, "message");
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    if (!msg || !json_object_is_type(msg, json_type_object))
+        return fail(err, COMPASS_EPARSE, "anthropic: message_start without a message object");
+    st = state_get(a, req, err, &rc);
+    if (!st)
+        return rc;
+    read_in_usage(jget(msg, "usage"), &st->in);
+    compass_delta_init(&d);
+    d.role = COMPASS_ROLE_ASSISTANT;
+    d.id = jgetstr(msg, "id");
+    d.model = jgetstr(msg, "model");
+    return emit(a, req, &d, err);
+}
+
+static int on_block_start(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+{
+    json_object *cb = jget(ev, "content_block");
+    const char *bt = jgets(cb, "type");
+    compass_chat_delta d;
+    stream_state *st;
+    block_slot *bs;
+    size_t idx;
+    int rc;
+
+    if (!cb || block_index(ev, &idx) != 0)
+        return fail(err, COMPASS_EPARSE,
+                    "anthropic: content_block_start without index or content_block");
+    compass_delta_init(&d);
+    if (streq(bt, "text")) {
+        d.content = jgetstr(cb, "text");
+        return d.content.len ? emit(a, req, &d, err) : COMPASS_OK;
+    }
+    if (!streq(bt, "tool_use"))
+        return COMPASS_OK; /* thinking, server tools: no canonical form */
+    st = state_get(a, req, err, &rc);
+    if (!st)
+        return rc;
+    bs = state_block(a, req, st, idx);
+    if (!bs)
+        return oom(err, "tracking stream blocks");
+    bs->tool = st->n_tools++;
+    bs->has_args = 0;
+    d.tool_index = bs->tool;
+    d.tool_id = jgetstr(cb, "id");
+    d.tool_name = jgetstr(cb, "name");
+    return emit(a, req, &d, err);
+}
+
+static int on_block_delta(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+{
+    json_object *delta = jget(ev, "delta");
+    const char *dt = jgets(delta, "type");
+    compass_chat_delta d;
+    stream_state *st;
+    size_t idx;
+    int rc;
+
+    if (!delta || block_index(ev, &idx) != 0)
+        return fail(err, COMPASS_EPARSE, "anthropic: content_block_delta without index or delta");
+    compass_delta_init(&d);
+    if (streq(dt, "text_delta")) {
+        d.content = jgetstr(delta, "text");
+        return d.content.len ? emit(a, req, &d, err) : COMPASS_OK;
+    }
+    if (streq(dt, "input_json_delta")) {
+        st = state_get(a, req, err, &rc);
+        if (!st)
+            return rc;
+        if (idx >= st->cap || st->blocks[idx].tool < 0)
+            return COMPASS_OK; /* a server tool's input: not the client's tool call */
+        d.tool_index = st->blocks[idx].tool;
+        d.tool_arguments = jgetstr(delta, "partial_json");
+        if (d.tool_arguments.len == 0)
+            return COMPASS_OK;
+        st->blocks[idx].has_args = 1;
+        return emit(a, req, &d, err);
+    }
+    return COMPASS_OK; /* thinking_delta, signature_delta, citations_delta */
+}
+
+static int on_block_stop(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    size_t idx;
+    int rc;
+
+    if (block_index(ev, &idx) != 0)
+        return fail(err, COMPASS_EPARSE, "anthropic: content_block_stop without index");
+    st = state_get(a, req, err, &rc);
+    if (!st)
+        return rc;
+    if (idx >= st->cap || st->blocks[idx].tool < 0 || st->blocks[idx].has_args)
+        return COMPASS_OK;
+    /* A tool called with no input streams no JSON: say "{}" so clients can parse it. */
+    compass_delta_init(&d);
+    d.tool_index = st->blocks[idx].tool;
+    d.tool_arguments = compass_str_c("{}");
+    st->blocks[idx].has_args = 1;
+    return emit(a, req, &d, err);
+}
+
+static int on_message_delta(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+{
+    json_object *delta = jget(ev, "delta"), *usage = jget(ev, "usage");
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    st = state_get(a, req, err, &rc);
+    if (!st)
+        return rc;
+    compass_delta_init(&d);
+    d.finish_reason = map_stop_reason(a, jgets(delta, "stop_reason"));
+    if (d.finish_reason) {
+        rc = emit(a, req, &d, err);
+        if (rc)
+            return rc;
+    }
+    if (usage && json_object_is_type(usage, json_type_object)) {
+        /* Counts here are cumulative; newer API versions repeat the input counts too. */
+        read_in_usage(usage, &st->in);
+        compass_delta_init(&d);
+        fill_usage(&d.usage, &st->in, jgeti(usage, "output_tokens", NULL));
+        return emit(a, req, &d, err);
+    }
+    return COMPASS_OK;
+}
+
+static int parse_stream_event(void *inst, compass_req *req, const compass_stream_event *ev,
+                              compass_upstream_error *uerr, compass_err *err)
+{
+    anthropic *a = inst;
+    json_object *root = NULL;
+    const char *type;
+    char name[64];
+    int rc = COMPASS_OK;
+
+    if (!a || !req || !ev)
+        return fail(err, COMPASS_EINVAL, "anthropic: parse_stream_event: NULL argument");
+    if (str_is_blank(ev->data)) {
+        if (compass_str_eq(ev->event, "ping"))
+            return COMPASS_OK;
+        if (compass_str_eq(ev->event, "message_stop"))
+            return COMPASS_STREAM_END;
+        return fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\" has no data",
+                    STR_ARG(ev->event));
+    }
+    if (json_parse_n(ev->data.ptr, ev->data.len, &root) != 0 ||
+        !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        return fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\": data is not a JSON "
+                    "object", STR_ARG(ev->event));
+    }
+    /* The data's type and the SSE event name always match; prefer the data. */
+    type = jgets(root, "type");
+    if (!type) {
+        compass_copy_fixed(name, sizeof(name), ev->event);
+        type = name;
+    }
+
+    if (strcmp(type, "message_start") == 0) {
+        rc = on_message_start(a, req, root, err);
+    } else if (strcmp(type, "content_block_start") == 0) {
+        rc = on_block_start(a, req, root, err);
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        rc = on_block_delta(a, req, root, err);
+    } else if (strcmp(type, "content_block_stop") == 0) {
+        rc = on_block_stop(a, req, root, err);
+    } else if (strcmp(type, "message_delta") == 0) {
+        rc = on_message_delta(a, req, root, err);
+    } else if (strcmp(type, "message_stop") == 0) {
+        rc = COMPASS_STREAM_END;
+    } else if (strcmp(type, "ping") == 0) {
+        rc = COMPASS_OK;
+    } else if (strcmp(type, "error") == 0) {
+        compass_upstream_error tmp;
+        compass_upstream_error *u = uerr ? uerr : &tmp;
+        if (uerr_from_body(u, 0, root) != 0)
+            uerr_fill(u, 0, "api_error", "anthropic: stream error event without detail");
+        rc = fail(err, COMPASS_EUPSTREAM, "anthropic: stream error: %s", u->message);
+    } else {
+        /* Anthropic may add event types: skip what we do not know. */
+        if (a->h->log)
+            a->h->log(a->h, COMPASS_LOG_DEBUG, "ignoring unknown stream event type \"%s\"",
+                      type);
+        rc = COMPASS_OK;
+    }
+    json_object_put(root);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Descriptor                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static const compass_provider_ops anthropic_ops = {
+    .size = sizeof(compass_provider_ops),
+    .instance_new = instance_new,
+    .instance_free = instance_free,
+    .build_request = build_request,
+    .parse_response = parse_response,
+    .parse_stream_event = parse_stream_event,
+    .classify_error = classify_error,
+    .local_call = NULL,
+};
+
+static const compass_plugin_desc anthropic_desc = {
+    COMPASS_PLUGIN_DESC_INIT,
+    .kind = COMPASS_PLUGIN_PROVIDER,
+    .name = "anthropic",
+    .version = "1.0.0",
+    .summary = "Anthropic Messages API (/v1/messages), streaming and tools",
+    .options = anthropic_option_table,
+    .options_size = sizeof(anthropic_options),
+    .init = NULL,
+    .fini = NULL,
+    .ops = {.provider = &anthropic_ops},
+};
+
+COMPASS_PLUGIN_DEFINE(anthropic, anthropic_desc)

@@ -1,0 +1,1054 @@
+/*
+ * Tests for the anthropic provider on the fake host, on wire bytes shaped as Anthropic's
+ * Messages API reference documents them (requests, responses, SSE streams, error bodies).
+ */
+#include <criterion/criterion.h>
+
+#include <compass/plugin.h>
+#include <compass_fakehost.h>
+#include <json-c/json.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static compass_fakehost *fh;
+static const compass_plugin_desc *desc;
+static const compass_provider_ops *ops;
+static void *inst;
+static compass_req *req;
+
+static void *make_instance(const char *base_url, const char *const *options)
+{
+    compass_err err;
+    void *i;
+    memset(&err, 0, sizeof(err));
+    i = compass_fakehost_instance(fh, "claude", base_url, "sk-ant-test", options, &err);
+    cr_assert(i, "instance: %s", err.msg);
+    return i;
+}
+
+static void setup(void)
+{
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    fh = compass_fakehost_new("anthropic");
+    cr_assert(fh);
+    desc = compass_fakehost_load(fh, COMPASS_PLUGIN_DIR "/anthropic.so", &err);
+    cr_assert(desc, "load: %s", err.msg);
+    cr_assert_eq(desc->kind, COMPASS_PLUGIN_PROVIDER);
+    cr_assert_str_eq(desc->name, "anthropic");
+    ops = desc->ops.provider;
+    inst = make_instance(NULL, NULL);
+    req = compass_fakehost_req(fh);
+}
+
+static void teardown(void)
+{
+    compass_fakehost_free(fh);
+}
+
+TestSuite(anthropic, .init = setup, .fini = teardown);
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Builds the upstream request for an OpenAI chat body on instance i. */
+static int build_on(void *i, const char *chat, compass_http_request *out, compass_err *err)
+{
+    compass_chat_request in;
+    int rc;
+    req = compass_fakehost_req(fh);
+    memset(&in, 0, sizeof(in));
+    memset(out, 0, sizeof(*out));
+    memset(err, 0, sizeof(*err));
+    rc = compass_fakehost_parse_chat(fh, chat, &in, err);
+    cr_assert_eq(rc, 0, "parse_chat: %s", err->msg);
+    return ops->build_request(i, req, &in, out, err);
+}
+
+/* Builds and parses the body; the caller puts the result. */
+static json_object *body_of(const char *chat, compass_http_request *out)
+{
+    compass_err err;
+    json_object *body;
+    int rc = build_on(inst, chat, out, &err);
+    cr_assert_eq(rc, 0, "build_request: %d %s", rc, err.msg);
+    cr_assert(out->body.ptr);
+    body = json_tokener_parse(out->body.ptr);
+    cr_assert(body, "body is not JSON: %s", out->body.ptr);
+    return body;
+}
+
+static json_object *at(json_object *o, const char *path)
+{
+    char key[64];
+    const char *p = path;
+    while (o && *p) {
+        size_t n = strcspn(p, ".");
+        memcpy(key, p, n);
+        key[n] = '\0';
+        if (json_object_is_type(o, json_type_array)) {
+            char *end;
+            long idx = strtol(key, &end, 10);
+            o = *end ? NULL : json_object_array_get_idx(o, (size_t)idx);
+        } else if (!json_object_object_get_ex(o, key, &o)) {
+            o = NULL;
+        }
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    return o;
+}
+
+static const char *at_s(json_object *o, const char *path)
+{
+    json_object *v = at(o, path);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static size_t at_len(json_object *o, const char *path)
+{
+    json_object *v = at(o, path);
+    cr_assert(v && json_object_is_type(v, json_type_array), "%s is not an array", path);
+    return json_object_array_length(v);
+}
+
+static compass_str header(const compass_http_request *r, const char *name)
+{
+    return compass_header_get(r->headers, r->n_headers, name);
+}
+
+static int refused(const char *chat, const char *needle)
+{
+    compass_http_request out;
+    compass_err err;
+    int rc = build_on(inst, chat, &out, &err);
+    cr_assert_eq(rc, COMPASS_EUNSUPPORTED, "rc %d for %s", rc, chat);
+    cr_assert(strstr(err.msg, needle), "message \"%s\" does not name \"%s\"", err.msg, needle);
+    return 1;
+}
+
+#define SIMPLE_MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]"
+
+/* ---------------------------------------------------------------------------------------- */
+/* build_request                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(anthropic, request_has_url_headers_and_default_max_tokens)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"claude-sonnet-4-5\"," SIMPLE_MSGS "}", &out);
+
+    cr_assert_eq(out.method, COMPASS_HTTP_POST);
+    cr_assert(compass_str_eq(out.url, "https://api.anthropic.com/v1/messages"));
+    cr_assert(compass_str_eq(header(&out, "x-api-key"), "sk-ant-test"));
+    cr_assert(compass_str_eq(header(&out, "anthropic-version"), "2023-06-01"));
+    cr_assert(compass_str_eq(header(&out, "content-type"), "application/json"));
+    cr_assert_eq(header(&out, "anthropic-beta").len, 0);
+    cr_assert_eq(out.stream_format, COMPASS_STREAM_NONE);
+
+    cr_assert_str_eq(at_s(b, "model"), "claude-sonnet-4-5");
+    cr_assert_eq(json_object_get_int64(at(b, "max_tokens")), 4096);
+    cr_assert_eq(at_len(b, "messages"), 1);
+    cr_assert_str_eq(at_s(b, "messages.0.role"), "user");
+    cr_assert_str_eq(at_s(b, "messages.0.content.0.type"), "text");
+    cr_assert_str_eq(at_s(b, "messages.0.content.0.text"), "Hello");
+    cr_assert_null(at(b, "stream"));
+    cr_assert_null(at(b, "system"));
+    cr_assert_null(at(b, "temperature"));
+    json_object_put(b);
+}
+
+Test(anthropic, options_change_url_version_beta_and_default_max_tokens)
+{
+    static const char *const opts[] = {"anthropic_version=2024-01-01", "default_max_tokens=777",
+                                       "messages_path=/proxy/messages",
+                                       "beta=prompt-caching-2024-07-31", NULL};
+    void *i = make_instance("https://gw.example.com/", opts);
+    compass_http_request out;
+    compass_err err;
+    json_object *b;
+
+    cr_assert_eq(build_on(i, "{\"model\":\"m\"," SIMPLE_MSGS "}", &out, &err), 0, "%s",
+                 err.msg);
+    cr_assert(compass_str_eq(out.url, "https://gw.example.com/proxy/messages"), "%.*s",
+              (int)out.url.len, out.url.ptr);
+    cr_assert(compass_str_eq(header(&out, "anthropic-version"), "2024-01-01"));
+    cr_assert(compass_str_eq(header(&out, "anthropic-beta"), "prompt-caching-2024-07-31"));
+    b = json_tokener_parse(out.body.ptr);
+    cr_assert_eq(json_object_get_int64(at(b, "max_tokens")), 777);
+    json_object_put(b);
+}
+
+Test(anthropic, no_api_key_sends_no_x_api_key_header)
+{
+    compass_err err;
+    compass_http_request out;
+    void *i;
+    memset(&err, 0, sizeof(err));
+    i = compass_fakehost_instance(fh, "keyless", NULL, NULL, NULL, &err);
+    cr_assert(i, "%s", err.msg);
+    cr_assert_eq(build_on(i, "{\"model\":\"m\"," SIMPLE_MSGS "}", &out, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(header(&out, "x-api-key").len, 0);
+    cr_assert(compass_str_eq(header(&out, "anthropic-version"), "2023-06-01"));
+}
+
+Test(anthropic, bad_options_are_refused)
+{
+    static const char *const zero[] = {"default_max_tokens=0", NULL};
+    static const char *const path[] = {"messages_path=v1/messages", NULL};
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_null(compass_fakehost_instance(fh, "x", NULL, NULL, zero, &err));
+    cr_assert(strstr(err.msg, "default_max_tokens"), "%s", err.msg);
+    cr_assert_null(compass_fakehost_instance(fh, "x", NULL, NULL, path, &err));
+    cr_assert(strstr(err.msg, "messages_path"), "%s", err.msg);
+    cr_assert_null(compass_fakehost_instance(fh, "x", "ftp://x", NULL, NULL, &err));
+    cr_assert(strstr(err.msg, "base_url"), "%s", err.msg);
+}
+
+Test(anthropic, system_and_developer_messages_are_lifted)
+{
+    compass_http_request out;
+    json_object *b = body_of(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"system\",\"content\":\"You are terse.\"},"
+        "{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Answer in French.\"}]},"
+        "{\"role\":\"user\",\"content\":\"Hi\"}]}",
+        &out);
+    cr_assert_str_eq(at_s(b, "system"), "You are terse.\n\nAnswer in French.");
+    cr_assert_eq(at_len(b, "messages"), 1);
+    cr_assert_str_eq(at_s(b, "messages.0.role"), "user");
+    json_object_put(b);
+}
+
+Test(anthropic, consecutive_same_role_messages_merge)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"m\",\"messages\":["
+                             "{\"role\":\"user\",\"content\":\"one\"},"
+                             "{\"role\":\"user\",\"content\":\"two\"},"
+                             "{\"role\":\"assistant\",\"content\":\"three\"},"
+                             "{\"role\":\"assistant\",\"content\":\"four\"},"
+                             "{\"role\":\"user\",\"content\":\"five\"}]}",
+                             &out);
+    cr_assert_eq(at_len(b, "messages"), 3);
+    cr_assert_str_eq(at_s(b, "messages.0.role"), "user");
+    cr_assert_eq(at_len(b, "messages.0.content"), 2);
+    cr_assert_str_eq(at_s(b, "messages.0.content.0.text"), "one");
+    cr_assert_str_eq(at_s(b, "messages.0.content.1.text"), "two");
+    cr_assert_str_eq(at_s(b, "messages.1.role"), "assistant");
+    cr_assert_eq(at_len(b, "messages.1.content"), 2);
+    cr_assert_str_eq(at_s(b, "messages.1.content.1.text"), "four");
+    cr_assert_str_eq(at_s(b, "messages.2.content.0.text"), "five");
+    json_object_put(b);
+}
+
+Test(anthropic, images_become_base64_and_url_sources)
+{
+    compass_http_request out;
+    json_object *b = body_of(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"What is in these?\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://example.com/cat.jpg\","
+        "\"detail\":\"high\"}}]}]}",
+        &out);
+    cr_assert_eq(at_len(b, "messages.0.content"), 3);
+    cr_assert_str_eq(at_s(b, "messages.0.content.1.type"), "image");
+    cr_assert_str_eq(at_s(b, "messages.0.content.1.source.type"), "base64");
+    cr_assert_str_eq(at_s(b, "messages.0.content.1.source.media_type"), "image/png");
+    cr_assert_str_eq(at_s(b, "messages.0.content.1.source.data"), "iVBORw0KGgo=");
+    cr_assert_str_eq(at_s(b, "messages.0.content.2.type"), "image");
+    cr_assert_str_eq(at_s(b, "messages.0.content.2.source.type"), "url");
+    cr_assert_str_eq(at_s(b, "messages.0.content.2.source.url"), "https://example.com/cat.jpg");
+    json_object_put(b);
+}
+
+Test(anthropic, unusable_images_are_refused)
+{
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,rawbytes\"}}]}]}",
+            "base64");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/tiff;base64,AAAA\"}}]}]}",
+            "image/tiff");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"ftp://example.com/a.png\"}}]}]}",
+            "image_url");
+}
+
+#define WEATHER_TOOL                                                                         \
+    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Get the " \
+    "current weather in a given location\",\"parameters\":{\"type\":\"object\","              \
+    "\"properties\":{\"location\":{\"type\":\"string\"}},\"required\":[\"location\"]}}}"
+#define NOARG_TOOL "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}"
+
+Test(anthropic, tools_become_input_schemas)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"tools\":[" WEATHER_TOOL
+                             "," NOARG_TOOL "]}",
+                             &out);
+    cr_assert_eq(at_len(b, "tools"), 2);
+    cr_assert_str_eq(at_s(b, "tools.0.name"), "get_weather");
+    cr_assert_str_eq(at_s(b, "tools.0.description"), "Get the current weather in a given location");
+    cr_assert_str_eq(at_s(b, "tools.0.input_schema.type"), "object");
+    cr_assert_str_eq(at_s(b, "tools.0.input_schema.required.0"), "location");
+    cr_assert_str_eq(at_s(b, "tools.1.name"), "get_time");
+    cr_assert_null(at(b, "tools.1.description"));
+    cr_assert_str_eq(at_s(b, "tools.1.input_schema.type"), "object");
+    cr_assert(json_object_is_type(at(b, "tools.1.input_schema.properties"), json_type_object));
+    cr_assert_null(at(b, "tool_choice"));
+    json_object_put(b);
+}
+
+static void check_choice(const char *choice, const char *extra, const char *want_type,
+                         const char *want_name, int want_disable)
+{
+    char chat[1024];
+    compass_http_request out;
+    json_object *b, *d;
+    snprintf(chat, sizeof(chat), "{\"model\":\"m\"," SIMPLE_MSGS ",\"tools\":[" WEATHER_TOOL
+             "],\"tool_choice\":%s%s}", choice, extra);
+    b = body_of(chat, &out);
+    cr_assert_str_eq(at_s(b, "tool_choice.type"), want_type, "for %s", choice);
+    if (want_name)
+        cr_assert_str_eq(at_s(b, "tool_choice.name"), want_name);
+    else
+        cr_assert_null(at(b, "tool_choice.name"));
+    d = at(b, "tool_choice.disable_parallel_tool_use");
+    if (want_disable)
+        cr_assert(d && json_object_get_boolean(d), "for %s%s", choice, extra);
+    else
+        cr_assert_null(d, "for %s%s", choice, extra);
+    json_object_put(b);
+}
+
+Test(anthropic, each_tool_choice_maps)
+{
+    check_choice("\"auto\"", "", "auto", NULL, 0);
+    check_choice("\"required\"", "", "any", NULL, 0);
+    check_choice("\"none\"", "", "none", NULL, 0);
+    check_choice("{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "", "tool",
+                 "get_weather", 0);
+    check_choice("\"auto\"", ",\"parallel_tool_calls\":false", "auto", NULL, 1);
+    check_choice("\"required\"", ",\"parallel_tool_calls\":false", "any", NULL, 1);
+    check_choice("{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}",
+                 ",\"parallel_tool_calls\":false", "tool", "get_weather", 1);
+    check_choice("\"auto\"", ",\"parallel_tool_calls\":true", "auto", NULL, 0);
+}
+
+Test(anthropic, parallel_tool_calls_false_alone_sends_auto_with_disable)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"tools\":[" WEATHER_TOOL
+                             "],\"parallel_tool_calls\":false}",
+                             &out);
+    cr_assert_str_eq(at_s(b, "tool_choice.type"), "auto");
+    cr_assert(json_object_get_boolean(at(b, "tool_choice.disable_parallel_tool_use")));
+    json_object_put(b);
+}
+
+Test(anthropic, tool_use_and_tool_result_round_trip)
+{
+    compass_http_request out;
+    json_object *b = body_of(
+        "{\"model\":\"m\",\"tools\":[" WEATHER_TOOL "],\"messages\":["
+        "{\"role\":\"user\",\"content\":\"Weather in Paris and Rome?\"},"
+        "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
+        "{\"id\":\"toolu_01A\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"location\\\":\\\"Paris\\\"}\"}},"
+        "{\"id\":\"toolu_01B\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"location\\\":\\\"Rome\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_01A\",\"content\":\"18C sunny\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_01B\",\"content\":\"24C clear\"},"
+        "{\"role\":\"user\",\"content\":\"Which is warmer?\"}]}",
+        &out);
+    cr_assert_eq(at_len(b, "messages"), 3);
+    cr_assert_str_eq(at_s(b, "messages.1.role"), "assistant");
+    cr_assert_eq(at_len(b, "messages.1.content"), 3);
+    cr_assert_str_eq(at_s(b, "messages.1.content.0.type"), "text");
+    cr_assert_str_eq(at_s(b, "messages.1.content.0.text"), "Checking.");
+    cr_assert_str_eq(at_s(b, "messages.1.content.1.type"), "tool_use");
+    cr_assert_str_eq(at_s(b, "messages.1.content.1.id"), "toolu_01A");
+    cr_assert_str_eq(at_s(b, "messages.1.content.1.name"), "get_weather");
+    cr_assert(json_object_is_type(at(b, "messages.1.content.1.input"), json_type_object));
+    cr_assert_str_eq(at_s(b, "messages.1.content.1.input.location"), "Paris");
+    cr_assert_str_eq(at_s(b, "messages.1.content.2.input.location"), "Rome");
+
+    cr_assert_str_eq(at_s(b, "messages.2.role"), "user");
+    cr_assert_eq(at_len(b, "messages.2.content"), 3);
+    cr_assert_str_eq(at_s(b, "messages.2.content.0.type"), "tool_result");
+    cr_assert_str_eq(at_s(b, "messages.2.content.0.tool_use_id"), "toolu_01A");
+    cr_assert_str_eq(at_s(b, "messages.2.content.0.content"), "18C sunny");
+    cr_assert_str_eq(at_s(b, "messages.2.content.1.tool_use_id"), "toolu_01B");
+    cr_assert_str_eq(at_s(b, "messages.2.content.1.content"), "24C clear");
+    cr_assert_str_eq(at_s(b, "messages.2.content.2.type"), "text");
+    cr_assert_str_eq(at_s(b, "messages.2.content.2.text"), "Which is warmer?");
+    json_object_put(b);
+}
+
+Test(anthropic, assistant_tool_call_without_text_and_empty_arguments)
+{
+    compass_http_request out;
+    json_object *b = body_of(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"time?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"toolu_9\","
+        "\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":\"\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_9\",\"content\":\"noon\"}]}",
+        &out);
+    cr_assert_eq(at_len(b, "messages.1.content"), 1);
+    cr_assert_str_eq(at_s(b, "messages.1.content.0.type"), "tool_use");
+    cr_assert(json_object_is_type(at(b, "messages.1.content.0.input"), json_type_object));
+    cr_assert_eq(json_object_object_length(at(b, "messages.1.content.0.input")), 0);
+    json_object_put(b);
+}
+
+Test(anthropic, invalid_tool_arguments_are_refused_naming_the_call)
+{
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+            "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"toolu_bad\",\"type\":\"function\","
+            "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"location\\\":\"}}]}]}",
+            "toolu_bad");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+            "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"toolu_arr\",\"type\":\"function\","
+            "\"function\":{\"name\":\"get_weather\",\"arguments\":\"[1,2]\"}}]}]}",
+            "get_weather");
+}
+
+Test(anthropic, max_tokens_prefers_max_completion_tokens)
+{
+    compass_http_request out;
+    json_object *b;
+    b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"max_tokens\":100}", &out);
+    cr_assert_eq(json_object_get_int64(at(b, "max_tokens")), 100);
+    json_object_put(b);
+    b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"max_tokens\":100,"
+                "\"max_completion_tokens\":200}",
+                &out);
+    cr_assert_eq(json_object_get_int64(at(b, "max_tokens")), 200);
+    json_object_put(b);
+}
+
+Test(anthropic, temperature_above_one_is_refused_not_clamped)
+{
+    compass_http_request out;
+    json_object *b;
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"temperature\":1.5}", "temperature");
+    b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"temperature\":0.7,\"top_p\":0.9}", &out);
+    cr_assert(strstr(out.body.ptr, "\"temperature\":0.7"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"top_p\":0.9"), "%s", out.body.ptr);
+    json_object_put(b);
+    b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"temperature\":1}", &out);
+    cr_assert_float_eq(json_object_get_double(at(b, "temperature")), 1.0, 1e-9);
+    json_object_put(b);
+}
+
+Test(anthropic, parameters_without_an_anthropic_equivalent_are_refused)
+{
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"n\":2}", "n=2");
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"seed\":42}", "seed");
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"presence_penalty\":0.5}", "presence_penalty");
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"frequency_penalty\":-1}", "frequency_penalty");
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"response_format\":{\"type\":\"json_schema\","
+            "\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"object\"}}}}",
+            "json_schema");
+    refused("{\"model\":\"m\"," SIMPLE_MSGS ",\"reasoning_effort\":\"high\"}",
+            "reasoning_effort");
+}
+
+Test(anthropic, harmless_defaults_are_accepted)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"n\":1,\"presence_penalty\":0,"
+                             "\"frequency_penalty\":0,"
+                             "\"response_format\":{\"type\":\"json_object\"}}",
+                             &out);
+    cr_assert_null(at(b, "response_format"));
+    json_object_put(b);
+}
+
+Test(anthropic, stop_user_and_stream_are_mapped)
+{
+    compass_http_request out;
+    json_object *b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"stop\":[\"END\",\"\\n\\nHuman:\"],"
+                             "\"user\":\"user-42\",\"stream\":true}",
+                             &out);
+    cr_assert_eq(at_len(b, "stop_sequences"), 2);
+    cr_assert_str_eq(at_s(b, "stop_sequences.0"), "END");
+    cr_assert_str_eq(at_s(b, "stop_sequences.1"), "\n\nHuman:");
+    cr_assert_str_eq(at_s(b, "metadata.user_id"), "user-42");
+    cr_assert(json_object_get_boolean(at(b, "stream")));
+    cr_assert_eq(out.stream_format, COMPASS_STREAM_SSE);
+    cr_assert_null(at(b, "stop"));
+    json_object_put(b);
+    b = body_of("{\"model\":\"m\"," SIMPLE_MSGS ",\"stop\":\"STOP\"}", &out);
+    cr_assert_eq(at_len(b, "stop_sequences"), 1);
+    cr_assert_str_eq(at_s(b, "stop_sequences.0"), "STOP");
+    json_object_put(b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+static int parse(int status, const char *body, compass_chat_response *out,
+                 compass_upstream_error *uerr, compass_err *err)
+{
+    compass_http_response resp = compass_fakehost_http(status, body);
+    req = compass_fakehost_req(fh);
+    memset(out, 0, sizeof(*out));
+    memset(uerr, 0, sizeof(*uerr));
+    memset(err, 0, sizeof(*err));
+    return ops->parse_response(inst, req, &resp, out, uerr, err);
+}
+
+static const char TEXT_RESPONSE[] =
+    "{\"id\":\"msg_013Zva2CMHLNnXjNJJKqJ2EF\",\"type\":\"message\",\"role\":\"assistant\","
+    "\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[{\"type\":\"text\",\"text\":\"Hi! "
+    "My name is Claude.\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+    "\"usage\":{\"input_tokens\":2095,\"output_tokens\":503}}";
+
+Test(anthropic, text_response_is_parsed)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(parse(200, TEXT_RESPONSE, &r, &u, &err), 0, "%s", err.msg);
+    cr_assert(compass_str_eq(r.id, "msg_013Zva2CMHLNnXjNJJKqJ2EF"));
+    cr_assert(compass_str_eq(r.model, "claude-sonnet-4-5-20250929"));
+    cr_assert(r.has_content);
+    cr_assert(compass_str_eq(r.content, "Hi! My name is Claude."));
+    cr_assert_eq(r.n_tool_calls, 0);
+    cr_assert_eq(r.finish_reason, COMPASS_FINISH_STOP);
+    cr_assert(r.usage.present);
+    cr_assert_eq(r.usage.prompt_tokens, 2095);
+    cr_assert_eq(r.usage.completion_tokens, 503);
+    cr_assert_eq(r.usage.total_tokens, 2598);
+    cr_assert_eq(r.usage.cached_tokens, 0);
+}
+
+Test(anthropic, tool_use_response_becomes_tool_calls)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    static const char body[] =
+        "{\"id\":\"msg_01Aq9w938a90dw8q\",\"model\":\"claude-sonnet-4-5\",\"stop_reason\":"
+        "\"tool_use\",\"role\":\"assistant\",\"type\":\"message\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"I'll check the weather.\"},"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\",\"name\":\"get_weather\","
+        "\"input\":{\"location\":\"San Francisco, CA\",\"unit\":\"celsius\"}},"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_02\",\"name\":\"get_time\",\"input\":{}}],"
+        "\"usage\":{\"input_tokens\":10,\"output_tokens\":20}}";
+    json_object *args;
+    cr_assert_eq(parse(200, body, &r, &u, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.finish_reason, COMPASS_FINISH_TOOL_CALLS);
+    cr_assert(compass_str_eq(r.content, "I'll check the weather."));
+    cr_assert_eq(r.n_tool_calls, 2);
+    cr_assert(compass_str_eq(r.tool_calls[0].id, "toolu_01A09q90qw90lq917835lq9"));
+    cr_assert(compass_str_eq(r.tool_calls[0].name, "get_weather"));
+    args = json_tokener_parse(r.tool_calls[0].arguments.ptr);
+    cr_assert(args);
+    cr_assert_str_eq(at_s(args, "location"), "San Francisco, CA");
+    cr_assert_str_eq(at_s(args, "unit"), "celsius");
+    json_object_put(args);
+    cr_assert(compass_str_eq(r.tool_calls[1].arguments, "{}"));
+}
+
+Test(anthropic, each_stop_reason_maps)
+{
+    static const struct {
+        const char *reason;
+        int finish;
+    } cases[] = {
+        {"end_turn", COMPASS_FINISH_STOP},       {"stop_sequence", COMPASS_FINISH_STOP},
+        {"max_tokens", COMPASS_FINISH_LENGTH},   {"tool_use", COMPASS_FINISH_TOOL_CALLS},
+        {"refusal", COMPASS_FINISH_CONTENT_FILTER}, {"pause_turn", COMPASS_FINISH_STOP},
+    };
+    size_t i;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512];
+        compass_chat_response r;
+        compass_upstream_error u;
+        compass_err err;
+        snprintf(body, sizeof(body),
+                 "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\","
+                 "\"content\":[{\"type\":\"text\",\"text\":\"x\"}],\"stop_reason\":\"%s\","
+                 "\"stop_sequence\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}",
+                 cases[i].reason);
+        cr_assert_eq(parse(200, body, &r, &u, &err), 0, "%s", err.msg);
+        cr_assert_eq(r.finish_reason, cases[i].finish, "%s", cases[i].reason);
+    }
+}
+
+Test(anthropic, usage_counts_cache_tokens_into_prompt)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    static const char body[] =
+        "{\"id\":\"msg_c\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"ok\"}],\"stop_reason\":\"end_turn\","
+        "\"stop_sequence\":null,\"usage\":{\"input_tokens\":21,\"cache_creation_input_tokens\":"
+        "188086,\"cache_read_input_tokens\":1000,\"output_tokens\":393}}";
+    cr_assert_eq(parse(200, body, &r, &u, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.usage.prompt_tokens, 21 + 188086 + 1000);
+    cr_assert_eq(r.usage.cached_tokens, 1000);
+    cr_assert_eq(r.usage.completion_tokens, 393);
+    cr_assert_eq(r.usage.total_tokens, 21 + 188086 + 1000 + 393);
+}
+
+Test(anthropic, error_body_is_an_upstream_error)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    static const char body[] = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                               "\"message\":\"Overloaded\"},"
+                               "\"request_id\":\"req_011CSHoEeqs5C35K2UUqR7Fy\"}";
+    cr_assert_eq(parse(200, body, &r, &u, &err), COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.message, "Overloaded");
+    cr_assert_str_eq(u.type, "server_error");
+}
+
+Test(anthropic, garbage_response_is_a_parse_error)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(parse(200, "<html>oops</html>", &r, &u, &err), COMPASS_EPARSE);
+    cr_assert_eq(parse(200, "", &r, &u, &err), COMPASS_EPARSE);
+    cr_assert_eq(parse(200, "[1,2]", &r, &u, &err), COMPASS_EPARSE);
+    cr_assert_eq(parse(200, "{\"id\":\"x\"}", &r, &u, &err), COMPASS_EPARSE);
+    cr_assert_eq(parse(200, "{\"type\":\"message\",\"content\":[", &r, &u, &err),
+                 COMPASS_EPARSE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_stream_event                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A whole stream with a text block and a tool_use block, as the streaming docs show it. */
+static const char FULL_STREAM[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\","
+    "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\","
+    "\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":10,"
+    "\"cache_read_input_tokens\":100,\"output_tokens\":2},\"content\":[],\"stop_reason\":null}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\","
+    "\"text\":\"\"}}\n"
+    "\n"
+    "event: ping\n"
+    "data: {\"type\": \"ping\"}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+    "\"text\":\"Okay\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+    "\"text\":\", let's check the weather for San Francisco, CA:\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\","
+    "\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"{\\\"location\\\":\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\" \\\"San Fra\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"ncisc\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\"o, CA\\\"\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+    "\"partial_json\":\", \\\"unit\\\": \\\"fahrenheit\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\","
+    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+static int feed(const char *body, compass_upstream_error *u, compass_err *err)
+{
+    req = compass_fakehost_req(fh);
+    memset(u, 0, sizeof(*u));
+    memset(err, 0, sizeof(*err));
+    return compass_fakehost_feed_sse(fh, inst, compass_str_c(body), u, err);
+}
+
+Test(anthropic, full_stream_reassembles_text_tools_finish_and_usage)
+{
+    compass_upstream_error u;
+    compass_err err;
+    size_t i, n;
+    int saw_role = 0, saw_tool_start = 0, finish = 0, usage_seen = 0;
+    json_object *args;
+
+    cr_assert_eq(feed(FULL_STREAM, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert_str_eq(compass_fakehost_content(fh),
+                     "Okay, let's check the weather for San Francisco, CA:");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0),
+                     "{\"location\": \"San Francisco, CA\", \"unit\": \"fahrenheit\"}");
+    args = json_tokener_parse(compass_fakehost_tool_args(fh, 0));
+    cr_assert(args);
+    json_object_put(args);
+
+    n = compass_fakehost_n_deltas(fh);
+    for (i = 0; i < n; i++) {
+        const compass_chat_delta *d = compass_fakehost_delta(fh, i);
+        if (d->role == COMPASS_ROLE_ASSISTANT) {
+            saw_role++;
+            cr_assert(compass_str_eq(d->id, "msg_014p7gG3wDgGV9EUtLvnow3U"));
+            cr_assert(compass_str_eq(d->model, "claude-sonnet-4-5-20250929"));
+        }
+        if (d->tool_index == 0 && d->tool_id.len) {
+            saw_tool_start++;
+            cr_assert(compass_str_eq(d->tool_id, "toolu_01T1x1fJ34qAmk2tNTrN7Up6"));
+            cr_assert(compass_str_eq(d->tool_name, "get_weather"));
+        }
+        if (d->finish_reason)
+            finish = d->finish_reason;
+        if (d->usage.present) {
+            usage_seen++;
+            cr_assert_eq(d->usage.prompt_tokens, 472 + 10 + 100);
+            cr_assert_eq(d->usage.cached_tokens, 100);
+            cr_assert_eq(d->usage.completion_tokens, 89);
+            cr_assert_eq(d->usage.total_tokens, 472 + 10 + 100 + 89);
+        }
+    }
+    cr_assert_eq(saw_role, 1);
+    cr_assert_eq(saw_tool_start, 1);
+    cr_assert_eq(finish, COMPASS_FINISH_TOOL_CALLS);
+    cr_assert_eq(usage_seen, 1);
+}
+
+Test(anthropic, second_tool_gets_the_next_index_and_empty_input_reads_as_object)
+{
+    static const char body[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,"
+        "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"tool_use\",\"id\":\"toolu_a\",\"name\":\"get_time\",\"input\":{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"\"}}\n\n"
+        "event: content_block_stop\n"
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+        "\"tool_use\",\"id\":\"toolu_b\",\"name\":\"get_weather\",\"input\":{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"{\\\"location\\\":\\\"Oslo\\\"}\"}}\n\n"
+        "event: content_block_stop\n"
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+        "\"usage\":{\"output_tokens\":30}}\n\n"
+        "event: message_stop\n"
+        "data: {\"type\":\"message_stop\"}\n\n";
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(feed(body, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0), "{}");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 1), "{\"location\":\"Oslo\"}");
+    cr_assert_str_eq(compass_fakehost_content(fh), "");
+}
+
+Test(anthropic, stream_state_is_per_request)
+{
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(feed(FULL_STREAM, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    /* A new request (or a retried attempt) starts from tool index 0 again. */
+    cr_assert_eq(feed(FULL_STREAM, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0),
+                     "{\"location\": \"San Francisco, CA\", \"unit\": \"fahrenheit\"}");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 1), "");
+}
+
+Test(anthropic, error_event_mid_stream_is_retryable)
+{
+    static const char body[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_3\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,"
+        "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\","
+        "\"text\":\"\"}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"Hel\"}}\n\n"
+        "event: error\n"
+        "data: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": "
+        "\"Overloaded\"}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"lo\"}}\n\n";
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(feed(body, &u, &err), COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.message, "Overloaded");
+    cr_assert_str_eq(u.type, "server_error");
+    cr_assert_str_eq(compass_fakehost_content(fh), "Hel");
+}
+
+Test(anthropic, unknown_event_types_are_ignored_and_logged)
+{
+    static const char body[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_4\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,"
+        "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+        "event: future_thing\n"
+        "data: {\"type\":\"future_thing\",\"payload\":{\"x\":1}}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"thinking\",\"thinking\":\"\"}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"thinking_delta\","
+        "\"thinking\":\"hmm\"}}\n\n"
+        "event: content_block_stop\n"
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\","
+        "\"text\":\"\"}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"Hi\"}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},"
+        "\"usage\":{\"output_tokens\":3}}\n\n"
+        "event: message_stop\n"
+        "data: {\"type\":\"message_stop\"}\n\n";
+    compass_upstream_error u;
+    compass_err err;
+    size_t i;
+    int finish = 0;
+    cr_assert_eq(feed(body, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert_str_eq(compass_fakehost_content(fh), "Hi");
+    cr_assert(strstr(compass_fakehost_log(fh), "future_thing"), "log: %s",
+              compass_fakehost_log(fh));
+    for (i = 0; i < compass_fakehost_n_deltas(fh); i++) {
+        cr_assert_eq(compass_fakehost_delta(fh, i)->tool_index, -1);
+        if (compass_fakehost_delta(fh, i)->finish_reason)
+            finish = compass_fakehost_delta(fh, i)->finish_reason;
+    }
+    cr_assert_eq(finish, COMPASS_FINISH_LENGTH);
+}
+
+Test(anthropic, invalid_json_in_a_stream_is_a_parse_error)
+{
+    compass_upstream_error u;
+    compass_err err;
+    cr_assert_eq(feed("event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                      "\"index\":0,\n\n",
+                      &u, &err),
+                 COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "content_block_delta"), "%s", err.msg);
+    cr_assert_eq(feed("event: message_delta\ndata: not json\n\n", &u, &err), COMPASS_EPARSE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* classify_error                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+static void classify(int status, const char *body, const compass_header *hs, size_t nh,
+                     compass_upstream_error *u)
+{
+    compass_http_response resp = compass_fakehost_http(status, body);
+    resp.headers = hs;
+    resp.n_headers = nh;
+    req = compass_fakehost_req(fh);
+    memset(u, 0xff, sizeof(*u));
+    ops->classify_error(inst, req, &resp, u);
+}
+
+Test(anthropic, classify_error_maps_each_type)
+{
+    static const struct {
+        int status;
+        const char *type;
+        int outcome;
+        const char *oa_type;
+        const char *oa_code;
+    } cases[] = {
+        {400, "invalid_request_error", COMPASS_OUTCOME_BAD_REQUEST, "invalid_request_error", ""},
+        {401, "authentication_error", COMPASS_OUTCOME_AUTH, "authentication_error", NULL},
+        {403, "permission_error", COMPASS_OUTCOME_AUTH, "permission_error", NULL},
+        {404, "not_found_error", COMPASS_OUTCOME_NOT_FOUND, "not_found_error", NULL},
+        {413, "request_too_large", COMPASS_OUTCOME_BAD_REQUEST, "invalid_request_error", NULL},
+        {429, "rate_limit_error", COMPASS_OUTCOME_RATE_LIMITED, "rate_limit_error",
+         "rate_limit_exceeded"},
+        {500, "api_error", COMPASS_OUTCOME_RETRYABLE, "server_error", NULL},
+        {529, "overloaded_error", COMPASS_OUTCOME_RETRYABLE, "server_error", NULL},
+    };
+    size_t i;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[256];
+        compass_upstream_error u;
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"msg %s\"},"
+                 "\"request_id\":\"req_1\"}",
+                 cases[i].type, cases[i].type);
+        classify(cases[i].status, body, NULL, 0, &u);
+        cr_assert_eq(u.size, sizeof(u));
+        cr_assert_eq(u.outcome, cases[i].outcome, "%s", cases[i].type);
+        cr_assert_eq(u.http_status, cases[i].status);
+        cr_assert_str_eq(u.type, cases[i].oa_type, "%s", cases[i].type);
+        if (cases[i].oa_code)
+            cr_assert_str_eq(u.code, cases[i].oa_code);
+        cr_assert(strstr(u.message, cases[i].type), "%s", u.message);
+        cr_assert_eq(u.retry_after_ms, -1);
+    }
+}
+
+Test(anthropic, classify_error_reads_retry_after)
+{
+    compass_header hs[2];
+    compass_upstream_error u;
+    hs[0].name = compass_str_c("request-id");
+    hs[0].value = compass_str_c("req_018EeWyXxfu5pfWkrYcMdjWG");
+    hs[1].name = compass_str_c("Retry-After");
+    hs[1].value = compass_str_c("17");
+    classify(429,
+             "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":"
+             "\"Number of request tokens has exceeded your per-minute rate limit\"}}",
+             hs, 2, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_eq(u.retry_after_ms, 17000);
+    cr_assert_str_eq(u.code, "rate_limit_exceeded");
+
+    hs[1].value = compass_str_c(" 1.5 ");
+    classify(529, "", hs, 2, &u);
+    cr_assert_eq(u.retry_after_ms, 1500);
+    cr_assert_eq(u.http_status, 529);
+
+    hs[1].value = compass_str_c("Wed, 21 Oct 2015 07:28:00 GMT"); /* long past */
+    classify(529, "", hs, 2, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_eq(u.retry_after_ms, 0);
+}
+
+Test(anthropic, classify_error_without_a_json_body_uses_the_status)
+{
+    compass_upstream_error u;
+    classify(413, "<html><body>413 Request Entity Too Large</body></html>", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    cr_assert(strstr(u.message, "413"), "%s", u.message);
+    classify(502, "", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.type, "server_error");
+    classify(401, "{\"nope\":true}", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* out of memory                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char RICH_CHAT[] =
+    "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":300,\"temperature\":0.5,\"user\":\"u1\","
+    "\"stop\":[\"X\"],\"stream\":true,\"tools\":[" WEATHER_TOOL "],\"tool_choice\":\"auto\","
+    "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Look\"},{\"type\":\"image_url\","
+    "\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/4AAQ\"}}]},"
+    "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"toolu_1\",\"type\":\"function\","
+    "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"location\\\":\\\"Oslo\\\"}\"}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"toolu_1\",\"content\":\"cold\"}]}";
+
+Test(anthropic, every_failed_allocation_is_a_clean_enomem)
+{
+    long nth;
+    int saw_oom = 0;
+    for (nth = 1; nth <= 40; nth++) {
+        compass_chat_request in;
+        compass_http_request out;
+        compass_chat_response r;
+        compass_upstream_error u;
+        compass_http_response resp = compass_fakehost_http(200, TEXT_RESPONSE);
+        compass_err err;
+        int rc;
+
+        /* build_request */
+        req = compass_fakehost_req(fh);
+        memset(&err, 0, sizeof(err));
+        cr_assert_eq(compass_fakehost_parse_chat(fh, RICH_CHAT, &in, &err), 0, "%s", err.msg);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = ops->build_request(inst, req, &in, &out, &err);
+        cr_assert(rc == 0 || rc == COMPASS_ENOMEM, "build nth=%ld rc=%d %s", nth, rc, err.msg);
+        if (rc) {
+            cr_assert_eq(err.code, COMPASS_ENOMEM);
+            saw_oom++;
+        }
+
+        /* parse_response */
+        req = compass_fakehost_req(fh);
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = ops->parse_response(inst, req, &resp, &r, &u, &err);
+        cr_assert(rc == 0 || rc == COMPASS_ENOMEM, "parse nth=%ld rc=%d %s", nth, rc, err.msg);
+        if (rc)
+            cr_assert_eq(err.code, COMPASS_ENOMEM);
+
+        /* stream */
+        req = compass_fakehost_req(fh);
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = compass_fakehost_feed_sse(fh, inst, compass_str_c(FULL_STREAM), &u, &err);
+        cr_assert(rc == COMPASS_STREAM_END || rc == COMPASS_ENOMEM, "stream nth=%ld rc=%d %s",
+                  nth, rc, err.msg);
+        if (rc == COMPASS_ENOMEM)
+            cr_assert_eq(err.code, COMPASS_ENOMEM);
+
+        /* instance_new */
+        compass_fakehost_fail_alloc_at(fh, nth);
+        {
+            void *i;
+            memset(&err, 0, sizeof(err));
+            i = compass_fakehost_instance(fh, "oom", NULL, NULL, NULL, &err);
+            if (!i)
+                cr_assert_eq(err.code, COMPASS_ENOMEM, "instance nth=%ld: %s", nth, err.msg);
+        }
+    }
+    compass_fakehost_fail_alloc_at(fh, 0);
+    cr_assert(saw_oom > 3, "only %d build failures were injected", saw_oom);
+}

@@ -1,0 +1,1296 @@
+/* Unit tests of the openai provider on the fake host, on OpenAI wire bytes. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "compass_fakehost.h"
+
+static compass_fakehost *fh;
+static const compass_plugin_desc *desc;
+static const compass_provider_ops *ops;
+
+static void setup(void)
+{
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    fh = compass_fakehost_new("openai");
+    cr_assert_not_null(fh);
+    desc = compass_fakehost_load(fh, COMPASS_PLUGIN_DIR "/openai.so", &err);
+    cr_assert_not_null(desc, "load: %s", err.msg);
+    ops = desc->ops.provider;
+}
+
+static void teardown(void)
+{
+    compass_fakehost_free(fh);
+}
+
+TestSuite(openai, .init = setup, .fini = teardown);
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static void *mkinst(const char *base_url, const char *key, const char *const *opts)
+{
+    compass_err err;
+    void *inst;
+    memset(&err, 0, sizeof(err));
+    inst = compass_fakehost_instance(fh, "dep1", base_url, key, opts, &err);
+    cr_assert_not_null(inst, "instance: %s", err.msg);
+    return inst;
+}
+
+/* Parses req_json, optionally swaps the model, builds; returns the re-parsed body. */
+static json_object *build_with(void *inst, const char *req_json, const char *model,
+                               compass_http_request *out)
+{
+    compass_chat_request in;
+    compass_err err;
+    compass_req *req = compass_fakehost_req(fh);
+    json_object *body;
+    int rc;
+    memset(&in, 0, sizeof(in));
+    memset(&err, 0, sizeof(err));
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    rc = compass_fakehost_parse_chat(fh, req_json, &in, &err);
+    cr_assert_eq(rc, 0, "parse_chat: %s", err.msg);
+    if (model)
+        in.model = compass_str_c(model);
+    rc = ops->build_request(inst, req, &in, out, &err);
+    cr_assert_eq(rc, 0, "build_request: %d %s", rc, err.msg);
+    cr_assert_not_null(out->body.ptr);
+    cr_assert_eq(out->body.ptr[out->body.len], '\0');
+    body = json_tokener_parse(out->body.ptr);
+    cr_assert_not_null(body, "body is not JSON: %s", out->body.ptr);
+    return body;
+}
+
+static json_object *build(void *inst, const char *req_json, compass_http_request *out)
+{
+    return build_with(inst, req_json, NULL, out);
+}
+
+static json_object *path(json_object *o, const char *p)
+{
+    /* dotted path with numeric array indexes: "messages.0.content" */
+    while (o && *p) {
+        char seg[128];
+        size_t n = strcspn(p, ".");
+        if (n >= sizeof(seg))
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        p += n;
+        if (*p == '.')
+            p++;
+        if (json_object_is_type(o, json_type_array)) {
+            o = json_object_array_get_idx(o, (size_t)strtol(seg, NULL, 10));
+        } else if (!json_object_object_get_ex(o, seg, &o)) {
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static const char *pstr(json_object *o, const char *p)
+{
+    json_object *v = path(o, p);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static int has(json_object *o, const char *p)
+{
+    char buf[256], *dot;
+    json_object *parent = o;
+    snprintf(buf, sizeof(buf), "%s", p);
+    dot = strrchr(buf, '.');
+    if (dot) {
+        *dot = '\0';
+        parent = path(o, buf);
+        return parent && json_object_object_get_ex(parent, dot + 1, NULL);
+    }
+    return json_object_object_get_ex(o, p, NULL);
+}
+
+static const char *hdr(const compass_http_request *r, const char *name)
+{
+    compass_str v = compass_header_get(r->headers, r->n_headers, name);
+    return v.ptr; /* NUL-terminated: copied with req_strdup */
+}
+
+static size_t count_sub(const char *s, const char *sub)
+{
+    size_t n = 0, l = strlen(sub);
+    for (s = strstr(s, sub); s; s = strstr(s + l, sub))
+        n++;
+    return n;
+}
+
+static const char *SIMPLE = "{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":"
+                            "\"Hello\"}]}";
+
+/* ---------------------------------------------------------------------------------------- */
+/* build_request                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(openai, build_replaces_model_and_posts_json)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "sk-test", NULL);
+    json_object *b = build_with(inst, SIMPLE, "gpt-4o-2024-08-06", &out);
+    cr_assert_eq(out.method, COMPASS_HTTP_POST);
+    cr_assert(compass_str_eq(out.url, "https://api.openai.com/v1/chat/completions"), "%s",
+              out.url.ptr);
+    cr_assert_str_eq(pstr(b, "model"), "gpt-4o-2024-08-06");
+    cr_assert_str_eq(pstr(b, "messages.0.role"), "user");
+    cr_assert_str_eq(pstr(b, "messages.0.content"), "Hello");
+    cr_assert_eq(count_sub(out.body.ptr, "\"model\""), 1);
+    cr_assert_str_eq(hdr(&out, "content-type"), "application/json");
+    cr_assert_str_eq(hdr(&out, "Authorization"), "Bearer sk-test");
+    cr_assert_eq(out.stream_format, COMPASS_STREAM_NONE);
+    cr_assert_not(has(b, "stream"));
+    cr_assert_not(has(b, "stream_options"));
+    json_object_put(b);
+}
+
+Test(openai, build_writes_tools_and_function_tool_choice)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(
+        inst,
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"description\":\"Get the weather\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"],"
+        "\"additionalProperties\":false},\"strict\":true}},{\"type\":\"function\","
+        "\"function\":{\"name\":\"noop\"}}],"
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+        "\"parallel_tool_calls\":false}",
+        &out);
+    cr_assert_eq(json_object_array_length(path(b, "tools")), 2);
+    cr_assert_str_eq(pstr(b, "tools.0.type"), "function");
+    cr_assert_str_eq(pstr(b, "tools.0.function.name"), "get_weather");
+    cr_assert_str_eq(pstr(b, "tools.0.function.description"), "Get the weather");
+    cr_assert_str_eq(pstr(b, "tools.0.function.parameters.properties.city.type"), "string");
+    cr_assert_eq(json_object_get_boolean(path(b, "tools.0.function.strict")), 1);
+    cr_assert_str_eq(pstr(b, "tools.1.function.name"), "noop");
+    cr_assert_not(has(b, "tools.1.function.parameters"));
+    cr_assert_not(has(b, "tools.1.function.strict"));
+    cr_assert_str_eq(pstr(b, "tool_choice.type"), "function");
+    cr_assert_str_eq(pstr(b, "tool_choice.function.name"), "get_weather");
+    cr_assert(has(b, "parallel_tool_calls"));
+    cr_assert_eq(json_object_get_boolean(path(b, "parallel_tool_calls")), 0);
+    json_object_put(b);
+}
+
+Test(openai, build_writes_string_tool_choices)
+{
+    static const char *const forms[] = {"auto", "none", "required"};
+    size_t i;
+    void *inst = mkinst(NULL, "k", NULL);
+    for (i = 0; i < 3; i++) {
+        char req[512];
+        compass_http_request out;
+        json_object *b;
+        snprintf(req, sizeof(req),
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                 "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                 "\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":\"%s\"}",
+                 forms[i]);
+        b = build(inst, req, &out);
+        cr_assert_str_eq(pstr(b, "tool_choice"), forms[i]);
+        json_object_put(b);
+    }
+}
+
+Test(openai, build_writes_image_parts_with_detail)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(
+        inst,
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"What is in this image?\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://example.com/cat.png\","
+        "\"detail\":\"high\"}},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}}"
+        "]}]}",
+        &out);
+    cr_assert(json_object_is_type(path(b, "messages.0.content"), json_type_array));
+    cr_assert_eq(json_object_array_length(path(b, "messages.0.content")), 3);
+    cr_assert_str_eq(pstr(b, "messages.0.content.0.type"), "text");
+    cr_assert_str_eq(pstr(b, "messages.0.content.0.text"), "What is in this image?");
+    cr_assert_str_eq(pstr(b, "messages.0.content.1.type"), "image_url");
+    cr_assert_str_eq(pstr(b, "messages.0.content.1.image_url.url"),
+                     "https://example.com/cat.png");
+    cr_assert_str_eq(pstr(b, "messages.0.content.1.image_url.detail"), "high");
+    cr_assert_str_eq(pstr(b, "messages.0.content.2.image_url.url"),
+                     "data:image/png;base64,iVBORw0KGgo=");
+    cr_assert_not(has(b, "messages.0.content.2.image_url.detail"));
+    json_object_put(b);
+}
+
+Test(openai, build_writes_tool_calls_and_tool_results)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(
+        inst,
+        "{\"model\":\"gpt-4o\",\"messages\":["
+        "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"name\":\"alice\",\"content\":\"Weather in Paris?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
+        "\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"18C, sunny\"}]}",
+        &out);
+    cr_assert_str_eq(pstr(b, "messages.0.role"), "system");
+    cr_assert_str_eq(pstr(b, "messages.1.name"), "alice");
+    cr_assert_str_eq(pstr(b, "messages.2.role"), "assistant");
+    cr_assert(has(b, "messages.2.content"));
+    cr_assert_null(path(b, "messages.2.content"), "assistant content must be null");
+    cr_assert_str_eq(pstr(b, "messages.2.tool_calls.0.id"), "call_1");
+    cr_assert_str_eq(pstr(b, "messages.2.tool_calls.0.type"), "function");
+    cr_assert_str_eq(pstr(b, "messages.2.tool_calls.0.function.name"), "get_weather");
+    cr_assert_str_eq(pstr(b, "messages.2.tool_calls.0.function.arguments"),
+                     "{\"city\":\"Paris\"}");
+    cr_assert_str_eq(pstr(b, "messages.3.role"), "tool");
+    cr_assert_str_eq(pstr(b, "messages.3.tool_call_id"), "call_1");
+    cr_assert_str_eq(pstr(b, "messages.3.content"), "18C, sunny");
+    json_object_put(b);
+}
+
+Test(openai, build_writes_sampling_fields_exactly)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(
+        inst,
+        "{\"model\":\"o3-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+        "\"temperature\":0.7,\"top_p\":0.9,\"presence_penalty\":-0.5,"
+        "\"frequency_penalty\":1.25,\"max_tokens\":256,\"seed\":42,\"n\":2,"
+        "\"stop\":[\"END\",\"\\n\\n\"],\"response_format\":{\"type\":\"json_schema\","
+        "\"json_schema\":{\"name\":\"r\",\"schema\":{\"type\":\"object\"},\"strict\":true}},"
+        "\"reasoning_effort\":\"low\",\"user\":\"u-123\"}",
+        &out);
+    cr_assert(strstr(out.body.ptr, "\"temperature\":0.7"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"top_p\":0.9"));
+    cr_assert(strstr(out.body.ptr, "\"presence_penalty\":-0.5"));
+    cr_assert(strstr(out.body.ptr, "\"frequency_penalty\":1.25"));
+    cr_assert_eq(json_object_get_int64(path(b, "max_tokens")), 256);
+    cr_assert_not(has(b, "max_completion_tokens"));
+    cr_assert_eq(json_object_get_int64(path(b, "seed")), 42);
+    cr_assert_eq(json_object_get_int64(path(b, "n")), 2);
+    cr_assert_str_eq(pstr(b, "stop.0"), "END");
+    cr_assert_str_eq(pstr(b, "stop.1"), "\n\n");
+    cr_assert_str_eq(pstr(b, "response_format.type"), "json_schema");
+    cr_assert_str_eq(pstr(b, "response_format.json_schema.name"), "r");
+    cr_assert_str_eq(pstr(b, "reasoning_effort"), "low");
+    cr_assert_str_eq(pstr(b, "user"), "u-123");
+    json_object_put(b);
+}
+
+Test(openai, build_escapes_strings)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(inst,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                           "\"quote \\\" backslash \\\\ tab \\t ctl \\u0001 \\u00e9\"}]}",
+                           &out);
+    cr_assert_str_eq(pstr(b, "messages.0.content"),
+                     "quote \" backslash \\ tab \t ctl \x01 \xc3\xa9");
+    json_object_put(b);
+}
+
+Test(openai, build_max_tokens_field_option)
+{
+    static const char *const to_mct[] = {"max_tokens_field=max_completion_tokens", NULL};
+    static const char *const to_mt[] = {"max_tokens_field=max_tokens", NULL};
+    compass_http_request out;
+    json_object *b;
+    void *a = mkinst(NULL, "k", to_mct), *c = mkinst(NULL, "k", to_mt);
+    void *keep = mkinst(NULL, "k", NULL);
+
+    b = build(a, "{\"model\":\"o1\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                 "\"max_tokens\":100}",
+              &out);
+    cr_assert_eq(json_object_get_int64(path(b, "max_completion_tokens")), 100);
+    cr_assert_not(has(b, "max_tokens"));
+    json_object_put(b);
+
+    b = build(c, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                 "\"max_completion_tokens\":77}",
+              &out);
+    cr_assert_eq(json_object_get_int64(path(b, "max_tokens")), 77);
+    cr_assert_not(has(b, "max_completion_tokens"));
+    json_object_put(b);
+
+    b = build(keep, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                    "\"max_completion_tokens\":55}",
+              &out);
+    cr_assert_eq(json_object_get_int64(path(b, "max_completion_tokens")), 55);
+    cr_assert_not(has(b, "max_tokens"));
+    json_object_put(b);
+}
+
+Test(openai, build_refuses_bad_max_tokens_field)
+{
+    static const char *const bad[] = {"max_tokens_field=maxTokens", NULL};
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_null(compass_fakehost_instance(fh, "dep1", NULL, "k", bad, &err));
+    cr_assert_eq(err.code, COMPASS_ECONFIG);
+    cr_assert(strstr(err.msg, "max_tokens_field"), "%s", err.msg);
+}
+
+Test(openai, build_stream_always_asks_for_usage)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(inst,
+                           "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+                           "\"content\":\"x\"}]}",
+                           &out);
+    cr_assert_eq(out.stream_format, COMPASS_STREAM_SSE);
+    cr_assert_eq(json_object_get_boolean(path(b, "stream")), 1);
+    cr_assert_eq(json_object_get_boolean(path(b, "stream_options.include_usage")), 1);
+    json_object_put(b);
+}
+
+Test(openai, build_stream_options_off_by_option)
+{
+    static const char *const off[] = {"stream_options=false", NULL};
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", off);
+    json_object *b = build(inst,
+                           "{\"model\":\"m\",\"stream\":true,\"stream_options\":{"
+                           "\"include_usage\":true},\"messages\":[{\"role\":\"user\","
+                           "\"content\":\"x\"}]}",
+                           &out);
+    cr_assert_eq(out.stream_format, COMPASS_STREAM_SSE);
+    cr_assert_eq(json_object_get_boolean(path(b, "stream")), 1);
+    cr_assert_not(has(b, "stream_options"));
+    json_object_put(b);
+}
+
+Test(openai, build_passes_through_unnamed_fields)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build_with(
+        inst,
+        "{\"model\":\"route-x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+        "\"logprobs\":true,\"top_logprobs\":3,\"logit_bias\":{\"50256\":-100},"
+        "\"metadata\":{\"team\":\"a\"},\"service_tier\":\"flex\",\"store\":false,"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":false}}",
+        "gpt-4o-mini", &out);
+    cr_assert_eq(json_object_get_boolean(path(b, "logprobs")), 1);
+    cr_assert_eq(json_object_get_int64(path(b, "top_logprobs")), 3);
+    cr_assert_eq(json_object_get_int64(path(b, "logit_bias.50256")), -100);
+    cr_assert_str_eq(pstr(b, "metadata.team"), "a");
+    cr_assert_str_eq(pstr(b, "service_tier"), "flex");
+    cr_assert(has(b, "store"));
+    cr_assert_str_eq(pstr(b, "model"), "gpt-4o-mini");
+    cr_assert_eq(count_sub(out.body.ptr, "\"model\""), 1);
+    cr_assert_eq(count_sub(out.body.ptr, "\"stream_options\""), 1);
+    cr_assert_eq(count_sub(out.body.ptr, "\"stream\""), 1);
+    cr_assert_eq(json_object_get_boolean(path(b, "stream_options.include_usage")), 1);
+    json_object_put(b);
+}
+
+Test(openai, build_auth_header_forms)
+{
+    static const char *const raw[] = {"auth_scheme=", NULL};
+    static const char *const custom[] = {"auth_header=api-key", "auth_scheme=", NULL};
+    static const char *const bare_scheme[] = {"auth_scheme=Token", NULL};
+    compass_http_request out;
+    json_object *b;
+
+    b = build(mkinst(NULL, "sk-raw", raw), SIMPLE, &out);
+    cr_assert_str_eq(hdr(&out, "Authorization"), "sk-raw");
+    json_object_put(b);
+
+    b = build(mkinst(NULL, "azure-key", custom), SIMPLE, &out);
+    cr_assert_str_eq(hdr(&out, "api-key"), "azure-key");
+    cr_assert_null(hdr(&out, "Authorization"));
+    json_object_put(b);
+
+    b = build(mkinst(NULL, "t0k", bare_scheme), SIMPLE, &out);
+    cr_assert_str_eq(hdr(&out, "Authorization"), "Token t0k");
+    json_object_put(b);
+
+    b = build(mkinst("http://localhost:11434/v1", NULL, NULL), SIMPLE, &out);
+    cr_assert_null(hdr(&out, "Authorization"));
+    cr_assert_eq(out.n_headers, 1);
+    json_object_put(b);
+}
+
+Test(openai, build_organization_and_extra_headers)
+{
+    static const char *const opts[] = {"organization=org-abc",
+                                       "extra_headers=HTTP-Referer: https://x.example; "
+                                       "X-Title: compass ;",
+                                       NULL};
+    compass_http_request out;
+    json_object *b = build(mkinst(NULL, "k", opts), SIMPLE, &out);
+    cr_assert_str_eq(hdr(&out, "OpenAI-Organization"), "org-abc");
+    cr_assert_str_eq(hdr(&out, "HTTP-Referer"), "https://x.example");
+    cr_assert_str_eq(hdr(&out, "X-Title"), "compass");
+    cr_assert_eq(out.n_headers, 5);
+    json_object_put(b);
+}
+
+Test(openai, build_refuses_bad_extra_headers)
+{
+    static const char *const bad[] = {"extra_headers=no colon here", NULL};
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_null(compass_fakehost_instance(fh, "dep1", NULL, "k", bad, &err));
+    cr_assert_eq(err.code, COMPASS_ECONFIG);
+    cr_assert(strstr(err.msg, "extra_headers"), "%s", err.msg);
+}
+
+Test(openai, build_base_url_and_paths)
+{
+    static const char *const groq[] = {"chat_path=/openai/v1/chat/completions", NULL};
+    static const char *const full[] = {"chat_path=https://other.example/v9/chat", NULL};
+    compass_http_request out;
+    json_object *b;
+
+    b = build(mkinst("http://localhost:11434/v1/", NULL, NULL), SIMPLE, &out);
+    cr_assert(compass_str_eq(out.url, "http://localhost:11434/v1/chat/completions"), "%s",
+              out.url.ptr);
+    json_object_put(b);
+
+    b = build(mkinst("https://api.groq.com", "k", groq), SIMPLE, &out);
+    cr_assert(compass_str_eq(out.url, "https://api.groq.com/openai/v1/chat/completions"), "%s",
+              out.url.ptr);
+    json_object_put(b);
+
+    b = build(mkinst("https://ignored.example", "k", full), SIMPLE, &out);
+    cr_assert(compass_str_eq(out.url, "https://other.example/v9/chat"), "%s", out.url.ptr);
+    json_object_put(b);
+}
+
+Test(openai, instance_refuses_bad_base_url)
+{
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_null(compass_fakehost_instance(fh, "dep1", "api.openai.com", "k", NULL, &err));
+    cr_assert_eq(err.code, COMPASS_ECONFIG);
+    cr_assert(strstr(err.msg, "base_url"), "%s", err.msg);
+}
+
+Test(openai, logs_never_hold_the_key)
+{
+    compass_http_request out;
+    compass_upstream_error u;
+    compass_http_response r = compass_fakehost_http(
+        401, "{\"error\":{\"message\":\"Incorrect API key provided: sk-***ret.\","
+             "\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_api_key\"}}");
+    void *inst = mkinst(NULL, "sk-supersecret", NULL);
+    json_object *b = build(inst, SIMPLE, &out);
+    json_object_put(b);
+    ops->classify_error(inst, compass_fakehost_req(fh), &r, &u);
+    cr_assert_not_null(strstr(compass_fakehost_log(fh), "dep1"));
+    cr_assert_null(strstr(compass_fakehost_log(fh), "sk-supersecret"), "%s",
+                   compass_fakehost_log(fh));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static int parse(void *inst, int status, const char *body, compass_chat_response *out,
+                 compass_upstream_error *u, compass_err *err)
+{
+    compass_http_response r = compass_fakehost_http(status, body);
+    compass_req *req = compass_fakehost_req(fh);
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    memset(u, 0, sizeof(*u));
+    memset(err, 0, sizeof(*err));
+    return ops->parse_response(inst, req, &r, out, u, err);
+}
+
+static const char *RESP_PLAIN =
+    "{\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":\"chat.completion\","
+    "\"created\":1741569952,\"model\":\"gpt-4.1-2025-04-14\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hello! How can I assist you today?\","
+    "\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},"
+    "\"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":0,"
+    "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}},"
+    "\"service_tier\":\"default\"}";
+
+Test(openai, parse_plain_response)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    cr_assert_eq(parse(inst, 200, RESP_PLAIN, &out, &u, &err), 0, "%s", err.msg);
+    cr_assert(compass_str_eq(out.id, "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"));
+    cr_assert(compass_str_eq(out.model, "gpt-4.1-2025-04-14"));
+    cr_assert_eq(out.created, 1741569952);
+    cr_assert_eq(out.has_content, 1);
+    cr_assert(compass_str_eq(out.content, "Hello! How can I assist you today?"));
+    cr_assert_eq(out.refusal.len, 0);
+    cr_assert_eq(out.n_tool_calls, 0);
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_STOP);
+    cr_assert_eq(out.usage.present, 1);
+    cr_assert_eq(out.usage.prompt_tokens, 19);
+    cr_assert_eq(out.usage.completion_tokens, 10);
+    cr_assert_eq(out.usage.total_tokens, 29);
+    cr_assert_eq(out.size, sizeof(out));
+}
+
+Test(openai, parse_tool_calls_response)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = parse(
+        inst, 200,
+        "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1699896916,"
+        "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+        "\"content\":null,\"tool_calls\":[{\"id\":\"call_abc123\",\"type\":\"function\","
+        "\"function\":{\"name\":\"get_current_weather\",\"arguments\":\"{\\n\\\"location\\\": "
+        "\\\"Boston, MA\\\"\\n}\"}},{\"id\":\"call_def456\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},\"logprobs\":null,"
+        "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":82,"
+        "\"completion_tokens\":17,\"total_tokens\":99}}",
+        &out, &u, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_assert_eq(out.has_content, 0);
+    cr_assert_eq(out.n_tool_calls, 2);
+    cr_assert(compass_str_eq(out.tool_calls[0].id, "call_abc123"));
+    cr_assert(compass_str_eq(out.tool_calls[0].name, "get_current_weather"));
+    cr_assert(compass_str_eq(out.tool_calls[0].arguments,
+                             "{\n\"location\": \"Boston, MA\"\n}"));
+    cr_assert(compass_str_eq(out.tool_calls[1].name, "get_time"));
+    cr_assert(compass_str_eq(out.tool_calls[1].arguments, "{}"));
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_TOOL_CALLS);
+}
+
+Test(openai, parse_legacy_function_call_finish)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = parse(inst, 200,
+                   "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                   "\"content\":null,\"function_call\":{\"name\":\"f\",\"arguments\":"
+                   "\"{\\\"a\\\":1}\"}},\"finish_reason\":\"function_call\"}]}",
+                   &out, &u, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_TOOL_CALLS);
+    cr_assert_eq(out.n_tool_calls, 1);
+    cr_assert(compass_str_eq(out.tool_calls[0].name, "f"));
+    cr_assert(compass_str_eq(out.tool_calls[0].arguments, "{\"a\":1}"));
+    cr_assert_eq(out.usage.present, 0);
+}
+
+Test(openai, parse_refusal_response)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = parse(inst, 200,
+                   "{\"id\":\"chatcmpl-r\",\"object\":\"chat.completion\",\"created\":1,"
+                   "\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"message\":{"
+                   "\"role\":\"assistant\",\"content\":null,\"refusal\":\"I'm sorry, I cannot "
+                   "assist with that request.\"},\"logprobs\":null,\"finish_reason\":\"stop\"}]}",
+                   &out, &u, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_assert_eq(out.has_content, 0);
+    cr_assert(compass_str_eq(out.refusal, "I'm sorry, I cannot assist with that request."));
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_STOP);
+}
+
+Test(openai, parse_length_and_content_filter_finishes)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    cr_assert_eq(parse(inst, 200,
+                       "{\"id\":\"a\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                       "\"assistant\",\"content\":\"Once upon a\"},\"finish_reason\":"
+                       "\"length\"}]}",
+                       &out, &u, &err),
+                 0);
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_LENGTH);
+    cr_assert(compass_str_eq(out.content, "Once upon a"));
+    cr_assert_eq(parse(inst, 200,
+                       "{\"id\":\"b\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                       "\"assistant\",\"content\":\"\"},\"finish_reason\":"
+                       "\"content_filter\"}]}",
+                       &out, &u, &err),
+                 0);
+    cr_assert_eq(out.finish_reason, COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(out.has_content, 1);
+    cr_assert_eq(out.content.len, 0);
+}
+
+Test(openai, parse_usage_details)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = parse(inst, 200,
+                   "{\"id\":\"c\",\"model\":\"o3-mini\",\"choices\":[{\"index\":0,\"message\":"
+                   "{\"role\":\"assistant\",\"content\":\"42\"},\"finish_reason\":\"stop\"}],"
+                   "\"usage\":{\"prompt_tokens\":2006,\"completion_tokens\":300,"
+                   "\"total_tokens\":2306,\"prompt_tokens_details\":{\"cached_tokens\":1920},"
+                   "\"completion_tokens_details\":{\"reasoning_tokens\":256}}}",
+                   &out, &u, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_assert_eq(out.usage.present, 1);
+    cr_assert_eq(out.usage.prompt_tokens, 2006);
+    cr_assert_eq(out.usage.completion_tokens, 300);
+    cr_assert_eq(out.usage.total_tokens, 2306);
+    cr_assert_eq(out.usage.cached_tokens, 1920);
+    cr_assert_eq(out.usage.reasoning_tokens, 256);
+}
+
+Test(openai, parse_error_in_200_body)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = parse(inst, 200,
+                   "{\"error\":{\"message\":\"The server had an error while processing your "
+                   "request. Sorry about that!\",\"type\":\"server_error\",\"param\":null,"
+                   "\"code\":null}}",
+                   &out, &u, &err);
+    cr_assert_eq(rc, COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.type, "server_error");
+    cr_assert(strstr(u.message, "The server had an error"));
+    cr_assert_eq(u.http_status, 200);
+}
+
+Test(openai, parse_garbage_is_eparse)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    cr_assert_eq(parse(inst, 200, "<html>oops</html>", &out, &u, &err), COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "not JSON"), "%s", err.msg);
+    cr_assert_eq(parse(inst, 200, "{\"id\":\"x\",\"choices\":[", &out, &u, &err),
+                 COMPASS_EPARSE);
+    cr_assert_eq(parse(inst, 200, "", &out, &u, &err), COMPASS_EPARSE);
+    cr_assert_eq(parse(inst, 200, "[1,2]", &out, &u, &err), COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "not an object"), "%s", err.msg);
+    cr_assert_eq(parse(inst, 200, "{\"a\":1} trailing", &out, &u, &err), COMPASS_EPARSE);
+}
+
+Test(openai, parse_empty_choices_is_eparse)
+{
+    compass_chat_response out;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    cr_assert_eq(parse(inst, 200, "{\"id\":\"x\",\"choices\":[]}", &out, &u, &err),
+                 COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "empty 'choices'"), "%s", err.msg);
+    cr_assert_eq(parse(inst, 200, "{\"id\":\"x\"}", &out, &u, &err), COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "no 'choices'"), "%s", err.msg);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_stream_event                                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(openai, stream_recorded_parallel_tool_calls)
+{
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    compass_str body;
+    const compass_chat_delta *d;
+    size_t i, n, n_finish = 0, n_usage = 0, n_role = 0;
+    int rc;
+
+    compass_fakehost_req(fh);
+    body = compass_fakehost_read_file(fh, OPENAI_TESTDATA "/stream_parallel_tools.sse");
+    cr_assert_gt(body.len, 0);
+    memset(&err, 0, sizeof(err));
+    rc = compass_fakehost_feed_sse(fh, inst, body, &u, &err);
+    cr_assert_eq(rc, COMPASS_STREAM_END, "rc %d %s", rc, err.msg);
+    cr_assert_str_eq(compass_fakehost_content(fh), "Let me check both.");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0), "{\"city\": \"Paris\"}");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 1), "{\"tz\": \"Europe/Paris\"}");
+    n = compass_fakehost_n_deltas(fh);
+    /* role, 2 content, 3 + 3 tool fragments, finish, usage */
+    cr_assert_eq(n, 11, "deltas: %zu", n);
+    for (i = 0; i < n; i++) {
+        d = compass_fakehost_delta(fh, i);
+        cr_assert(compass_str_eq(d->id, "chatcmpl-AbC123"));
+        cr_assert(compass_str_eq(d->model, "gpt-4o-2024-08-06"));
+        if (d->role) {
+            n_role++;
+            cr_assert_eq(d->role, COMPASS_ROLE_ASSISTANT);
+        }
+        if (d->finish_reason) {
+            n_finish++;
+            cr_assert_eq(d->finish_reason, COMPASS_FINISH_TOOL_CALLS);
+        }
+        if (d->usage.present) {
+            n_usage++;
+            cr_assert_eq(d->usage.prompt_tokens, 82);
+            cr_assert_eq(d->usage.completion_tokens, 41);
+            cr_assert_eq(d->usage.total_tokens, 123);
+            cr_assert_eq(d->usage.cached_tokens, 64);
+        }
+    }
+    cr_assert_eq(n_role, 1);
+    cr_assert_eq(n_finish, 1);
+    cr_assert_eq(n_usage, 1);
+    d = compass_fakehost_delta(fh, 3);
+    cr_assert_eq(d->tool_index, 0);
+    cr_assert(compass_str_eq(d->tool_id, "call_aaa111"));
+    cr_assert(compass_str_eq(d->tool_name, "get_weather"));
+    d = compass_fakehost_delta(fh, 6);
+    cr_assert_eq(d->tool_index, 1);
+    cr_assert(compass_str_eq(d->tool_id, "call_bbb222"));
+    cr_assert(compass_str_eq(d->tool_name, "get_time"));
+    cr_assert_eq(compass_fakehost_delta(fh, 9)->finish_reason, COMPASS_FINISH_TOOL_CALLS);
+    cr_assert_eq(compass_fakehost_delta(fh, 10)->usage.present, 1, "usage comes last");
+}
+
+static int feed(void *inst, const char *sse, compass_upstream_error *u, compass_err *err)
+{
+    compass_fakehost_req(fh);
+    memset(u, 0, sizeof(*u));
+    memset(err, 0, sizeof(*err));
+    return compass_fakehost_feed_sse(fh, inst, compass_str_c(sse), u, err);
+}
+
+Test(openai, stream_unindexed_tool_calls_get_numbered)
+{
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = feed(inst,
+                  "data: {\"id\":\"m1\",\"model\":\"mistral-large\",\"choices\":[{\"index\":0,"
+                  "\"delta\":{\"tool_calls\":[{\"id\":\"a1\",\"function\":{\"name\":\"f\","
+                  "\"arguments\":\"{\\\"x\\\":1}\"}},{\"id\":\"b2\",\"function\":{\"name\":\"g\","
+                  "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n"
+                  "data: [DONE]\n\n",
+                  &u, &err);
+    cr_assert_eq(rc, COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0), "{\"x\":1}");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 1), "{}");
+}
+
+Test(openai, stream_error_event_is_eupstream)
+{
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = feed(inst,
+                  "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},"
+                  "\"finish_reason\":null}]}\n\n"
+                  "data: {\"error\":{\"message\":\"The server had an error while processing "
+                  "your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+                  &u, &err);
+    cr_assert_eq(rc, COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.type, "server_error");
+    cr_assert(strstr(u.message, "The server had an error"));
+    cr_assert_str_eq(compass_fakehost_content(fh), "Hi");
+}
+
+Test(openai, stream_invalid_json_is_eparse)
+{
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    cr_assert_eq(feed(inst, "data: {\"id\":\"c\",\"choices\":[{\n\n", &u, &err), COMPASS_EPARSE);
+    cr_assert(strstr(err.msg, "not a JSON object"), "%s", err.msg);
+}
+
+Test(openai, stream_empty_and_comment_events_emit_nothing)
+{
+    compass_stream_event ev;
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    compass_req *req = compass_fakehost_req(fh);
+    memset(&ev, 0, sizeof(ev));
+    cr_assert_eq(ops->parse_stream_event(inst, req, &ev, &u, &err), COMPASS_OK);
+    ev.data = compass_str_c("  \n ");
+    cr_assert_eq(ops->parse_stream_event(inst, req, &ev, &u, &err), COMPASS_OK);
+    cr_assert_eq(feed(inst, ": ping\n\n: keep-alive\n\n", &u, &err), COMPASS_OK);
+    ev.data = compass_str_c("{\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},"
+                            "\"finish_reason\":null}],\"usage\":null}");
+    cr_assert_eq(ops->parse_stream_event(inst, req, &ev, &u, &err), COMPASS_OK);
+    cr_assert_eq(compass_fakehost_n_deltas(fh), 0);
+    ev.data = compass_str_c("[DONE]");
+    cr_assert_eq(ops->parse_stream_event(inst, req, &ev, &u, &err), COMPASS_STREAM_END);
+}
+
+Test(openai, stream_refusal_and_length)
+{
+    compass_upstream_error u;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    int rc = feed(inst,
+                  "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                  "\"assistant\",\"refusal\":\"I can't\"},\"finish_reason\":null}]}\n\n"
+                  "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+                  "\"finish_reason\":\"length\"}]}\n\n"
+                  "data: [DONE]\n\n",
+                  &u, &err);
+    cr_assert_eq(rc, COMPASS_STREAM_END);
+    cr_assert_eq(compass_fakehost_n_deltas(fh), 2);
+    cr_assert(compass_str_eq(compass_fakehost_delta(fh, 0)->refusal, "I can't"));
+    cr_assert_eq(compass_fakehost_delta(fh, 1)->finish_reason, COMPASS_FINISH_LENGTH);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* classify_error                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static void classify(void *inst, int status, const char *body, const compass_header *hs,
+                     size_t n_hs, compass_upstream_error *u)
+{
+    compass_http_response r = compass_fakehost_http(status, body);
+    r.headers = hs;
+    r.n_headers = n_hs;
+    memset(u, 0x5a, sizeof(*u));
+    ops->classify_error(inst, compass_fakehost_req(fh), &r, u);
+    cr_assert_eq(u->http_status, status);
+}
+
+static compass_header H(const char *n, const char *v)
+{
+    compass_header h;
+    h.name = compass_str_c(n);
+    h.value = compass_str_c(v);
+    return h;
+}
+
+Test(openai, classify_401_invalid_api_key)
+{
+    compass_upstream_error u;
+    classify(mkinst(NULL, "k", NULL), 401,
+             "{\"error\":{\"message\":\"Incorrect API key provided: sk-abc***xyz. You can find "
+             "your API key at https://platform.openai.com/account/api-keys.\",\"type\":"
+             "\"invalid_request_error\",\"param\":null,\"code\":\"invalid_api_key\"}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    cr_assert_str_eq(u.code, "invalid_api_key");
+    cr_assert(strstr(u.message, "Incorrect API key provided"));
+    cr_assert_eq(u.retry_after_ms, -1);
+}
+
+static const char *RATE_BODY =
+    "{\"error\":{\"message\":\"Rate limit reached for gpt-4o in organization org-x on requests "
+    "per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms.\",\"type\":"
+    "\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}";
+
+Test(openai, classify_429_rate_limit_with_retry_after)
+{
+    compass_upstream_error u;
+    void *inst = mkinst(NULL, "k", NULL);
+    compass_header hs[2];
+    hs[0] = H("Retry-After", "20");
+    hs[1] = H("x-ratelimit-reset-requests", "6m0s");
+    classify(inst, 429, RATE_BODY, hs, 2, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_str_eq(u.code, "rate_limit_exceeded");
+    cr_assert_str_eq(u.type, "requests");
+    cr_assert_eq(u.retry_after_ms, 20000);
+
+    hs[0] = H("retry-after-ms", "1500");
+    classify(inst, 429, RATE_BODY, hs, 1, &u);
+    cr_assert_eq(u.retry_after_ms, 1500);
+
+    classify(inst, 429, RATE_BODY, hs + 1, 1, &u);
+    cr_assert_eq(u.retry_after_ms, 360000);
+
+    hs[0] = H("x-ratelimit-reset-requests", "1s");
+    classify(inst, 429, RATE_BODY, hs, 1, &u);
+    cr_assert_eq(u.retry_after_ms, 1000);
+
+    /* no headers: the message's "try again in 120ms" */
+    classify(inst, 429, RATE_BODY, NULL, 0, &u);
+    cr_assert_eq(u.retry_after_ms, 120);
+
+    /* an HTTP date in the past means "now" */
+    hs[0] = H("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT");
+    classify(inst, 429, RATE_BODY, hs, 1, &u);
+    cr_assert_eq(u.retry_after_ms, 0);
+
+    /* an HTTP date ~ an hour from now */
+    {
+        char date[64];
+        time_t t = time(NULL) + 3600;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        hs[0] = H("Retry-After", date);
+        classify(inst, 429, RATE_BODY, hs, 1, &u);
+        cr_assert(u.retry_after_ms > 3590000 && u.retry_after_ms <= 3600000, "%lld",
+                  (long long)u.retry_after_ms);
+    }
+}
+
+Test(openai, classify_429_insufficient_quota)
+{
+    compass_upstream_error u;
+    classify(mkinst(NULL, "k", NULL), 429,
+             "{\"error\":{\"message\":\"You exceeded your current quota, please check your "
+             "plan and billing details.\",\"type\":\"insufficient_quota\",\"param\":null,"
+             "\"code\":\"insufficient_quota\"}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_str_eq(u.code, "insufficient_quota");
+    cr_assert_str_eq(u.type, "insufficient_quota");
+    cr_assert_eq(u.retry_after_ms, -1);
+    cr_assert(strstr(compass_fakehost_log(fh), "quota exhausted"));
+}
+
+Test(openai, classify_400_invalid_request_with_param)
+{
+    compass_upstream_error u;
+    classify(mkinst(NULL, "k", NULL), 400,
+             "{\"error\":{\"message\":\"This model's maximum context length is 128000 tokens. "
+             "However, your messages resulted in 130000 tokens.\",\"type\":"
+             "\"invalid_request_error\",\"param\":\"messages\",\"code\":"
+             "\"context_length_exceeded\"}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    cr_assert_str_eq(u.code, "context_length_exceeded");
+    cr_assert(strstr(u.message, "maximum context length"));
+    cr_assert(strstr(u.message, "(param: messages)"), "%s", u.message);
+}
+
+Test(openai, classify_400_content_filter)
+{
+    compass_upstream_error u;
+    void *inst = mkinst(NULL, "k", NULL);
+    classify(inst, 400,
+             "{\"error\":{\"message\":\"The response was filtered due to the prompt "
+             "triggering content management policy.\",\"type\":null,\"param\":\"prompt\","
+             "\"code\":\"content_filter\",\"status\":400}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_CONTENT_FILTER);
+    cr_assert_str_eq(u.code, "content_filter");
+    classify(inst, 400,
+             "{\"error\":{\"message\":\"Your request was rejected as a result of our safety "
+             "system.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":"
+             "\"content_policy_violation\"}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_CONTENT_FILTER);
+}
+
+Test(openai, classify_404_model_not_found)
+{
+    compass_upstream_error u;
+    classify(mkinst(NULL, "k", NULL), 404,
+             "{\"error\":{\"message\":\"The model `gpt-9` does not exist or you do not have "
+             "access to it.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":"
+             "\"model_not_found\"}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_NOT_FOUND);
+    cr_assert_str_eq(u.code, "model_not_found");
+}
+
+Test(openai, classify_500_and_503)
+{
+    compass_upstream_error u;
+    void *inst = mkinst(NULL, "k", NULL);
+    compass_header hs[1];
+    classify(inst, 500,
+             "{\"error\":{\"message\":\"The server had an error while processing your request. "
+             "Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.type, "server_error");
+    cr_assert_str_eq(u.code, "");
+    hs[0] = H("Retry-After", "3");
+    classify(inst, 503,
+             "{\"error\":{\"message\":\"The engine is currently overloaded, please try again "
+             "later\",\"type\":\"server_error\",\"param\":null,\"code\":null}}",
+             hs, 1, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_eq(u.retry_after_ms, 3000);
+    cr_assert(strstr(u.message, "overloaded"));
+}
+
+Test(openai, classify_html_502)
+{
+    compass_upstream_error u;
+    classify(mkinst(NULL, "k", NULL), 502,
+             "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>"
+             "502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n"
+             "</html>\r\n",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.message, "upstream returned HTTP 502");
+    cr_assert_str_eq(u.type, "server_error");
+    cr_assert_str_eq(u.code, "");
+    cr_assert_eq(u.retry_after_ms, -1);
+}
+
+Test(openai, classify_compatible_server_shapes)
+{
+    compass_upstream_error u;
+    void *inst = mkinst(NULL, NULL, NULL);
+    /* vLLM: top-level error object with an integer code */
+    classify(inst, 400,
+             "{\"object\":\"error\",\"message\":\"max_tokens must be at least 1\",\"type\":"
+             "\"BadRequestError\",\"param\":null,\"code\":400}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.message, "max_tokens must be at least 1");
+    cr_assert_str_eq(u.code, "400");
+    /* TGI: error as a string */
+    classify(inst, 422, "{\"error\":\"Input validation error: `inputs` must have less than "
+                        "4096 tokens\",\"error_type\":\"validation\"}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.type, "validation");
+    cr_assert(strstr(u.message, "Input validation error"));
+    /* Mistral: message is a validation object */
+    classify(inst, 422,
+             "{\"object\":\"error\",\"message\":{\"detail\":[{\"type\":\"extra_forbidden\","
+             "\"loc\":[\"body\",\"stream_options\",\"include_usage\"],\"msg\":\"Extra inputs "
+             "are not permitted\",\"input\":true}]},\"type\":\"invalid_request_error\","
+             "\"param\":null,\"code\":null}",
+             NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert(strstr(u.message, "Extra inputs are not permitted"), "%s", u.message);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    /* FastAPI */
+    classify(inst, 404, "{\"detail\":\"Not Found\"}", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_NOT_FOUND);
+    cr_assert_str_eq(u.message, "Not Found");
+    cr_assert_str_eq(u.type, "not_found_error");
+}
+
+Test(openai, classify_empty_body_uses_status)
+{
+    compass_upstream_error u;
+    void *inst = mkinst(NULL, "k", NULL);
+    classify(inst, 403, "", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.message, "upstream returned HTTP 403");
+    cr_assert_str_eq(u.type, "permission_error");
+    classify(inst, 402,
+             "{\"error\":{\"code\":402,\"message\":\"Insufficient credits\"}}", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.code, "402");
+    cr_assert_str_eq(u.message, "Insufficient credits");
+    classify(inst, 408, NULL, NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    classify(inst, 409, "{}", NULL, 0, &u);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* robustness                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(openai, build_without_raw_and_with_broken_raw)
+{
+    compass_chat_request in;
+    compass_http_request out;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    static const char *const raws[] = {"", "not json", "{\"logprobs\":true,\"top_logprobs\":tr",
+                                       "{\"a\":1,", "[1]", "{\"x\\u0041\":1}"};
+    size_t i;
+    for (i = 0; i < sizeof(raws) / sizeof(raws[0]); i++) {
+        compass_req *req = compass_fakehost_req(fh);
+        json_object *b;
+        memset(&in, 0, sizeof(in));
+        memset(&out, 0, sizeof(out));
+        memset(&err, 0, sizeof(err));
+        cr_assert_eq(compass_fakehost_parse_chat(fh, SIMPLE, &in, &err), 0);
+        in.raw = compass_str_c(raws[i]);
+        cr_assert_eq(ops->build_request(inst, req, &in, &out, &err), 0, "%s", err.msg);
+        b = json_tokener_parse(out.body.ptr);
+        cr_assert_not_null(b, "raw '%s' gave a broken body: %s", raws[i], out.body.ptr);
+        cr_assert_eq(json_object_object_length(b) >= 2, 1);
+        if (i == 2)
+            cr_assert_eq(json_object_get_boolean(path(b, "logprobs")), 1,
+                         "whole members before the break are kept");
+        json_object_put(b);
+    }
+}
+
+Test(openai, build_refuses_request_without_model)
+{
+    compass_chat_request in;
+    compass_http_request out;
+    compass_err err;
+    void *inst = mkinst(NULL, "k", NULL);
+    compass_req *req = compass_fakehost_req(fh);
+    memset(&in, 0, sizeof(in));
+    memset(&err, 0, sizeof(err));
+    cr_assert_eq(compass_fakehost_parse_chat(fh, SIMPLE, &in, &err), 0);
+    in.model = compass_str_c("");
+    cr_assert_eq(ops->build_request(inst, req, &in, &out, &err), COMPASS_EINVAL);
+    cr_assert(strstr(err.msg, "no model"), "%s", err.msg);
+}
+
+Test(openai, truncated_bodies_never_crash)
+{
+    static const char *const bodies[] = {
+        NULL, /* RESP_PLAIN */
+        "{\"error\":{\"message\":\"m\",\"type\":\"server_error\",\"param\":\"p\",\"code\":5}}",
+        "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+        "\"id\":\"x\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+        "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":1}}"};
+    void *inst = mkinst(NULL, "k", NULL);
+    size_t b, n;
+    for (b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        const char *full = bodies[b] ? bodies[b] : RESP_PLAIN;
+        size_t len = strlen(full);
+        for (n = 0; n <= len; n++) {
+            char buf[2048];
+            compass_chat_response out;
+            compass_upstream_error u;
+            compass_err err;
+            compass_stream_event ev;
+            compass_req *req;
+            int rc;
+            memcpy(buf, full, n);
+            buf[n] = '\0';
+            rc = parse(inst, 200, buf, &out, &u, &err);
+            cr_assert(rc == 0 || rc == COMPASS_EPARSE || rc == COMPASS_EUPSTREAM, "rc %d", rc);
+            classify(inst, 500, buf, NULL, 0, &u);
+            cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+            cr_assert(u.message[0]);
+            req = compass_fakehost_req(fh);
+            memset(&ev, 0, sizeof(ev));
+            ev.data.ptr = buf;
+            ev.data.len = n;
+            rc = ops->parse_stream_event(inst, req, &ev, &u, &err);
+            cr_assert(rc == 0 || rc == COMPASS_EPARSE || rc == COMPASS_EUPSTREAM, "rc %d", rc);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* out of memory                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char *OOM_REQ =
+    "{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},{\"type\":"
+    "\"image_url\",\"image_url\":{\"url\":\"https://e.x/a.png\",\"detail\":\"low\"}}]},"
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"ok\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":"
+    "\"object\"}}}],\"tool_choice\":\"auto\",\"temperature\":0.2,\"logprobs\":true}";
+
+Test(openai, oom_build_request_fails_cleanly)
+{
+    static const char *const opts[] = {"organization=org-1", "extra_headers=A: 1; B: 2", NULL};
+    void *inst = mkinst(NULL, "sk-oom", opts);
+    long nth;
+    int saw_ok = 0;
+    for (nth = 1; nth <= 40 && !saw_ok; nth++) {
+        compass_chat_request in;
+        compass_http_request out;
+        compass_err err;
+        compass_req *req = compass_fakehost_req(fh);
+        int rc;
+        memset(&in, 0, sizeof(in));
+        memset(&out, 0, sizeof(out));
+        memset(&err, 0, sizeof(err));
+        cr_assert_eq(compass_fakehost_parse_chat(fh, OOM_REQ, &in, &err), 0, "%s", err.msg);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = ops->build_request(inst, req, &in, &out, &err);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == COMPASS_OK) {
+            saw_ok = 1;
+            cr_assert_not_null(out.body.ptr);
+        } else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth %ld: rc %d (%s)", nth, rc, err.msg);
+            cr_assert(err.msg[0]);
+        }
+    }
+    cr_assert(saw_ok, "build_request never succeeded within 40 allocations");
+    cr_assert_gt(nth, 3, "build_request should need several allocations");
+}
+
+Test(openai, oom_parse_response_fails_cleanly)
+{
+    static const char *body =
+        "{\"id\":\"chatcmpl-1\",\"model\":\"gpt-4o\",\"created\":1,\"choices\":[{\"index\":0,"
+        "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\",\"refusal\":\"no\","
+        "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{}\"}},{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"g\",\"arguments\":\"{\\\"a\\\":1}\"}}]},\"finish_reason\":\"tool_calls\"}],"
+        "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}";
+    void *inst = mkinst(NULL, "k", NULL);
+    long nth;
+    int saw_ok = 0;
+    for (nth = 1; nth <= 40 && !saw_ok; nth++) {
+        compass_chat_response out;
+        compass_upstream_error u;
+        compass_err err;
+        compass_http_response r = compass_fakehost_http(200, body);
+        compass_req *req = compass_fakehost_req(fh);
+        int rc;
+        memset(&out, 0, sizeof(out));
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = ops->parse_response(inst, req, &r, &out, &u, &err);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == COMPASS_OK) {
+            saw_ok = 1;
+            cr_assert_eq(out.n_tool_calls, 2);
+            cr_assert(compass_str_eq(out.tool_calls[1].arguments, "{\"a\":1}"));
+        } else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth %ld: rc %d (%s)", nth, rc, err.msg);
+        }
+    }
+    cr_assert(saw_ok, "parse_response never succeeded within 40 allocations");
+    cr_assert_gt(nth, 5);
+}
+
+Test(openai, oom_instance_new_fails_cleanly)
+{
+    static const char *const opts[] = {"organization=org-1", "extra_headers=A: 1", NULL};
+    long nth;
+    int saw_ok = 0;
+    for (nth = 1; nth <= 20 && !saw_ok; nth++) {
+        compass_err err;
+        void *inst;
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(fh, nth);
+        inst = compass_fakehost_instance(fh, "d", NULL, "k", opts, &err);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (inst)
+            saw_ok = 1;
+        else
+            cr_assert_eq(err.code, COMPASS_ENOMEM, "nth %ld: %s", nth, err.msg);
+    }
+    cr_assert(saw_ok);
+}
