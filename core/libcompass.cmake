@@ -1,5 +1,5 @@
 # libcompass (shared and static) and compassd.
-set(COMPASS_CORE_SOURCES src/config.c src/loader.c src/metrics.c src/host.c src/engine.c
+set(COMPASS_CORE_SOURCES src/config.c src/loader.c src/metrics.c src/host.c src/engine.c src/breaker.c
     src/loop.c)
 foreach(kind shared static)
   if(kind STREQUAL "shared")

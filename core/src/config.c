@@ -218,6 +218,50 @@ static int read_timeouts(struct ctx *x, const config_setting_t *parent, const ch
     return 0;
 }
 
+static const char *const breaker_keys[] = {"enabled", "failure_rate", "window_ms",
+                                           "min_volume", "consecutive_failures", "cooldowns_ms",
+                                           "half_open_successes", NULL};
+
+static int read_breaker(struct ctx *x, const config_setting_t *parent, const char *path,
+                        cps_breaker_cfg *b)
+{
+    config_setting_t *g = config_setting_get_member(parent, "breaker");
+    char p[128];
+    int rc;
+    if (!g)
+        return 0;
+    snprintf(p, sizeof(p), "%s.breaker", path);
+    if ((rc = want_group(x, g, p)) || (rc = check_keys(x, g, p, breaker_keys)) ||
+        (rc = get_bool(x, g, "enabled", p, &b->enabled)) ||
+        (rc = get_double(x, g, "failure_rate", p, 0.01, 1.0, &b->failure_rate)) ||
+        (rc = get_int(x, g, "window_ms", p, 100, 86400000, &b->window_ms)) ||
+        (rc = get_int(x, g, "min_volume", p, 1, 1000000, &b->min_volume)) ||
+        (rc = get_int(x, g, "consecutive_failures", p, 1, 1000, &b->consecutive)) ||
+        (rc = get_int(x, g, "half_open_successes", p, 1, 1000, &b->half_open_successes)))
+        return rc;
+    config_setting_t *cd = config_setting_get_member(g, "cooldowns_ms");
+    if (cd) {
+        int t = config_setting_type(cd);
+        int n = (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(cd) : -1;
+        if (n < 1 || n > 8)
+            return cfail(x->err, cd, x->file, "%s.cooldowns_ms: expected a list of 1 to 8 "
+                         "integers, e.g. [60000, 300000, 900000, 3600000]", p);
+        for (int i = 0; i < n; i++) {
+            config_setting_t *e = config_setting_get_elem(cd, (unsigned)i);
+            int et = config_setting_type(e);
+            long long v = (et == CONFIG_TYPE_INT || et == CONFIG_TYPE_INT64)
+                              ? config_setting_get_int64(e)
+                              : -1;
+            if (v < 1 || v > 86400000)
+                return cfail(x->err, e, x->file, "%s.cooldowns_ms[%d]: expected an integer in "
+                             "[1, 86400000]", p, i);
+            b->cooldowns_ms[i] = v;
+        }
+        b->n_cooldowns = (size_t)n;
+    }
+    return 0;
+}
+
 static int valid_name(const char *s)
 {
     if (!*s)
@@ -231,14 +275,15 @@ static int valid_name(const char *s)
 
 static const char *const server_keys[] = {"listen", "max_body_bytes", "threads",
                                           "max_connections", "drain_seconds", "log_requests",
-                                          "log_level", "timeouts", NULL};
+                                          "log_level", "timeouts", "breaker", NULL};
 static const char *const plugins_keys[] = {"paths", "settings", NULL};
 static const char *const dep_keys[] = {"name", "plugin", "base_url", "api_key_env", "models",
                                        "standby", "weight", "tier", "price_in", "price_out",
                                        "capacity", "context_window", "capabilities", "timeouts",
-                                       "options", NULL};
+                                       "breaker", "options", NULL};
 static const char *const route_keys[] = {"name", "strategy", "candidates", "max_attempts",
-                                         "options", NULL};
+                                         "retries", "backoff_ms", "backoff_max_ms",
+                                         "deadline_ms", "options", NULL};
 static const char *const top_keys[] = {"server", "plugins", "deployments", "routes", NULL};
 
 static int read_server(struct ctx *x, config_setting_t *root)
@@ -278,7 +323,8 @@ static int read_server(struct ctx *x, config_setting_t *root)
         (rc = get_int(x, g, "drain_seconds", "server", 0, 3600, &drain)) ||
         (rc = get_bool(x, g, "log_requests", "server", &c->log_requests)) ||
         (rc = get_str(x, g, "log_level", "server", 0, &c->log_level)) ||
-        (rc = read_timeouts(x, g, "server", &c->timeouts)))
+        (rc = read_timeouts(x, g, "server", &c->timeouts)) ||
+        (rc = read_breaker(x, g, "server", &c->breaker)))
         return rc;
     c->threads = (int)threads;
     c->drain_seconds = (int)drain;
@@ -361,6 +407,7 @@ static int read_deployments(struct ctx *x, config_setting_t *root)
         snprintf(path, sizeof(path), "deployments[%d]", i);
         c->n_deployments = (size_t)i + 1;
         d->timeouts = c->timeouts;
+        d->breaker = c->breaker;
         d->weight = 1;
         d->caps = COMPASS_CAP_TOOLS | COMPASS_CAP_VISION | COMPASS_CAP_JSON | COMPASS_CAP_STREAM;
         d->file = config_setting_source_file(g) ? config_setting_source_file(g) : x->file;
@@ -380,7 +427,8 @@ static int read_deployments(struct ctx *x, config_setting_t *root)
             (rc = get_int(x, g, "capacity", path, 0, INT32_MAX, &d->capacity)) ||
             (rc = get_int(x, g, "context_window", path, 0, INT64_MAX / 2, &d->context_window)) ||
             (rc = parse_caps(x, g, path, &d->caps)) ||
-            (rc = read_timeouts(x, g, path, &d->timeouts)))
+            (rc = read_timeouts(x, g, path, &d->timeouts)) ||
+            (rc = read_breaker(x, g, path, &d->breaker)))
             return rc;
         d->tier = (int)tier;
         if (!valid_name(d->name))
@@ -445,6 +493,15 @@ static int read_routes(struct ctx *x, config_setting_t *root)
             (rc = get_str_list(x, g, "candidates", path, 1, &r->candidates, &r->n_candidates)) ||
             (rc = get_int(x, g, "max_attempts", path, 0, 100, &max_attempts)))
             return rc;
+        int64_t retries = 0;
+        r->backoff_ms = 200;
+        r->backoff_max_ms = 10000;
+        if ((rc = get_int(x, g, "retries", path, 0, 10, &retries)) ||
+            (rc = get_int(x, g, "backoff_ms", path, 1, 600000, &r->backoff_ms)) ||
+            (rc = get_int(x, g, "backoff_max_ms", path, 1, 3600000, &r->backoff_max_ms)) ||
+            (rc = get_int(x, g, "deadline_ms", path, 0, 86400000, &r->deadline_ms)))
+            return rc;
+        r->retries = (int)retries;
         r->max_attempts = (int)max_attempts;
         if (!valid_name(r->name))
             return cfail(x->err, config_setting_get_member(g, "name"), x->file,
@@ -506,6 +563,17 @@ static int check(cps_config *c, compass_err *err)
     c->timeouts.first_byte_ms = 60000;
     c->timeouts.idle_ms = 60000;
     c->timeouts.total_ms = 600000;
+    c->breaker.enabled = 1;
+    c->breaker.failure_rate = 0.2;
+    c->breaker.window_ms = 60000;
+    c->breaker.min_volume = 10;
+    c->breaker.consecutive = 5;
+    c->breaker.cooldowns_ms[0] = 60000;
+    c->breaker.cooldowns_ms[1] = 300000;
+    c->breaker.cooldowns_ms[2] = 900000;
+    c->breaker.cooldowns_ms[3] = 3600000;
+    c->breaker.n_cooldowns = 4;
+    c->breaker.half_open_successes = 3;
     if ((rc = check_keys(&x, root, "config", top_keys)) || (rc = read_server(&x, root)) ||
         (rc = read_plugins(&x, root)) || (rc = read_deployments(&x, root)) ||
         (rc = read_routes(&x, root)))

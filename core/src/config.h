@@ -11,6 +11,19 @@ typedef struct cps_timeouts {
     int64_t connect_ms, first_byte_ms, idle_ms, total_ms;
 } cps_timeouts;
 
+/* Circuit breaker per deployment/model (DESIGN: 20% over 60 s with a minimum volume, or 5
+ * consecutive failures; cooldown 1 min -> 5 min -> 15 min -> 1 h; 3 successes close it). */
+typedef struct cps_breaker_cfg {
+    int enabled;
+    double failure_rate;
+    int64_t window_ms;
+    int64_t min_volume;
+    int64_t consecutive;
+    int64_t cooldowns_ms[8];
+    size_t n_cooldowns;
+    int64_t half_open_successes;
+} cps_breaker_cfg;
+
 typedef struct cps_cfg_deployment {
     const char *name;
     const char *plugin;
@@ -26,6 +39,7 @@ typedef struct cps_cfg_deployment {
     int64_t context_window;
     unsigned caps;
     cps_timeouts timeouts;    /* server defaults where not overridden */
+    cps_breaker_cfg breaker;  /* server defaults where not overridden */
     config_setting_t *options; /* may be NULL */
     const char *file;
     int line;
@@ -36,7 +50,11 @@ typedef struct cps_cfg_route {
     const char *strategy;     /* router plugin name, or "priority" (built in) */
     const char **candidates;  /* "deployment/model" */
     size_t n_candidates;
-    int max_attempts;         /* 0: one per candidate */
+    int max_attempts;         /* 0: one per candidate per round */
+    int retries;              /* extra rounds over the candidates after all failed */
+    int64_t backoff_ms;       /* base of the exponential backoff between rounds */
+    int64_t backoff_max_ms;   /* cap, also for Retry-After */
+    int64_t deadline_ms;      /* overall deadline for the request; 0: none */
     config_setting_t *options;
     const char *file;
     int line;
@@ -54,6 +72,7 @@ typedef struct cps_config {
     int log_requests;
     const char *log_level;
     cps_timeouts timeouts;
+    cps_breaker_cfg breaker;
     const char **plugin_paths;
     size_t n_plugin_paths;
     config_setting_t *plugin_settings; /* plugins.settings: per-plugin global groups */

@@ -583,6 +583,7 @@ static int gen_build(struct compass_engine *e, cps_config *cfg, cps_gen **out, c
         const cps_cfg_route *rc_ = &cfg->routes[i];
         cps_route *r = &g->routes[g->n_routes++];
         r->name = rc_->name;
+        r->cfg = rc_;
         r->max_attempts = rc_->max_attempts;
         size_t n = 0;
         for (size_t k = 0; k < rc_->n_candidates && n < 64; k++) {
@@ -891,8 +892,28 @@ static int sane_id(const char *s)
     return n > 0;
 }
 
-/* Orders the route's candidates: the router plugin's ranking, or config order. */
+static void rank(compass_engine_call *c);
+
+/* Orders the route's candidates (the router plugin's ranking, or config order), then moves
+ * open ones last, keeping relative order. Half-open ones keep their place: they must see
+ * their probe (one at a time; the others skip them). */
 static void plan(compass_engine_call *c)
+{
+    rank(c);
+    cps_target *sorted[64];
+    size_t k = 0;
+    uint64_t now = cps_now_ns();
+    int st[64];
+    for (size_t i = 0; i < c->n_order; i++)
+        st[i] = cps_breaker_state(c->order[i]->stats, &c->order[i]->dep->cfg->breaker, now);
+    for (int p = 0; p < 2; p++)
+        for (size_t i = 0; i < c->n_order; i++)
+            if ((st[i] == COMPASS_BREAKER_OPEN) == p)
+                sorted[k++] = c->order[i];
+    memcpy(c->order, sorted, k * sizeof(*sorted));
+}
+
+static void rank(compass_engine_call *c)
 {
     cps_route *r = c->route;
     size_t n = r->n < 64 ? r->n : 64;
@@ -937,7 +958,7 @@ static void plan(compass_engine_call *c)
             k->ttft_ewma_ms = t->stats->ewma_ttft_ms;
             k->error_rate = t->stats->err_ewma;
             pthread_mutex_unlock(&t->stats->mu);
-            k->breaker = COMPASS_BREAKER_CLOSED;
+            k->breaker = cps_breaker_state(t->stats, &dc->breaker, cps_now_ns());
         }
         compass_err err;
         memset(&err, 0, sizeof(err));
@@ -1064,8 +1085,12 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     } else {
         plan(c);
     }
+    int rounds = 1 + (c->route && c->route->cfg ? c->route->cfg->retries : 0);
     c->max_attempts = c->route && c->route->max_attempts ? c->route->max_attempts
-                                                         : (int)c->n_order;
+                                                         : (int)c->n_order * rounds;
+    if (c->route && c->route->cfg && c->route->cfg->deadline_ms)
+        c->deadline_ns = c->start_ns + (uint64_t)c->route->cfg->deadline_ms * 1000000u;
+    c->seed = (unsigned)(c->start_ns ^ (uintptr_t)c);
     if (c->max_attempts > CPS_MAX_ATTEMPTS)
         c->max_attempts = CPS_MAX_ATTEMPTS;
     if (c->n_order == 0) {
@@ -1242,11 +1267,14 @@ COMPASS_API char *compass_engine_providers_json(compass_engine *e)
             cps_buf_printf(&b, ",\"state\":\"%s\",\"in_flight\":%ld,\"requests_ok\":%llu,"
                            "\"requests_failed\":%llu,\"consecutive_failures\":%d,"
                            "\"latency_ewma_ms\":%.3f,\"ttft_ewma_ms\":%.3f,"
-                           "\"error_rate\":%.4f}",
+                           "\"error_rate\":%.4f,\"breaker_trips\":%d",
                            s->consecutive_fail ? "degraded" : "healthy",
                            atomic_load(&s->in_flight), s->ok, s->fail, s->consecutive_fail,
-                           s->ewma_ms, s->ewma_ttft_ms, s->err_ewma);
+                           s->ewma_ms, s->ewma_ttft_ms, s->err_ewma, s->trips);
             pthread_mutex_unlock(&s->mu);
+            cps_buf_printf(&b, ",\"breaker\":\"%s\"}",
+                           cps_breaker_name(cps_breaker_state(s, &d->cfg->breaker,
+                                                              cps_now_ns())));
             first = 0;
         }
         cps_buf_puts(&b, "]}");

@@ -29,6 +29,14 @@ typedef struct cps_stats {
     double ewma_ms, ewma_ttft_ms, err_ewma;
     unsigned long long ok, fail;
     int consecutive_fail;
+    /* circuit breaker (guarded by mu) */
+    int breaker;               /* compass_breaker_state */
+    uint64_t opened_ns, cooldown_ns, closed_ns;
+    int trips;                 /* openings in a row: picks the cooldown */
+    int64_t half_ok;
+    int probe;                 /* a half-open probe is in flight */
+    uint64_t w_idx[10];
+    uint32_t w_ok[10], w_fail[10];
 } cps_stats;
 
 typedef struct cps_deployment {
@@ -50,6 +58,7 @@ typedef struct cps_target {
 
 typedef struct cps_route {
     const char *name;
+    const cps_cfg_route *cfg; /* NULL for implicit routes */
     cps_target **targets;
     size_t n;
     cps_plugin *router;
@@ -125,6 +134,13 @@ struct compass_engine_call {
     int attempt_failed;
     compass_upstream_error fail_uerr;
     const char *fail_what;
+    int probe;              /* this attempt is its target's half-open probe */
+    int round;              /* retry round over the candidates */
+    int timer_kind;         /* 0: in-process delivery, 1: retry round */
+    int64_t retry_after_ms; /* largest Retry-After seen this round */
+    uint64_t deadline_ns;   /* 0: none */
+    int skipped_open;       /* candidates skipped because their breaker was open */
+    unsigned seed;          /* jitter */
     struct compass_engine_call *act_prev, *act_next; /* active-transfer list */
     /* in-process providers */
     compass_local_result local;
@@ -210,6 +226,18 @@ void cps_log(struct compass_engine *e, int level, const char *fmt, ...)
 uint64_t cps_now_ns(void);
 void cps_gen_unref(cps_gen *g);
 void cps_stats_record(cps_stats *s, int ok, double ms, double ttft_ms);
+
+/* breaker.c: every function takes s->mu itself. */
+enum { CPS_DENY = 0, CPS_ALLOW = 1, CPS_PROBE = 2 };
+/** Whether a new attempt may go to s now; CPS_PROBE when it is the half-open probe. */
+int cps_breaker_allow(cps_stats *s, const cps_breaker_cfg *b, uint64_t now);
+/** Records an attempt's outcome; returns the new state when it changed, else -1. */
+int cps_breaker_record(cps_stats *s, const cps_breaker_cfg *b, int ok, int probe, uint64_t now);
+/** Releases a probe slot without an outcome (cancelled attempt). */
+void cps_breaker_release(cps_stats *s, int probe);
+/** The state as a router sees it now (open turns half-open once its cooldown is over). */
+int cps_breaker_state(cps_stats *s, const cps_breaker_cfg *b, uint64_t now);
+const char *cps_breaker_name(int state);
 int64_t cps_estimate_prompt_tokens(const compass_chat_request *r, size_t *chars);
 
 /* loop.c */

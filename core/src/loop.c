@@ -286,7 +286,7 @@ static void release_easy(compass_engine *e, compass_engine_call *c)
     }
 }
 
-/* Ends the attempt's bookkeeping (in-flight count, stats). */
+/* Ends the attempt's bookkeeping: in-flight count, stats and the breaker (when counts). */
 static void end_attempt(compass_engine_call *c, int ok, int counts)
 {
     cps_target *t = c->target;
@@ -294,11 +294,24 @@ static void end_attempt(compass_engine_call *c, int ok, int counts)
         return;
     atomic_fetch_sub(&t->stats->in_flight, 1);
     c->phase = PH_NEW;
-    if (!counts)
+    int probe = c->probe;
+    c->probe = 0;
+    if (!counts) {
+        cps_breaker_release(t->stats, probe);
         return;
+    }
     uint64_t now = cps_now_ns();
     double ttft = c->first_content_ns ? ms_since(c->attempt_start_ns, c->first_content_ns) : -1;
     cps_stats_record(t->stats, ok, ms_since(c->attempt_start_ns, now), ttft);
+    int changed = cps_breaker_record(t->stats, &t->dep->cfg->breaker, ok, probe, now);
+    if (changed >= 0) {
+        char labels[300];
+        snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"", t->dep->cfg->name,
+                 t->model);
+        cps_metrics_set(c->e->metrics, "compass_circuit_breaker_state", labels, changed);
+        cps_log(c->e, changed == COMPASS_BREAKER_OPEN ? COMPASS_LOG_WARN : COMPASS_LOG_INFO,
+                "circuit breaker for %s is now %s", t->id, cps_breaker_name(changed));
+    }
 }
 
 static void log_attempt(compass_engine_call *c, const char *what, int status, int kind)
@@ -543,16 +556,50 @@ static void success_response(compass_engine_call *c, compass_chat_response *r)
     finish(c, 200, 0, c->chunk.ptr, c->chunk.len);
 }
 
+/* Every candidate of this round failed: start another round after a backoff (exponential with
+ * full jitter, or the largest Retry-After seen, capped), if the route allows one and the
+ * attempt limit and deadline leave room. */
+static int schedule_retry(compass_engine_call *c)
+{
+    const cps_route *r = c->route;
+    if (!r || !r->cfg || c->round >= r->cfg->retries || c->n_log >= c->max_attempts)
+        return 0;
+    const cps_cfg_route *rc = r->cfg;
+    uint64_t cap = (uint64_t)(rc ? rc->backoff_max_ms : 10000);
+    uint64_t base = (uint64_t)(rc ? rc->backoff_ms : 200) << (c->round < 16 ? c->round : 16);
+    if (base > cap)
+        base = cap;
+    uint64_t delay = base ? (uint64_t)rand_r(&c->seed) % (base + 1) : 0;
+    if (c->retry_after_ms > 0)
+        delay = (uint64_t)c->retry_after_ms < cap ? (uint64_t)c->retry_after_ms : cap;
+    uint64_t due = cps_now_ns() + delay * 1000000u;
+    if (c->deadline_ns && due >= c->deadline_ns)
+        return 0;
+    c->round++;
+    c->next = 0;
+    c->retry_after_ms = 0;
+    c->timer_kind = 1;
+    if (timer_push(c->e, c, due)) {
+        c->timer_kind = 0;
+        return 0;
+    }
+    cps_log(c->e, COMPASS_LOG_INFO, "request %s: retry round %d in %llu ms", c->request_id,
+            c->round, (unsigned long long)delay);
+    return 1;
+}
+
 /* An attempt failed: fail over while nothing reached the client, else end the stream. */
 static void attempt_failure(compass_engine_call *c, const compass_upstream_error *u,
                             const char *what)
 {
-    end_attempt(c, 0, 1);
+    int kind = kind_of(u);
+    end_attempt(c, kind == K_CLIENT, 1); /* an upstream that rejects a bad request is healthy */
+    if (u->retry_after_ms > c->retry_after_ms)
+        c->retry_after_ms = u->retry_after_ms;
     char msg[700];
     snprintf(msg, sizeof(msg), "%s%s%s", what, u->message[0] ? ": " : "", u->message);
     char brief[96];
     snprintf(brief, sizeof(brief), "%s", outcome_name(u->outcome));
-    int kind = kind_of(u);
     log_attempt(c, brief, u->http_status, kind);
     char labels[300];
     snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"",
@@ -594,6 +641,8 @@ static void attempt_failure(compass_engine_call *c, const compass_upstream_error
         next_attempt(c);
         return;
     }
+    if (schedule_retry(c))
+        return;
     final_failure(c, msg);
 }
 
@@ -846,8 +895,23 @@ static void next_attempt(compass_engine_call *c)
 {
     while (c->next < c->n_order && c->n_log < c->max_attempts) {
         cps_target *t = c->order[c->next++];
+        uint64_t now = cps_now_ns();
+        if (c->deadline_ns && now >= c->deadline_ns) {
+            compass_upstream_error u;
+            compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 504);
+            if (!c->n_log)
+                log_attempt(c, "deadline", 504, K_TIMEOUT);
+            final_failure(c, "the route's deadline passed");
+            return;
+        }
+        int allow = cps_breaker_allow(t->stats, &t->dep->cfg->breaker, now);
+        if (allow == CPS_DENY) {
+            c->skipped_open++;
+            continue;
+        }
         compass_err err;
         memset(&err, 0, sizeof(err));
+        c->probe = allow == CPS_PROBE; /* a failed start releases it in end_attempt below */
         int rc = start_attempt(c, t, &err);
         if (!rc)
             return;
@@ -871,8 +935,17 @@ static void next_attempt(compass_engine_call *c)
             return;
         }
     }
-    if (!c->finished)
-        final_failure(c, "no candidate left to try");
+    if (c->finished)
+        return;
+    if (c->n_log == 0 && c->skipped_open) {
+        cps_call_fail_now(c, 503, "upstream_error", NULL, "circuit_open",
+                          "every candidate deployment is unavailable (circuit breaker open); "
+                          "try again later");
+        return;
+    }
+    if (schedule_retry(c))
+        return;
+    final_failure(c, "no candidate left to try");
 }
 
 /* ---- transfer completion ---- */
@@ -967,6 +1040,11 @@ static void on_timer(compass_engine_call *c)
         finish(c, 499, COMPASS_ECANCELED, "", 0);
         return;
     }
+    if (c->timer_kind == 1) {
+        c->timer_kind = 0;
+        next_attempt(c);
+        return;
+    }
     compass_local_result *l = &c->local;
     if (l->failed) {
         attempt_failure(c, &l->error, "in-process provider failed");
@@ -991,6 +1069,12 @@ static void on_timer(compass_engine_call *c)
         success_stream(c);
 }
 
+/* Time since t, 0 when t is later than now (an attempt started after now was read). */
+static uint64_t since(uint64_t now, uint64_t t)
+{
+    return now > t ? now - t : 0;
+}
+
 /* First-byte and idle deadlines (connect and total are curl's). */
 static void scan_deadlines(compass_engine *e, uint64_t now)
 {
@@ -1001,12 +1085,12 @@ static void scan_deadlines(compass_engine *e, uint64_t now)
         const char *what = NULL;
         char msg[160];
         if (!c->first_byte_ns &&
-            now - c->attempt_start_ns > (uint64_t)t->first_byte_ms * 1000000u) {
+            since(now, c->attempt_start_ns) > (uint64_t)t->first_byte_ms * 1000000u) {
             what = "upstream sent no response in time";
             snprintf(msg, sizeof(msg), "no first byte within %lld ms",
                      (long long)t->first_byte_ms);
         } else if (c->first_byte_ns && c->req.stream &&
-                   now - c->last_byte_ns > (uint64_t)t->idle_ms * 1000000u) {
+                   since(now, c->last_byte_ns) > (uint64_t)t->idle_ms * 1000000u) {
             what = "upstream stream stalled";
             snprintf(msg, sizeof(msg), "no data for %lld ms between chunks",
                      (long long)t->idle_ms);
@@ -1089,7 +1173,7 @@ static void *loop_main(void *arg)
                 on_timer(t.call);
             cps_call_unref(t.call);
         }
-        if (now - e->last_scan_ns >= SCAN_NS) {
+        if (since(now, e->last_scan_ns) >= SCAN_NS) {
             e->last_scan_ns = now;
             scan_deadlines(e, now);
         }

@@ -1,0 +1,210 @@
+/* Breakers, retry rounds and the fault matrix, through compassd and mockllm. Cooldowns are
+ * shortened to hundreds of milliseconds. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const char *CONF =
+    "server = { listen = \"127.0.0.1:0\";\n"
+    "  timeouts = { connect_ms = 1000; first_byte_ms = 800; idle_ms = 800; total_ms = 10000; };\n"
+    "  breaker = { consecutive_failures = 5; cooldowns_ms = [400, 1200]; half_open_successes = 3;\n"
+    "              min_volume = 1000; };\n"
+    "};\n"
+    "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+    "deployments = (\n"
+    "  { name = \"up1\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\"; models = [\"m\"]; },\n"
+    "  { name = \"up2\"; plugin = \"openai\"; base_url = \"@MOCKLLM2@/v1\"; models = [\"m\"]; },\n"
+    "  { name = \"dead\"; plugin = \"openai\"; base_url = \"http://127.0.0.1:9/v1\"; models = [\"m\"]; },\n"
+    "  { name = \"local\"; plugin = \"mock\"; models = [\"mock-1\"]; }\n"
+    ");\n"
+    "routes = (\n"
+    "  { name = \"guarded\"; candidates = [\"up1/m\", \"local/mock-1\"]; },\n"
+    "  { name = \"matrix\"; candidates = [\"up1/m\", \"up2/m\"]; },\n"
+    "  { name = \"retry\"; candidates = [\"up1/m\"]; retries = 2; backoff_ms = 50;\n"
+    "    backoff_max_ms = 3000; },\n"
+    "  { name = \"deadline\"; candidates = [\"up1/m\"]; retries = 5; backoff_ms = 400;\n"
+    "    deadline_ms = 700; },\n"
+    "  { name = \"deadfirst\"; candidates = [\"dead/m\", \"up2/m\"]; }\n"
+    ");\n";
+
+static th_proc m1, m2, cd;
+
+static void up(void)
+{
+    cr_assert_eq(th_mockllm_start(&m1), 0);
+    cr_assert_eq(th_mockllm_start(&m2), 0);
+    const char *conf = th_write_config(1, CONF, &m1, &m2);
+    if (th_compassd_start(&cd, conf)) {
+        char *log = th_log(&cd);
+        cr_assert_fail("compassd did not start: %s", log);
+    }
+}
+
+static void down(void)
+{
+    th_stop(&cd, SIGTERM, 5000);
+    th_stop(&m1, SIGTERM, 3000);
+    th_stop(&m2, SIGTERM, 3000);
+}
+
+TestSuite(resilience, .init = up, .fini = down, .timeout = 60);
+
+static long post(const char *route, th_resp *r)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", route);
+    th_http(cd.port, "POST", "/v1/chat/completions", body, NULL, 0, r);
+    return r->status;
+}
+
+static long chats(const th_proc *m)
+{
+    json_object *st = th_mock_stats(m);
+    long n = th_json_int(st, "chat");
+    json_object_put(st);
+    return n;
+}
+
+static char *breaker_of(const char *dep)
+{
+    th_resp r;
+    th_http(cd.port, "GET", "/api/v1/providers", NULL, NULL, 0, &r);
+    json_object *o = json_tokener_parse(r.body);
+    th_resp_free(&r);
+    json_object *ps = json_object_object_get(o, "providers");
+    char *out = NULL;
+    for (size_t i = 0; ps && i < json_object_array_length(ps); i++) {
+        json_object *p = json_object_array_get_idx(ps, i);
+        if (!strcmp(th_json_str(p, "name"), dep))
+            out = strdup(th_json_str(p, "models.0.breaker"));
+    }
+    json_object_put(o);
+    return out ? out : strdup("?");
+}
+
+Test(resilience, breaker_opens_after_five_failures_half_opens_closes_and_backs_off_longer)
+{
+    th_resp r;
+    /* five consecutive failures: each request still succeeds on the next candidate */
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":500},{\"status\":500},{\"status\":502},"
+                                   "{\"status\":503},{\"status\":500}]"),
+                 0);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(post("guarded", &r), 200, "request %d: %s", i, r.body);
+        th_resp_free(&r);
+    }
+    char *st = breaker_of("up1");
+    cr_assert_str_eq(st, "open");
+    free(st);
+    long before = chats(&m1);
+    cr_assert_eq(post("guarded", &r), 200);
+    char *prov = th_header(&r, "x-compass-provider"), *att = th_header(&r, "x-compass-attempts");
+    cr_assert_str_eq(prov, "local");
+    cr_assert_str_eq(att, "1", "an open breaker must not cost an attempt");
+    free(prov), free(att);
+    th_resp_free(&r);
+    cr_assert_eq(chats(&m1), before, "traffic reached a deployment whose breaker is open");
+    th_http(cd.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    cr_assert(strstr(r.body, "compass_circuit_breaker_state{provider=\"up1\",model=\"m\"} 1\n"),
+              "%s", r.body);
+    th_resp_free(&r);
+
+    /* after the cooldown (400 ms): half-open; three successful probes close it */
+    th_sleep_ms(450);
+    st = breaker_of("up1");
+    cr_assert_str_eq(st, "half_open");
+    free(st);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(post("guarded", &r), 200);
+        prov = th_header(&r, "x-compass-provider");
+        cr_assert_str_eq(prov, "up1", "probe %d did not go to the half-open deployment", i);
+        free(prov);
+        th_resp_free(&r);
+    }
+    st = breaker_of("up1");
+    cr_assert_str_eq(st, "closed");
+    free(st);
+
+    /* it opens again: the cooldown grows to 1200 ms */
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":500},{\"status\":500},{\"status\":500},"
+                                   "{\"status\":500},{\"status\":500}]"),
+                 0);
+    for (int i = 0; i < 5; i++) {
+        post("guarded", &r);
+        th_resp_free(&r);
+    }
+    th_sleep_ms(600);
+    st = breaker_of("up1");
+    cr_assert_str_eq(st, "open", "the second cooldown did not grow");
+    free(st);
+    th_sleep_ms(700);
+    st = breaker_of("up1");
+    cr_assert_str_eq(st, "half_open");
+    free(st);
+    /* a failing probe re-opens it */
+    cr_assert_eq(th_mock_next(&m1, "{\"status\":500}"), 0);
+    cr_assert_eq(post("guarded", &r), 200);
+    th_resp_free(&r);
+    st = breaker_of("up1");
+    cr_assert_str_eq(st, "open");
+    free(st);
+}
+
+Test(resilience, fault_matrix_each_request_succeeds_on_another_candidate)
+{
+    const char *faults[] = {
+        "{\"status\":500}", "{\"status\":529}", "{\"status\":429,\"retry_after\":1}",
+        "{\"malformed\":true}", "{\"hang\":true}", "{\"truncate\":true}",
+        "{\"body\":\"<html>502 Bad Gateway</html>\"}",
+    };
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        cr_assert_eq(th_mock_next(&m1, faults[i]), 0);
+        th_resp r;
+        cr_assert_eq(post("matrix", &r), 200, "fault %s: %ld %s", faults[i], r.status, r.body);
+        char *prov = th_header(&r, "x-compass-provider");
+        cr_assert_str_eq(prov, "up2", "fault %s", faults[i]);
+        free(prov);
+        th_resp_free(&r);
+    }
+    /* connect refused */
+    th_resp r;
+    cr_assert_eq(post("deadfirst", &r), 200, "%s", r.body);
+    th_resp_free(&r);
+}
+
+Test(resilience, retry_rounds_back_off_and_honour_retry_after)
+{
+    th_resp r;
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":503},{\"status\":503}]"), 0);
+    cr_assert_eq(post("retry", &r), 200, "%s", r.body);
+    char *att = th_header(&r, "x-compass-attempts");
+    cr_assert_str_eq(att, "3");
+    free(att);
+    th_resp_free(&r);
+    cr_assert_eq(th_mock_next(&m1, "{\"status\":429,\"retry_after\":1}"), 0);
+    cr_assert_eq(post("retry", &r), 200, "%s", r.body);
+    cr_assert(r.total_s >= 0.95, "Retry-After 1 s not honoured: answered after %.3f s",
+              r.total_s);
+    th_resp_free(&r);
+    /* rounds exhausted: the client sees the failure */
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":503},{\"status\":503},{\"status\":503}]"), 0);
+    cr_assert_eq(post("retry", &r), 503, "%s", r.body);
+    th_resp_free(&r);
+}
+
+Test(resilience, route_deadline_stops_retry_rounds)
+{
+    th_resp r;
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":503},{\"status\":503},{\"status\":503},"
+                                   "{\"status\":503},{\"status\":503},{\"status\":503}]"),
+                 0);
+    post("deadline", &r);
+    cr_assert_neq(r.status, 200);
+    cr_assert(r.total_s < 1.5, "deadline 700 ms not kept: %.3f s", r.total_s);
+    th_resp_free(&r);
+}
