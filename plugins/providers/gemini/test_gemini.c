@@ -1,0 +1,1112 @@
+/* Unit tests for the gemini provider plugin, on the fake host, over wire bytes shaped as
+ * Google documents them (ai.google.dev/api: GenerateContentRequest/Response, SSE stream,
+ * google.rpc error model). */
+#include <compass/plugin.h>
+#include <compass_fakehost.h>
+
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+#include <json-c/json_pointer.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static compass_fakehost *fh;
+static void *inst;
+static json_object *body;
+static compass_http_request hreq;
+
+static void setup(void)
+{
+    compass_err e = {0};
+    fh = compass_fakehost_new("gemini");
+    cr_assert_not_null(fh);
+    cr_assert_not_null(compass_fakehost_load(fh, COMPASS_PLUGIN_DIR "/gemini.so", &e), "%s", e.msg);
+    inst = compass_fakehost_instance(fh, "g", NULL, "KEY123", NULL, &e);
+    cr_assert_not_null(inst, "%s", e.msg);
+    body = NULL;
+}
+
+static void teardown(void)
+{
+    if (body)
+        json_object_put(body);
+    body = NULL;
+    compass_fakehost_free(fh);
+}
+
+TestSuite(gemini, .init = setup, .fini = teardown);
+
+static const compass_provider_ops *ops(void)
+{
+    compass_err e;
+    const compass_plugin_desc *d = compass_fakehost_load(fh, COMPASS_PLUGIN_DIR "/gemini.so", &e);
+    return d->ops.provider;
+}
+
+/* Builds a request from OpenAI JSON on inst i; returns build_request's code. */
+static int build_on(void *i, const char *json, compass_err *e)
+{
+    compass_chat_request r;
+    compass_req *req = compass_fakehost_req(fh);
+    int rc = compass_fakehost_parse_chat(fh, json, &r, e);
+    cr_assert_eq(rc, 0, "parse_chat: %s", e->msg);
+    memset(&hreq, 0, sizeof(hreq));
+    rc = ops()->build_request(i, req, &r, &hreq, e);
+    if (rc == 0) {
+        if (body)
+            json_object_put(body);
+        body = json_tokener_parse(hreq.body.ptr);
+        cr_assert_not_null(body, "body is not JSON: %s", hreq.body.ptr);
+    }
+    return rc;
+}
+
+static void build_ok(const char *json)
+{
+    compass_err e = {0};
+    int rc = build_on(inst, json, &e);
+    cr_assert_eq(rc, 0, "build_request: %d %s", rc, e.msg);
+}
+
+static int build_fails(const char *json, char *msg, size_t cap)
+{
+    compass_err e = {0};
+    int rc = build_on(inst, json, &e);
+    if (msg)
+        snprintf(msg, cap, "%s", e.msg);
+    return rc;
+}
+
+static json_object *at(const char *ptr)
+{
+    json_object *v = NULL;
+    if (json_pointer_get(body, ptr, &v) != 0)
+        return NULL;
+    return v;
+}
+
+static const char *s_at(const char *ptr)
+{
+    json_object *v = at(ptr);
+    cr_assert_not_null(v, "missing %s in %s", ptr, json_object_to_json_string(body));
+    return json_object_get_string(v);
+}
+
+static int64_t i_at(const char *ptr)
+{
+    json_object *v = at(ptr);
+    cr_assert_not_null(v, "missing %s in %s", ptr, json_object_to_json_string(body));
+    return json_object_get_int64(v);
+}
+
+static double d_at(const char *ptr)
+{
+    json_object *v = at(ptr);
+    cr_assert_not_null(v, "missing %s in %s", ptr, json_object_to_json_string(body));
+    return json_object_get_double(v);
+}
+
+static size_t n_at(const char *ptr)
+{
+    json_object *v = at(ptr);
+    cr_assert_not_null(v, "missing %s in %s", ptr, json_object_to_json_string(body));
+    return json_object_array_length(v);
+}
+
+static compass_str hdr(const char *name)
+{
+    return compass_header_get(hreq.headers, hreq.n_headers, name);
+}
+
+static int str_eq(compass_str s, const char *c)
+{
+    return compass_str_eq(s, c);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* build_request                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(gemini, url_non_stream)
+{
+    build_ok(
+        "{\"model\":\"gemini-2.0-flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    cr_assert(str_eq(hreq.url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                               "gemini-2.0-flash:generateContent"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    cr_assert_eq(hreq.method, COMPASS_HTTP_POST);
+    cr_assert_eq(hreq.stream_format, COMPASS_STREAM_NONE);
+}
+
+Test(gemini, url_stream_uses_alt_sse)
+{
+    build_ok("{\"model\":\"gemini-2.0-flash\",\"stream\":true,"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    cr_assert(str_eq(hreq.url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                               "gemini-2.0-flash:streamGenerateContent?alt=sse"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    cr_assert_eq(hreq.stream_format, COMPASS_STREAM_SSE);
+}
+
+Test(gemini, base_url_and_api_version_options)
+{
+    compass_err e = {0};
+    const char *opts[] = {"api_version=v1", NULL};
+    void *i2 = compass_fakehost_instance(fh, "g2", "http://127.0.0.1:9/", NULL, opts, &e);
+    cr_assert_not_null(i2, "%s", e.msg);
+    cr_assert_eq(build_on(i2,
+                          "{\"model\":\"models/gemini-2.5-pro\",\"messages\":[{\"role\":"
+                          "\"user\",\"content\":\"hi\"}]}",
+                          &e),
+                 0, "%s", e.msg);
+    cr_assert(str_eq(hreq.url, "http://127.0.0.1:9/v1/models/gemini-2.5-pro:generateContent"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    /* no key configured: no x-goog-api-key header */
+    cr_assert_eq(hdr("x-goog-api-key").len, 0);
+}
+
+Test(gemini, bad_option_values_are_refused)
+{
+    compass_err e = {0};
+    const char *o1[] = {"api_version=v1/../x", NULL};
+    const char *o2[] = {"thought_signatures=sometimes", NULL};
+    cr_assert_null(compass_fakehost_instance(fh, "b1", NULL, NULL, o1, &e));
+    cr_assert_eq(e.code, COMPASS_ECONFIG);
+    cr_assert_null(compass_fakehost_instance(fh, "b2", NULL, NULL, o2, &e));
+    cr_assert_eq(e.code, COMPASS_ECONFIG);
+}
+
+Test(gemini, headers_carry_key_and_json_type)
+{
+    build_ok(
+        "{\"model\":\"gemini-2.0-flash\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    cr_assert(str_eq(hdr("x-goog-api-key"), "KEY123"));
+    cr_assert(str_eq(hdr("content-type"), "application/json"));
+    cr_assert_eq(hdr("authorization").len, 0);
+}
+
+Test(gemini, model_with_path_characters_is_refused)
+{
+    cr_assert_eq(build_fails("{\"model\":\"../x?y\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"hi\"}]}",
+                             NULL, 0),
+                 COMPASS_EUNSUPPORTED);
+}
+
+Test(gemini, roles_and_system_instruction)
+{
+    build_ok("{\"model\":\"gemini-2.0-flash\",\"messages\":["
+             "{\"role\":\"system\",\"content\":\"Be terse.\"},"
+             "{\"role\":\"developer\",\"content\":\"Use metric.\"},"
+             "{\"role\":\"user\",\"content\":\"hi\"},"
+             "{\"role\":\"assistant\",\"content\":\"hello\"},"
+             "{\"role\":\"user\",\"content\":\"how far is the moon?\"}]}");
+    cr_assert_str_eq(s_at("/systemInstruction/parts/0/text"), "Be terse.");
+    cr_assert_str_eq(s_at("/systemInstruction/parts/1/text"), "Use metric.");
+    cr_assert_eq(n_at("/contents"), 3);
+    cr_assert_str_eq(s_at("/contents/0/role"), "user");
+    cr_assert_str_eq(s_at("/contents/0/parts/0/text"), "hi");
+    cr_assert_str_eq(s_at("/contents/1/role"), "model");
+    cr_assert_str_eq(s_at("/contents/1/parts/0/text"), "hello");
+    cr_assert_str_eq(s_at("/contents/2/role"), "user");
+    cr_assert_null(at("/generationConfig"));
+    cr_assert_null(at("/tools"));
+}
+
+Test(gemini, consecutive_same_role_messages_merge)
+{
+    build_ok("{\"model\":\"gemini-2.0-flash\",\"messages\":["
+             "{\"role\":\"user\",\"content\":\"one\"},{\"role\":\"user\",\"content\":\"two\"},"
+             "{\"role\":\"assistant\",\"content\":\"a\"},"
+             "{\"role\":\"assistant\",\"content\":\"b\"}]}");
+    cr_assert_eq(n_at("/contents"), 2);
+    cr_assert_eq(n_at("/contents/0/parts"), 2);
+    cr_assert_str_eq(s_at("/contents/0/parts/1/text"), "two");
+    cr_assert_str_eq(s_at("/contents/1/role"), "model");
+    cr_assert_eq(n_at("/contents/1/parts"), 2);
+}
+
+Test(gemini, images_inline_and_by_uri)
+{
+    build_ok(
+        "{\"model\":\"gemini-2.0-flash\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"what is this?\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/a/cat.WEBP?sig=1\"}},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/photo\"}}]}]}");
+    cr_assert_str_eq(s_at("/contents/0/parts/0/text"), "what is this?");
+    cr_assert_str_eq(s_at("/contents/0/parts/1/inlineData/mimeType"), "image/png");
+    cr_assert_str_eq(s_at("/contents/0/parts/1/inlineData/data"), "iVBORw0KGgo=");
+    cr_assert_str_eq(s_at("/contents/0/parts/2/fileData/mimeType"), "image/webp");
+    cr_assert_str_eq(s_at("/contents/0/parts/2/fileData/fileUri"),
+                     "https://x.test/a/cat.WEBP?sig=1");
+    cr_assert_str_eq(s_at("/contents/0/parts/3/fileData/mimeType"), "image/jpeg");
+}
+
+Test(gemini, unsupported_image_urls_are_refused)
+{
+    char msg[512];
+    cr_assert_eq(
+        build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"ftp://x/a.png\"}}]}]}",
+                    msg, sizeof(msg)),
+        COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "messages[0]"), "%s", msg);
+    cr_assert_eq(
+        build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}",
+                    NULL, 0),
+        COMPASS_EUNSUPPORTED);
+}
+
+static const char *TOOLS =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+    "\"description\":\"Weather for a city\",\"parameters\":{"
+    "\"$schema\":\"http://json-schema.org/draft-07/schema#\",\"type\":\"object\","
+    "\"additionalProperties\":false,\"properties\":{"
+    "\"city\":{\"type\":\"string\",\"description\":\"City\"},"
+    "\"additionalProperties\":{\"type\":\"string\"},"
+    "\"unit\":{\"type\":[\"string\",\"null\"],\"enum\":[\"c\",\"f\"]},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"additionalProperties\":false,"
+    "\"properties\":{\"k\":{\"type\":\"string\"}}}}},"
+    "\"required\":[\"city\"]}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}]";
+
+Test(gemini, tools_become_function_declarations_with_clean_schema)
+{
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"model\":\"gemini-2.0-flash\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "%s}",
+             TOOLS);
+    build_ok(json);
+    cr_assert_eq(n_at("/tools"), 1);
+    cr_assert_eq(n_at("/tools/0/functionDeclarations"), 2);
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/0/name"), "get_weather");
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/0/description"), "Weather for a city");
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/0/parameters/type"), "object");
+    cr_assert_null(at("/tools/0/functionDeclarations/0/parameters/$schema"));
+    cr_assert_null(at("/tools/0/functionDeclarations/0/parameters/additionalProperties"));
+    /* a property that happens to be called additionalProperties stays */
+    cr_assert_str_eq(
+        s_at("/tools/0/functionDeclarations/0/parameters/properties/additionalProperties/type"),
+        "string");
+    cr_assert_null(at("/tools/0/functionDeclarations/0/parameters/properties/tags/items/"
+                      "additionalProperties"));
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/0/parameters/properties/unit/type"),
+                     "string");
+    cr_assert(json_object_get_boolean(
+        at("/tools/0/functionDeclarations/0/parameters/properties/unit/nullable")));
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/0/parameters/required/0"), "city");
+    cr_assert_str_eq(s_at("/tools/0/functionDeclarations/1/name"), "get_time");
+    cr_assert_null(at("/tools/0/functionDeclarations/1/parameters"));
+    cr_assert_null(at("/toolConfig"));
+}
+
+Test(gemini, schema_ref_is_refused)
+{
+    char msg[512];
+    cr_assert_eq(
+        build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                    "\"parameters\":{\"type\":\"object\",\"properties\":{\"a\":"
+                    "{\"$ref\":\"#/$defs/A\"}},\"$defs\":{\"A\":{\"type\":\"string\"}}}}}]}",
+                    msg, sizeof(msg)),
+        COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "tools[0]") && strstr(msg, "$ref"), "%s", msg);
+}
+
+static void tool_choice_case(const char *choice, const char *mode, const char *allowed)
+{
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,"
+             "\"tool_choice\":%s}",
+             TOOLS, choice);
+    build_ok(json);
+    cr_assert_str_eq(s_at("/toolConfig/functionCallingConfig/mode"), mode);
+    if (allowed) {
+        cr_assert_eq(n_at("/toolConfig/functionCallingConfig/allowedFunctionNames"), 1);
+        cr_assert_str_eq(s_at("/toolConfig/functionCallingConfig/allowedFunctionNames/0"), allowed);
+    } else {
+        cr_assert_null(at("/toolConfig/functionCallingConfig/allowedFunctionNames"));
+    }
+}
+
+Test(gemini, tool_choice_modes)
+{
+    tool_choice_case("\"auto\"", "AUTO", NULL);
+    tool_choice_case("\"none\"", "NONE", NULL);
+    tool_choice_case("\"required\"", "ANY", NULL);
+    tool_choice_case("{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}", "ANY",
+                     "get_time");
+}
+
+static const char *ROUND_TRIP =
+    "{\"model\":\"gemini-2.5-flash\",\"messages\":["
+    "{\"role\":\"user\",\"content\":\"weather in Paris and time?\"},"
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+    "{\"id\":\"call_0\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+    "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
+    "{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+    "\"arguments\":\"\"}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"call_0\",\"content\":\"{\\\"temp_c\\\":21}\"},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"12:00\"}]}";
+
+Test(gemini, function_call_and_response_round_trip)
+{
+    build_ok(ROUND_TRIP);
+    cr_assert_eq(n_at("/contents"), 3);
+    cr_assert_str_eq(s_at("/contents/1/role"), "model");
+    cr_assert_str_eq(s_at("/contents/1/parts/0/functionCall/name"), "get_weather");
+    cr_assert_str_eq(s_at("/contents/1/parts/0/functionCall/args/city"), "Paris");
+    cr_assert_str_eq(s_at("/contents/1/parts/1/functionCall/name"), "get_time");
+    cr_assert(json_object_is_type(at("/contents/1/parts/1/functionCall/args"), json_type_object));
+    /* gemini-2.5: no thought signature sentinel in auto mode */
+    cr_assert_null(at("/contents/1/parts/0/thoughtSignature"));
+    /* both tool answers land in one user turn */
+    cr_assert_str_eq(s_at("/contents/2/role"), "user");
+    cr_assert_eq(n_at("/contents/2/parts"), 2);
+    cr_assert_str_eq(s_at("/contents/2/parts/0/functionResponse/name"), "get_weather");
+    cr_assert_eq(i_at("/contents/2/parts/0/functionResponse/response/temp_c"), 21);
+    cr_assert_str_eq(s_at("/contents/2/parts/1/functionResponse/name"), "get_time");
+    cr_assert_str_eq(s_at("/contents/2/parts/1/functionResponse/response/content"), "12:00");
+}
+
+Test(gemini, gemini3_history_gets_thought_signature_sentinel)
+{
+    char json[2048];
+    const char *p = strstr(ROUND_TRIP, "gemini-2.5-flash");
+    snprintf(json, sizeof(json), "%.*sgemini-3-pro-preview%s", (int)(p - ROUND_TRIP), ROUND_TRIP,
+             p + strlen("gemini-2.5-flash"));
+    build_ok(json);
+    cr_assert_str_eq(s_at("/contents/1/parts/0/thoughtSignature"),
+                     "skip_thought_signature_validator");
+}
+
+Test(gemini, invalid_tool_arguments_are_refused)
+{
+    char msg[512];
+    cr_assert_eq(
+        build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                    "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
+                    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{oops\"}}]}]}",
+                    msg, sizeof(msg)),
+        COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "messages[1].tool_calls[0]"), "%s", msg);
+}
+
+Test(gemini, tool_message_without_matching_call_is_refused)
+{
+    char msg[512];
+    cr_assert_eq(build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                             "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"r\"}]}",
+                             msg, sizeof(msg)),
+                 COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "messages[1].tool_call_id"), "%s", msg);
+}
+
+Test(gemini, generation_config_fields)
+{
+    build_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"temperature\":0.7,\"top_p\":0.9,\"max_tokens\":50,\"max_completion_tokens\":100,"
+             "\"stop\":[\"END\",\"STOP\"],\"seed\":42,\"n\":1,\"presence_penalty\":0.5,"
+             "\"frequency_penalty\":-0.25}");
+    cr_assert_float_eq(d_at("/generationConfig/temperature"), 0.7, 1e-9);
+    cr_assert_float_eq(d_at("/generationConfig/topP"), 0.9, 1e-9);
+    cr_assert_eq(i_at("/generationConfig/maxOutputTokens"), 100);
+    cr_assert_eq(n_at("/generationConfig/stopSequences"), 2);
+    cr_assert_str_eq(s_at("/generationConfig/stopSequences/1"), "STOP");
+    cr_assert_eq(i_at("/generationConfig/seed"), 42);
+    cr_assert_eq(i_at("/generationConfig/candidateCount"), 1);
+    cr_assert_float_eq(d_at("/generationConfig/presencePenalty"), 0.5, 1e-9);
+    cr_assert_float_eq(d_at("/generationConfig/frequencyPenalty"), -0.25, 1e-9);
+    /* the wire number is the short form, not 0.69999999999999996 */
+    cr_assert(strstr(hreq.body.ptr, "\"temperature\":0.7"), "%s", hreq.body.ptr);
+}
+
+Test(gemini, max_tokens_used_without_max_completion_tokens)
+{
+    build_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"max_tokens\":64,\"stop\":\"##\"}");
+    cr_assert_eq(i_at("/generationConfig/maxOutputTokens"), 64);
+    cr_assert_str_eq(s_at("/generationConfig/stopSequences/0"), "##");
+}
+
+Test(gemini, n_above_one_is_refused)
+{
+    char msg[512];
+    cr_assert_eq(
+        build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                    "\"n\":2}",
+                    msg, sizeof(msg)),
+        COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "n:"), "%s", msg);
+}
+
+Test(gemini, response_format_json_object)
+{
+    build_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"json_object\"}}");
+    cr_assert_str_eq(s_at("/generationConfig/responseMimeType"), "application/json");
+    cr_assert_null(at("/generationConfig/responseSchema"));
+}
+
+Test(gemini, response_format_json_schema_is_cleaned)
+{
+    build_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"r\","
+             "\"strict\":true,\"schema\":{\"$schema\":\"x\",\"type\":\"object\","
+             "\"additionalProperties\":false,\"properties\":{\"items\":{\"type\":\"array\","
+             "\"items\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":"
+             "{\"n\":{\"type\":\"integer\"}}}},\"alt\":{\"anyOf\":[{\"type\":\"string\","
+             "\"$comment\":\"c\"},{\"type\":\"null\"}]}},\"required\":[\"items\"]}}}}");
+    cr_assert_str_eq(s_at("/generationConfig/responseMimeType"), "application/json");
+    cr_assert_str_eq(s_at("/generationConfig/responseSchema/type"), "object");
+    cr_assert_null(at("/generationConfig/responseSchema/$schema"));
+    cr_assert_null(at("/generationConfig/responseSchema/additionalProperties"));
+    cr_assert_str_eq(s_at("/generationConfig/responseSchema/properties/items/type"), "array");
+    cr_assert_null(
+        at("/generationConfig/responseSchema/properties/items/items/additionalProperties"));
+    cr_assert_str_eq(
+        s_at("/generationConfig/responseSchema/properties/items/items/properties/n/type"),
+        "integer");
+    cr_assert_null(at("/generationConfig/responseSchema/properties/alt/anyOf/0/$comment"));
+    cr_assert_null(at("/generationConfig/responseSchema/strict"));
+}
+
+Test(gemini, reasoning_effort_maps_to_thinking_config)
+{
+    build_ok("{\"model\":\"gemini-2.5-flash\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"reasoning_effort\":\"low\"}");
+    cr_assert_eq(i_at("/generationConfig/thinkingConfig/thinkingBudget"), 1024);
+    build_ok("{\"model\":\"gemini-2.5-flash\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"reasoning_effort\":\"none\"}");
+    cr_assert_eq(i_at("/generationConfig/thinkingConfig/thinkingBudget"), 0);
+    build_ok("{\"model\":\"gemini-3-pro-preview\",\"messages\":[{\"role\":\"user\","
+             "\"content\":\"x\"}],\"reasoning_effort\":\"high\"}");
+    cr_assert_str_eq(s_at("/generationConfig/thinkingConfig/thinkingLevel"), "HIGH");
+    cr_assert_null(at("/generationConfig/thinkingConfig/thinkingBudget"));
+}
+
+Test(gemini, reasoning_effort_refusals)
+{
+    char msg[512];
+    cr_assert_eq(build_fails("{\"model\":\"gemini-3-pro-preview\",\"messages\":[{\"role\":"
+                             "\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"none\"}",
+                             msg, sizeof(msg)),
+                 COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "reasoning_effort"), "%s", msg);
+    cr_assert_eq(build_fails("{\"model\":\"gemini-2.5-pro\",\"messages\":[{\"role\":"
+                             "\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"extreme\"}",
+                             msg, sizeof(msg)),
+                 COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(msg, "extreme"), "%s", msg);
+}
+
+Test(gemini, only_system_messages_are_refused)
+{
+    cr_assert_eq(build_fails("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"
+                             "\"x\"}]}",
+                             NULL, 0),
+                 COMPASS_EUNSUPPORTED);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static int parse(const char *json, compass_chat_response *out, compass_upstream_error *u,
+                 compass_err *e)
+{
+    compass_req *req = compass_fakehost_req(fh);
+    compass_http_response resp = compass_fakehost_http(200, json);
+    memset(out, 0, sizeof(*out));
+    compass_uerr_init(u, COMPASS_OUTCOME_OK, 0);
+    return ops()->parse_response(inst, req, &resp, out, u, e);
+}
+
+Test(gemini, parses_text_response)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    int rc = parse(
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hello\"},{\"text\":\", world\"}],"
+        "\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0,\"safetyRatings\":[]}],"
+        "\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":3,"
+        "\"totalTokenCount\":7},\"modelVersion\":\"gemini-2.0-flash-001\","
+        "\"responseId\":\"abc123\"}",
+        &r, &u, &e);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    cr_assert(str_eq(r.content, "Hello, world"));
+    cr_assert(r.has_content);
+    cr_assert_eq(r.n_tool_calls, 0);
+    cr_assert_eq(r.finish_reason, COMPASS_FINISH_STOP);
+    cr_assert(str_eq(r.id, "abc123"));
+    cr_assert(str_eq(r.model, "gemini-2.0-flash-001"));
+    cr_assert(r.usage.present);
+    cr_assert_eq(r.usage.prompt_tokens, 4);
+    cr_assert_eq(r.usage.completion_tokens, 3);
+    cr_assert_eq(r.usage.total_tokens, 7);
+}
+
+Test(gemini, thought_parts_are_not_content)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    cr_assert_eq(parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"thinking...\","
+                       "\"thought\":true},{\"text\":\"42\"}]},\"finishReason\":\"STOP\"}]}",
+                       &r, &u, &e),
+                 0, "%s", e.msg);
+    cr_assert(str_eq(r.content, "42"));
+}
+
+Test(gemini, parses_function_calls)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    int rc = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":["
+                   "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"city\":\"Paris\"}}},"
+                   "{\"functionCall\":{\"name\":\"get_time\",\"args\":{}}}]},"
+                   "\"finishReason\":\"STOP\"}]}",
+                   &r, &u, &e);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    cr_assert_eq(r.n_tool_calls, 2);
+    cr_assert(str_eq(r.tool_calls[0].id, "call_0"));
+    cr_assert(str_eq(r.tool_calls[0].name, "get_weather"));
+    cr_assert(str_eq(r.tool_calls[0].arguments, "{\"city\":\"Paris\"}"), "%s",
+              r.tool_calls[0].arguments.ptr);
+    cr_assert(str_eq(r.tool_calls[1].id, "call_1"));
+    cr_assert(str_eq(r.tool_calls[1].arguments, "{}"));
+    cr_assert_eq(r.finish_reason, COMPASS_FINISH_TOOL_CALLS);
+    cr_assert_not(r.has_content);
+}
+
+static int finish_of(const char *reason)
+{
+    char json[256];
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    snprintf(json, sizeof(json),
+             "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},"
+             "\"finishReason\":\"%s\"}]}",
+             reason);
+    cr_assert_eq(parse(json, &r, &u, &e), 0, "%s", e.msg);
+    return r.finish_reason;
+}
+
+Test(gemini, finish_reason_classes)
+{
+    cr_assert_eq(finish_of("STOP"), COMPASS_FINISH_STOP);
+    cr_assert_eq(finish_of("MAX_TOKENS"), COMPASS_FINISH_LENGTH);
+    cr_assert_eq(finish_of("SAFETY"), COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(finish_of("RECITATION"), COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(finish_of("BLOCKLIST"), COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(finish_of("PROHIBITED_CONTENT"), COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(finish_of("SPII"), COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(finish_of("OTHER"), COMPASS_FINISH_STOP);
+    cr_assert_eq(finish_of("LANGUAGE"), COMPASS_FINISH_STOP);
+    cr_assert_eq(finish_of("FINISH_REASON_UNSPECIFIED"), COMPASS_FINISH_STOP);
+}
+
+Test(gemini, prompt_feedback_block_is_content_filter)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    int rc = parse("{\"promptFeedback\":{\"blockReason\":\"SAFETY\",\"safetyRatings\":[]},"
+                   "\"usageMetadata\":{\"promptTokenCount\":9,\"totalTokenCount\":9}}",
+                   &r, &u, &e);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    cr_assert_eq(r.finish_reason, COMPASS_FINISH_CONTENT_FILTER);
+    cr_assert_eq(r.content.len, 0);
+    cr_assert_eq(r.n_tool_calls, 0);
+    cr_assert_eq(r.usage.prompt_tokens, 9);
+}
+
+Test(gemini, usage_with_thoughts_and_cache)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    int rc = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ok\"}]},"
+                   "\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":100,"
+                   "\"candidatesTokenCount\":50,\"thoughtsTokenCount\":30,"
+                   "\"cachedContentTokenCount\":40,\"totalTokenCount\":180}}",
+                   &r, &u, &e);
+    cr_assert_eq(rc, 0, "%s", e.msg);
+    cr_assert_eq(r.usage.prompt_tokens, 100);
+    cr_assert_eq(r.usage.completion_tokens, 80);
+    cr_assert_eq(r.usage.reasoning_tokens, 30);
+    cr_assert_eq(r.usage.cached_tokens, 40);
+    cr_assert_eq(r.usage.total_tokens, 180);
+}
+
+Test(gemini, error_body_is_upstream_error)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    int rc = parse("{\"error\":{\"code\":429,\"message\":\"Quota exceeded\","
+                   "\"status\":\"RESOURCE_EXHAUSTED\"}}",
+                   &r, &u, &e);
+    cr_assert_eq(rc, COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_eq(u.http_status, 429);
+    cr_assert_str_eq(u.message, "Quota exceeded");
+}
+
+Test(gemini, garbage_is_parse_error)
+{
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err e = {0};
+    cr_assert_eq(parse("<html>502 Bad Gateway</html>", &r, &u, &e), COMPASS_EPARSE);
+    cr_assert_eq(parse("{\"candidates\":", &r, &u, &e), COMPASS_EPARSE);
+    cr_assert_eq(parse("{\"candidates\":{}}", &r, &u, &e), COMPASS_EPARSE);
+    cr_assert_eq(parse("{}", &r, &u, &e), COMPASS_EPARSE);
+    cr_assert_eq(parse("[1,2]", &r, &u, &e), COMPASS_EPARSE);
+    cr_assert_eq(parse("", &r, &u, &e), COMPASS_EPARSE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Streaming                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Shaped like a recorded streamGenerateContent?alt=sse body: each event a full
+ * GenerateContentResponse, CRLF framing, usage on every event, no end marker. */
+static const char *TEXT_STREAM =
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"The quick\"}],"
+    "\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 6,"
+    "\"totalTokenCount\": 6},\"modelVersion\": \"gemini-2.0-flash\",\"responseId\": "
+    "\"r-1\"}\r\n\r\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" brown fox\"}],"
+    "\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 6,"
+    "\"totalTokenCount\": 6},\"modelVersion\": \"gemini-2.0-flash\",\"responseId\": "
+    "\"r-1\"}\r\n\r\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" jumps.\"}],"
+    "\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 6,"
+    "\"totalTokenCount\": 6},\"modelVersion\": \"gemini-2.0-flash\",\"responseId\": "
+    "\"r-1\"}\r\n\r\n"
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}],\"role\": \"model\"},"
+    "\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 6,"
+    "\"candidatesTokenCount\": 5,\"thoughtsTokenCount\": 2,\"totalTokenCount\": 13},"
+    "\"modelVersion\": \"gemini-2.0-flash\",\"responseId\": \"r-1\"}\r\n\r\n";
+
+static int feed(const char *sse, compass_upstream_error *u, compass_err *e)
+{
+    compass_uerr_init(u, COMPASS_OUTCOME_OK, 0);
+    return compass_fakehost_feed_sse(fh, inst, compass_str_c(sse), u, e);
+}
+
+Test(gemini, stream_text_role_once_finish_usage)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    size_t i, n, roles = 0, finishes = 0, usages = 0;
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed(TEXT_STREAM, &u, &e), COMPASS_OK, "%s", e.msg);
+    cr_assert_str_eq(compass_fakehost_content(fh), "The quick brown fox jumps.");
+    n = compass_fakehost_n_deltas(fh);
+    cr_assert_gt(n, 0);
+    cr_assert_eq(compass_fakehost_delta(fh, 0)->role, COMPASS_ROLE_ASSISTANT);
+    for (i = 0; i < n; i++) {
+        const compass_chat_delta *d = compass_fakehost_delta(fh, i);
+        roles += d->role != 0;
+        if (d->finish_reason) {
+            finishes++;
+            cr_assert_eq(d->finish_reason, COMPASS_FINISH_STOP);
+        }
+        if (d->usage.present) {
+            usages++;
+            cr_assert_eq(d->usage.prompt_tokens, 6);
+            cr_assert_eq(d->usage.completion_tokens, 7);
+            cr_assert_eq(d->usage.reasoning_tokens, 2);
+            cr_assert_eq(d->usage.total_tokens, 13);
+        }
+        cr_assert_eq(d->tool_index, -1);
+        cr_assert(str_eq(d->id, "r-1"));
+    }
+    cr_assert_eq(roles, 1);
+    cr_assert_eq(finishes, 1);
+    cr_assert_eq(usages, 1);
+    /* the usage delta comes last */
+    cr_assert(compass_fakehost_delta(fh, n - 1)->usage.present);
+}
+
+Test(gemini, stream_state_is_per_request)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed(TEXT_STREAM, &u, &e), COMPASS_OK, "%s", e.msg);
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed(TEXT_STREAM, &u, &e), COMPASS_OK, "%s", e.msg);
+    cr_assert_eq(compass_fakehost_delta(fh, 0)->role, COMPASS_ROLE_ASSISTANT);
+}
+
+Test(gemini, stream_function_call)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    size_t i, n, tools = 0;
+    const compass_chat_delta *last = NULL;
+    compass_fakehost_req(fh);
+    cr_assert_eq(
+        feed("data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": "
+             "\"get_weather\",\"args\": {\"city\": \"Paris\"}}}],\"role\": \"model\"},"
+             "\"index\": 0}],\"modelVersion\": \"gemini-2.5-flash\"}\r\n\r\n"
+             "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": "
+             "\"get_time\",\"args\": {}}}],\"role\": \"model\"},\"finishReason\": \"STOP\","
+             "\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 20,"
+             "\"candidatesTokenCount\": 10,\"totalTokenCount\": 30},"
+             "\"modelVersion\": \"gemini-2.5-flash\"}\r\n\r\n",
+             &u, &e),
+        COMPASS_OK, "%s", e.msg);
+    n = compass_fakehost_n_deltas(fh);
+    cr_assert_eq(compass_fakehost_delta(fh, 0)->role, COMPASS_ROLE_ASSISTANT);
+    for (i = 0; i < n; i++) {
+        const compass_chat_delta *d = compass_fakehost_delta(fh, i);
+        if (d->tool_index >= 0) {
+            cr_assert_eq(d->tool_index, (int)tools);
+            cr_assert(str_eq(d->tool_id, tools == 0 ? "call_0" : "call_1"));
+            cr_assert(str_eq(d->tool_name, tools == 0 ? "get_weather" : "get_time"));
+            tools++;
+        }
+        if (d->finish_reason)
+            last = d;
+        if (i > 0)
+            cr_assert_eq(d->role, 0);
+    }
+    cr_assert_eq(tools, 2);
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 0), "{\"city\":\"Paris\"}");
+    cr_assert_str_eq(compass_fakehost_tool_args(fh, 1), "{}");
+    cr_assert_not_null(last);
+    cr_assert_eq(last->finish_reason, COMPASS_FINISH_TOOL_CALLS);
+}
+
+Test(gemini, stream_error_event)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed("data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hi\"}]}}]}"
+                      "\r\n\r\n"
+                      "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded.\","
+                      " \"status\": \"UNAVAILABLE\"}}\r\n\r\n",
+                      &u, &e),
+                 COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_eq(u.http_status, 503);
+    cr_assert_str_eq(u.message, "The model is overloaded.");
+    cr_assert_str_eq(compass_fakehost_content(fh), "Hi");
+}
+
+Test(gemini, stream_invalid_json)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed("data: {\"candidates\": [\r\n\r\n", &u, &e), COMPASS_EPARSE);
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed("data: not json\r\n\r\n", &u, &e), COMPASS_EPARSE);
+}
+
+Test(gemini, stream_prompt_blocked)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    size_t n;
+    compass_fakehost_req(fh);
+    cr_assert_eq(
+        feed("data: {\"promptFeedback\": {\"blockReason\": \"PROHIBITED_CONTENT\"},"
+             "\"usageMetadata\": {\"promptTokenCount\": 3,\"totalTokenCount\": 3}}\r\n\r\n",
+             &u, &e),
+        COMPASS_OK, "%s", e.msg);
+    n = compass_fakehost_n_deltas(fh);
+    cr_assert_geq(n, 1);
+    cr_assert_eq(compass_fakehost_delta(fh, 0)->role, COMPASS_ROLE_ASSISTANT);
+    cr_assert_eq(compass_fakehost_delta(fh, 0)->finish_reason, COMPASS_FINISH_CONTENT_FILTER);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* classify_error                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static compass_upstream_error classify_h(int status, const char *b, const compass_header *hs,
+                                         size_t nh)
+{
+    compass_upstream_error u;
+    compass_http_response resp = compass_fakehost_http(status, b);
+    resp.headers = hs;
+    resp.n_headers = nh;
+    memset(&u, 0x5a, sizeof(u));
+    ops()->classify_error(inst, compass_fakehost_req(fh), &resp, &u);
+    return u;
+}
+
+static compass_upstream_error classify(int status, const char *google_status)
+{
+    char b[512];
+    snprintf(b, sizeof(b), "{\"error\":{\"code\":%d,\"message\":\"msg %s\",\"status\":\"%s\"}}",
+             status, google_status, google_status);
+    return classify_h(status, b, NULL, 0);
+}
+
+Test(gemini, classify_each_status)
+{
+    compass_upstream_error u;
+    u = classify(400, "INVALID_ARGUMENT");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    cr_assert_str_eq(u.message, "msg INVALID_ARGUMENT");
+    cr_assert_eq(u.http_status, 400);
+    cr_assert_eq(u.retry_after_ms, -1);
+    u = classify(400, "FAILED_PRECONDITION");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    u = classify(401, "UNAUTHENTICATED");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.type, "authentication_error");
+    u = classify(403, "PERMISSION_DENIED");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.type, "permission_error");
+    u = classify(404, "NOT_FOUND");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_NOT_FOUND);
+    u = classify(429, "RESOURCE_EXHAUSTED");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_str_eq(u.type, "rate_limit_error");
+    cr_assert_str_eq(u.code, "rate_limit_exceeded");
+    cr_assert_eq(u.retry_after_ms, -1);
+    u = classify(500, "INTERNAL");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_str_eq(u.type, "server_error");
+    u = classify(503, "UNAVAILABLE");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    u = classify(504, "DEADLINE_EXCEEDED");
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+}
+
+Test(gemini, classify_invalid_api_key_is_auth)
+{
+    compass_upstream_error u = classify_h(
+        400,
+        "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please pass a valid API key.\","
+        "\"status\":\"INVALID_ARGUMENT\",\"details\":[{\"@type\":"
+        "\"type.googleapis.com/google.rpc.ErrorInfo\",\"reason\":\"API_KEY_INVALID\","
+        "\"domain\":\"googleapis.com\"}]}}",
+        NULL, 0);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.code, "invalid_api_key");
+}
+
+Test(gemini, classify_retry_delay_from_retry_info)
+{
+    compass_header h = {compass_str_c("Retry-After"), compass_str_c("99")};
+    compass_upstream_error u =
+        classify_h(429,
+                   "{\"error\":{\"code\":429,\"message\":\"You exceeded your current quota.\","
+                   "\"status\":\"RESOURCE_EXHAUSTED\",\"details\":[{\"@type\":"
+                   "\"type.googleapis.com/google.rpc.QuotaFailure\",\"violations\":[]},{\"@type\":"
+                   "\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"30s\"}]}}",
+                   &h, 1);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_eq(u.retry_after_ms, 30000);
+    u = classify_h(429,
+                   "{\"error\":{\"code\":429,\"status\":\"RESOURCE_EXHAUSTED\",\"details\":[{"
+                   "\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":"
+                   "\"34.4s\"}]}}",
+                   NULL, 0);
+    cr_assert_eq(u.retry_after_ms, 34400);
+}
+
+Test(gemini, classify_retry_after_header_fallback)
+{
+    compass_header h = {compass_str_c("retry-after"), compass_str_c(" 7 ")};
+    compass_upstream_error u = classify_h(
+        429,
+        "{\"error\":{\"code\":429,\"message\":\"slow down\",\"status\":\"RESOURCE_EXHAUSTED\"}}",
+        &h, 1);
+    cr_assert_eq(u.retry_after_ms, 7000);
+}
+
+Test(gemini, classify_unreadable_body_uses_status)
+{
+    compass_upstream_error u = classify_h(502, "<html>bad gateway</html>", NULL, 0);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_eq(u.http_status, 502);
+    cr_assert_gt(strlen(u.message), 0);
+    u = classify_h(403, "", NULL, 0);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    u = classify_h(429, "", NULL, 0);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    /* an array-wrapped error body (streamGenerateContent without alt=sse) */
+    u = classify_h(404,
+                   "[{\"error\":{\"code\":404,\"message\":\"models/x is not found\","
+                   "\"status\":\"NOT_FOUND\"}}]",
+                   NULL, 0);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_NOT_FOUND);
+    cr_assert_str_eq(u.message, "models/x is not found");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Out of memory                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char *BIG_REQUEST =
+    "{\"model\":\"gemini-3-pro-preview\",\"stream\":true,\"messages\":["
+    "{\"role\":\"system\",\"content\":\"sys\"},"
+    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},"
+    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}},"
+    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/a.gif\"}}]},"
+    "{\"role\":\"assistant\",\"content\":\"ok\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"done\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":"
+    "\"object\",\"additionalProperties\":false,\"properties\":{\"a\":{\"type\":\"integer\"}}}}}],"
+    "\"tool_choice\":\"required\",\"temperature\":0.2,\"max_tokens\":10,\"stop\":[\"x\"],"
+    "\"reasoning_effort\":\"low\","
+    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\",\"schema\":"
+    "{\"type\":\"object\"}}}}";
+
+Test(gemini, oom_build_request)
+{
+    long nth;
+    int saw_oom = 0, ok = 0;
+    for (nth = 1; nth <= 60 && !ok; nth++) {
+        compass_chat_request r;
+        compass_err e = {0};
+        compass_req *req = compass_fakehost_req(fh);
+        int rc;
+        cr_assert_eq(compass_fakehost_parse_chat(fh, BIG_REQUEST, &r, &e), 0, "%s", e.msg);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        memset(&hreq, 0, sizeof(hreq));
+        rc = ops()->build_request(inst, req, &r, &hreq, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == 0)
+            ok = 1;
+        else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth=%ld rc=%d %s", nth, rc, e.msg);
+            cr_assert_eq(e.code, COMPASS_ENOMEM);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom);
+    cr_assert(ok, "build_request never succeeded within 60 allocations");
+}
+
+Test(gemini, oom_parse_response)
+{
+    static const char *resp_json =
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"},{\"functionCall\":{\"name\":"
+        "\"f\",\"args\":{\"x\":1}}},{\"functionCall\":{\"name\":\"g\"}}]},\"finishReason\":"
+        "\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":1},\"modelVersion\":\"m\","
+        "\"responseId\":\"i\"}";
+    long nth;
+    int saw_oom = 0, ok = 0;
+    for (nth = 1; nth <= 60 && !ok; nth++) {
+        compass_chat_response r;
+        compass_upstream_error u;
+        compass_err e = {0};
+        compass_req *req = compass_fakehost_req(fh);
+        compass_http_response resp = compass_fakehost_http(200, resp_json);
+        int rc;
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = ops()->parse_response(inst, req, &resp, &r, &u, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == 0)
+            ok = 1;
+        else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth=%ld rc=%d %s", nth, rc, e.msg);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom && ok);
+}
+
+Test(gemini, oom_stream_and_instance)
+{
+    long nth;
+    int saw_oom = 0, ok = 0;
+    for (nth = 1; nth <= 40 && !ok; nth++) {
+        compass_upstream_error u;
+        compass_err e = {0};
+        int rc;
+        compass_fakehost_req(fh);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = feed(TEXT_STREAM, &u, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == 0)
+            ok = 1;
+        else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth=%ld rc=%d %s", nth, rc, e.msg);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom && ok);
+
+    saw_oom = ok = 0;
+    for (nth = 1; nth <= 40 && !ok; nth++) {
+        compass_err e = {0};
+        char name[32];
+        void *i2;
+        snprintf(name, sizeof(name), "oom%ld", nth);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        i2 = compass_fakehost_instance(fh, name, "https://example.test", "K", NULL, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (i2)
+            ok = 1;
+        else {
+            cr_assert_eq(e.code, COMPASS_ENOMEM, "nth=%ld %s", nth, e.msg);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom && ok);
+}
+
+Test(gemini, thought_signature_option_modes)
+{
+    compass_err e = {0};
+    const char *never[] = {"thought_signatures=never", NULL};
+    const char *always[] = {"thought_signatures=always", NULL};
+    char json[2048];
+    const char *p = strstr(ROUND_TRIP, "gemini-2.5-flash");
+    void *in_never = compass_fakehost_instance(fh, "n", NULL, NULL, never, &e);
+    void *in_always = compass_fakehost_instance(fh, "a", NULL, NULL, always, &e);
+    cr_assert_not_null(in_never);
+    cr_assert_not_null(in_always);
+    snprintf(json, sizeof(json), "%.*sgemini-3-flash%s", (int)(p - ROUND_TRIP), ROUND_TRIP,
+             p + strlen("gemini-2.5-flash"));
+    cr_assert_eq(build_on(in_never, json, &e), 0, "%s", e.msg);
+    cr_assert_null(at("/contents/1/parts/0/thoughtSignature"));
+    cr_assert_eq(build_on(in_always, ROUND_TRIP, &e), 0, "%s", e.msg);
+    cr_assert_str_eq(s_at("/contents/1/parts/1/thoughtSignature"),
+                     "skip_thought_signature_validator");
+}
+
+Test(gemini, stream_lf_framing_text_and_finish_in_one_event)
+{
+    compass_upstream_error u;
+    compass_err e = {0};
+    size_t n;
+    const compass_chat_delta *d;
+    compass_fakehost_req(fh);
+    cr_assert_eq(feed("data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"All \"}]}}]}\n\n"
+                      "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"done\"}]},"
+                      "\"finishReason\":\"MAX_TOKENS\"}],\"usageMetadata\":{\"promptTokenCount\":"
+                      "2,\"candidatesTokenCount\":2,\"totalTokenCount\":4}}\n\n",
+                      &u, &e),
+                 COMPASS_OK, "%s", e.msg);
+    cr_assert_str_eq(compass_fakehost_content(fh), "All done");
+    n = compass_fakehost_n_deltas(fh);
+    cr_assert_eq(n, 4);
+    d = compass_fakehost_delta(fh, 2);
+    cr_assert_eq(d->finish_reason, COMPASS_FINISH_LENGTH);
+    d = compass_fakehost_delta(fh, 3);
+    cr_assert(d->usage.present);
+    cr_assert_eq(d->usage.total_tokens, 4);
+}

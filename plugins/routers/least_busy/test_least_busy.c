@@ -1,0 +1,242 @@
+#include <compass/plugin.h>
+#include <compass_fakehost.h>
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+static compass_fakehost *fh;
+static const compass_plugin_desc *desc;
+
+static void setup(void)
+{
+    compass_err err = {0};
+    fh = compass_fakehost_new("least_busy");
+    cr_assert_not_null(fh);
+    desc = compass_fakehost_load(fh, COMPASS_PLUGIN_DIR "/least_busy.so", &err);
+    cr_assert_not_null(desc, "load: %s", err.msg);
+    cr_assert_eq(desc->kind, COMPASS_PLUGIN_ROUTER);
+    cr_assert_str_eq(desc->name, "least_busy");
+}
+
+static void teardown(void)
+{
+    compass_fakehost_free(fh);
+}
+
+/* An instance with options ("name=value", NULL-terminated list; NULL for defaults). */
+static inline void *mk(const char *const *opts)
+{
+    compass_err err = {0};
+    void *inst = compass_fakehost_instance(fh, "route", NULL, NULL, opts, &err);
+    cr_assert_not_null(inst, "instance: %s", err.msg);
+    return inst;
+}
+
+static inline compass_candidate cand(const char *id, int breaker)
+{
+    compass_candidate c;
+    memset(&c, 0, sizeof(c));
+    c.size = sizeof(c);
+    c.id = compass_str_c(id);
+    c.provider = compass_str_c(id);
+    c.model = compass_str_c(id);
+    c.weight = 1;
+    c.breaker = breaker;
+    c.caps = COMPASS_CAP_TOOLS | COMPASS_CAP_VISION | COMPASS_CAP_STREAM;
+    return c;
+}
+
+static inline compass_route_request req(void)
+{
+    compass_route_request r;
+    memset(&r, 0, sizeof(r));
+    r.size = sizeof(r);
+    r.route = compass_str_c("auto");
+    r.est_prompt_tokens = 100;
+    return r;
+}
+
+/* Ranks c[0..n) into order (capacity n); returns rank's code, *m the count. */
+static inline int rank(void *inst, const compass_route_request *rr, const compass_candidate *c,
+                size_t n, size_t *order, size_t *m)
+{
+    compass_err err = {0};
+    int rc;
+    *m = n;
+    rc = desc->ops.router->rank(inst, NULL, rr, c, n, order, m, &err);
+    if (rc == 0)
+        cr_assert_leq(*m, n);
+    return rc;
+}
+
+/* Ranks and asserts success; returns the first choice. */
+static inline size_t first(void *inst, const compass_route_request *rr, const compass_candidate *c,
+                    size_t n, size_t *order)
+{
+    size_t m;
+    int rc = rank(inst, rr, c, n, order, &m);
+    cr_assert_eq(rc, 0, "rank failed: %d", rc);
+    cr_assert_gt(m, 0);
+    return order[0];
+}
+
+TestSuite(least_busy, .init = setup, .fini = teardown);
+
+Test(least_busy, lowest_in_flight_over_capacity_first)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[4] = {cand("a", 0), cand("b", 0), cand("c", 0), cand("d", 0)};
+    compass_route_request rr = req();
+    size_t order[4], m, want[4] = {1, 3, 0, 2};
+    c[0].in_flight = 8;  c[0].capacity = 10;  /* 0.8 */
+    c[1].in_flight = 30; c[1].capacity = 100; /* 0.3 */
+    c[2].in_flight = 9;  c[2].capacity = 10;  /* 0.9 */
+    c[3].in_flight = 5;  c[3].capacity = 10;  /* 0.5 */
+    cr_assert_eq(rank(inst, &rr, c, 4, order, &m), 0);
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_eq(order[i], want[i], "order[%zu]=%zu", i, order[i]);
+}
+
+Test(least_busy, zero_capacity_counts_in_flight_as_is)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[3] = {cand("a", 0), cand("b", 0), cand("c", 0)};
+    compass_route_request rr = req();
+    size_t order[3], m;
+    c[0].in_flight = 3;                       /* unlimited: load 3 */
+    c[1].in_flight = 20; c[1].capacity = 10;  /* 2.0 */
+    c[2].in_flight = 1;                       /* unlimited: load 1 */
+    cr_assert_eq(rank(inst, &rr, c, 3, order, &m), 0);
+    cr_assert_eq(order[0], 2);
+    cr_assert_eq(order[1], 1);
+    cr_assert_eq(order[2], 0);
+}
+
+Test(least_busy, ties_keep_position)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[4] = {cand("a", 0), cand("b", 0), cand("c", 0), cand("d", 0)};
+    compass_route_request rr = req();
+    size_t order[4], m;
+    c[0].in_flight = 4; c[0].capacity = 8;
+    c[1].in_flight = 1; c[1].capacity = 2;
+    c[2].in_flight = 0;
+    c[3].in_flight = 0; c[3].capacity = 5;
+    cr_assert_eq(rank(inst, &rr, c, 4, order, &m), 0);
+    cr_assert_eq(order[0], 2);
+    cr_assert_eq(order[1], 3);
+    cr_assert_eq(order[2], 0);
+    cr_assert_eq(order[3], 1);
+}
+
+Test(least_busy, idle_open_breaker_still_last)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[3] = {cand("a", COMPASS_BREAKER_OPEN), cand("b", COMPASS_BREAKER_HALF_OPEN),
+                              cand("c", 0)};
+    compass_route_request rr = req();
+    size_t order[3], m;
+    c[2].in_flight = 100;
+    cr_assert_eq(rank(inst, &rr, c, 3, order, &m), 0);
+    cr_assert_eq(order[0], 2);
+    cr_assert_eq(order[1], 1);
+    cr_assert_eq(order[2], 0);
+}
+
+/* ---- shared behaviour every router must have ---- */
+
+static int health_of(const compass_candidate *c)
+{
+    if (c->breaker == COMPASS_BREAKER_CLOSED)
+        return 0;
+    return c->breaker == COMPASS_BREAKER_HALF_OPEN ? 1 : 2;
+}
+
+Test(least_busy, breaker_open_last_half_open_after_closed)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[6] = {
+        cand("a", COMPASS_BREAKER_OPEN),   cand("b", COMPASS_BREAKER_HALF_OPEN),
+        cand("c", COMPASS_BREAKER_CLOSED), cand("d", COMPASS_BREAKER_OPEN),
+        cand("e", COMPASS_BREAKER_CLOSED), cand("f", COMPASS_BREAKER_HALF_OPEN)};
+    compass_route_request rr = req();
+    size_t order[6], m;
+    for (size_t i = 0; i < 6; i++) {
+        c[i].tier = 1 + (int)(i % 3);
+        c[i].price_in = 1.0 + (double)i;
+        c[i].price_out = 2.0 + (double)i;
+        c[i].latency_ewma_ms = 100.0 * (double)(6 - i);
+        c[i].ttft_ewma_ms = 10.0 * (double)(6 - i);
+        c[i].in_flight = (int64_t)(6 - i);
+    }
+    for (int call = 0; call < 50; call++) {
+        int seen[6] = {0};
+        cr_assert_eq(rank(inst, &rr, c, 6, order, &m), 0);
+        cr_assert_eq(m, 6, "every candidate is still listed");
+        for (size_t i = 0; i < m; i++) {
+            cr_assert_lt(order[i], 6);
+            cr_assert_eq(seen[order[i]]++, 0, "listed twice");
+            if (i)
+                cr_assert_leq(health_of(&c[order[i - 1]]), health_of(&c[order[i]]),
+                              "call %d: %zu (breaker %d) before %zu (breaker %d)", call,
+                              order[i - 1], c[order[i - 1]].breaker, order[i],
+                              c[order[i]].breaker);
+        }
+    }
+}
+
+Test(least_busy, drops_candidates_that_cannot_serve)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[4] = {cand("notools", 0), cand("novision", 0), cand("small", 0),
+                              cand("ok", 0)};
+    compass_route_request rr = req();
+    size_t order[4], m;
+    for (size_t i = 0; i < 4; i++)
+        c[i].tier = 2;
+    c[0].caps &= ~COMPASS_CAP_TOOLS;
+    c[1].caps &= ~COMPASS_CAP_VISION;
+    c[2].context_window = 4096;
+    rr.has_tools = 1;
+    rr.has_images = 1;
+    rr.est_prompt_tokens = 5000;
+    cr_assert_eq(rank(inst, &rr, c, 4, order, &m), 0);
+    cr_assert_eq(m, 1);
+    cr_assert_eq(order[0], 3);
+}
+
+Test(least_busy, none_left_is_not_found_naming_the_capability)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[2] = {cand("a", 0), cand("b", 0)};
+    compass_route_request rr = req();
+    size_t order[2], m = 2;
+    compass_err err = {0};
+    c[0].caps = COMPASS_CAP_TOOLS;
+    c[1].caps = 0;
+    rr.has_images = 1;
+    cr_assert_eq(desc->ops.router->rank(inst, NULL, &rr, c, 2, order, &m, &err),
+                 COMPASS_ENOTFOUND);
+    cr_assert_not_null(strstr(err.msg, "vision"), "%s", err.msg);
+    cr_assert_null(strstr(err.msg, "tools"), "%s", err.msg);
+}
+
+Test(least_busy, rank_does_not_allocate)
+{
+    void *inst = mk(NULL);
+    compass_candidate c[10];
+    compass_route_request rr = req();
+    size_t order[10], m;
+    for (int i = 0; i < 10; i++) {
+        c[i] = cand("x", i == 3 ? COMPASS_BREAKER_OPEN : 0);
+        c[i].tier = 1 + i % 4;
+        c[i].weight = 1 + i;
+        c[i].latency_ewma_ms = 50.0 * i;
+        c[i].in_flight = i;
+        c[i].price_in = 0.1 * i;
+    }
+    (void)compass_fakehost_alloc_count(fh);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(rank(inst, &rr, c, 10, order, &m), 0);
+    cr_assert_eq(compass_fakehost_alloc_count(fh), 0);
+}
