@@ -1,6 +1,8 @@
 /* Breakers, retry rounds and the fault matrix, through compassd and mockllm. Cooldowns are
  * shortened to hundreds of milliseconds. */
 #include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,4 +209,92 @@ Test(resilience, route_deadline_stops_retry_rounds)
     cr_assert_neq(r.status, 200);
     cr_assert(r.total_s < 1.5, "deadline 700 ms not kept: %.3f s", r.total_s);
     th_resp_free(&r);
+}
+
+/* Ten seconds of load over three deployments, one failing 30% of its requests: no error may
+ * reach a client, and the flaky deployment's breaker opens. */
+Test(resilience, flaky_deployment_under_load_never_reaches_clients, .timeout = 90)
+{
+    static const char *LOAD =
+        "server = { listen = \"127.0.0.1:0\"; log_requests = false;\n"
+        "  breaker = { failure_rate = 0.2; min_volume = 20; window_ms = 60000;\n"
+        "              cooldowns_ms = [60000]; };\n"
+        "};\n"
+        "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+        "deployments = (\n"
+        "  { name = \"flaky\"; plugin = \"mock\"; models = [\"m\"]; options = { fail_rate = 0.3; }; },\n"
+        "  { name = \"a\"; plugin = \"mock\"; models = [\"m\"]; },\n"
+        "  { name = \"b\"; plugin = \"mock\"; models = [\"m\"]; }\n"
+        ");\n"
+        "routes = ( { name = \"spread\"; strategy = \"round_robin\";\n"
+        "             candidates = [\"flaky/m\", \"a/m\", \"b/m\"]; } );\n";
+    th_proc d;
+    const char *conf = th_write_config(5, LOAD, NULL, NULL);
+    cr_assert_eq(th_compassd_start(&d, conf), 0);
+    CURLM *multi = curl_multi_init();
+    enum { N = 16 };
+    CURL *hs[N];
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", d.port);
+    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
+    FILE *devnull = fopen("/dev/null", "w");
+    long ok = 0, bad = 0;
+    char body[256];
+    int seq = 0;
+    for (int i = 0; i < N; i++) {
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, devnull);
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(hs[i], CURLOPT_COPYPOSTFIELDS, "");
+    }
+    uint64_t t0 = (uint64_t)time(NULL);
+    for (int i = 0; i < N; i++) {
+        snprintf(body, sizeof(body), "{\"model\":\"spread\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"request %d\"}]}", seq++);
+        curl_easy_setopt(hs[i], CURLOPT_COPYPOSTFIELDS, body);
+        curl_multi_add_handle(multi, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(multi, &left))) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            long code = 0;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+            if (m->data.result == CURLE_OK && code == 200)
+                ok++;
+            else
+                bad++;
+            curl_multi_remove_handle(multi, m->easy_handle);
+            if ((uint64_t)time(NULL) - t0 < 10) {
+                snprintf(body, sizeof(body), "{\"model\":\"spread\",\"messages\":[{\"role\":"
+                         "\"user\",\"content\":\"request %d\"}]}", seq++);
+                curl_easy_setopt(m->easy_handle, CURLOPT_COPYPOSTFIELDS, body);
+                curl_multi_add_handle(multi, m->easy_handle);
+                running = 1;
+            }
+        }
+        curl_multi_poll(multi, NULL, 0, 20, NULL);
+    }
+    for (int i = 0; i < N; i++)
+        curl_easy_cleanup(hs[i]);
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(sl);
+    fclose(devnull);
+    th_resp r;
+    th_http(d.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    int opened = strstr(r.body, "compass_circuit_breaker_state{provider=\"flaky\",model=\"m\"} 1")
+                 != NULL;
+    char *metrics = strdup(r.body);
+    th_resp_free(&r);
+    th_stop(&d, SIGTERM, 5000);
+    cr_assert_gt(ok, 1000, "only %ld requests in 10 s", ok);
+    cr_assert_eq(bad, 0, "%ld of %ld requests reached the client as errors", bad, ok + bad);
+    cr_assert(opened, "the flaky deployment's breaker did not open:\n%s", metrics);
+    free(metrics);
 }
