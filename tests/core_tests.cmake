@@ -1,5 +1,7 @@
 # Core tests: each area is a folder with its own CMakeLists.txt.
-foreach(sub unit loader integration install)
+set(COMPASS_TEST_AREAS "unit;loader;integration;install" CACHE STRING
+  "Core test areas to build (folders under tests/)")
+foreach(sub ${COMPASS_TEST_AREAS})
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${sub}/CMakeLists.txt)
     add_subdirectory(${sub})
   endif()

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,7 +22,9 @@
 
 #define MAX_PENDING_OUT ((size_t)16 << 20)
 
-enum endpoint { EP_NONE, EP_CHAT, EP_MODELS, EP_HEALTH, EP_PROVIDERS, EP_METRICS };
+enum endpoint { EP_NONE, EP_CHAT, EP_EMBED, EP_MODELS, EP_HEALTH, EP_PROVIDERS, EP_METRICS };
+
+#define MAX_META 16
 
 struct cpd_http {
     struct MHD_Daemon *d;
@@ -56,6 +59,9 @@ struct conn {
     size_t out_off;
     struct conn *w_prev, *w_next;
     int watched;
+    compass_header meta[MAX_META]; /* x-compass-* request headers, for routers */
+    size_t n_meta;
+    cps_buf meta_text;
 };
 
 /* ---- small helpers ---- */
@@ -69,6 +75,7 @@ static void conn_unref(struct conn *c)
         return;
     cps_buf_free(&c->body);
     cps_buf_free(&c->out);
+    cps_buf_free(&c->meta_text);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -366,6 +373,10 @@ static enum endpoint route_of(const char *url, const char **allow)
         *allow = "POST";
         return EP_CHAT;
     }
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings")) {
+        *allow = "POST";
+        return EP_EMBED;
+    }
     *allow = "GET";
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         return EP_MODELS;
@@ -407,6 +418,33 @@ static enum MHD_Result serve_get(cpd_http *h, struct MHD_Connection *mc, enum en
     return r;
 }
 
+/* Collects x-compass-<name> request headers as metadata name/value pairs. */
+static enum MHD_Result collect_meta(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct conn *c = cls;
+    if (!key || !value || strncasecmp(key, "x-compass-", 10) || c->n_meta >= MAX_META)
+        return MHD_YES;
+    size_t kl = strlen(key + 10), vl = strlen(value);
+    if (!kl || kl > 64 || vl > 256)
+        return MHD_YES;
+    /* offsets now, pointers once the text buffer stops moving */
+    size_t off = c->meta_text.len;
+    for (size_t i = 0; i < kl; i++) {
+        char ch = key[10 + i];
+        ch = (char)(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+        cps_buf_append(&c->meta_text, &ch, 1);
+    }
+    cps_buf_append(&c->meta_text, value, vl);
+    c->meta[c->n_meta].name.ptr = (const char *)(uintptr_t)off;
+    c->meta[c->n_meta].name.len = kl;
+    c->meta[c->n_meta].value.ptr = (const char *)(uintptr_t)(off + kl);
+    c->meta[c->n_meta].value.len = vl;
+    c->n_meta++;
+    return MHD_YES;
+}
+
 static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
 {
     static const compass_engine_callbacks cb = {sizeof(compass_engine_callbacks), on_head,
@@ -417,6 +455,16 @@ static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
     rq.body = c->body.ptr ? c->body.ptr : "";
     rq.body_len = c->body.len;
     rq.request_id = c->request_id;
+    rq.endpoint = c->ep == EP_EMBED ? COMPASS_ENDPOINT_EMBEDDINGS : COMPASS_ENDPOINT_CHAT;
+    MHD_get_connection_values(c->mhd, MHD_HEADER_KIND, collect_meta, c);
+    if (c->meta_text.oom)
+        c->n_meta = 0;
+    for (size_t i = 0; i < c->n_meta; i++) {
+        c->meta[i].name.ptr = c->meta_text.ptr + (uintptr_t)c->meta[i].name.ptr;
+        c->meta[i].value.ptr = c->meta_text.ptr + (uintptr_t)c->meta[i].value.ptr;
+    }
+    rq.metadata = c->meta;
+    rq.n_metadata = c->n_meta;
     c->submitted = 1;
     pthread_mutex_lock(&c->mu);
     c->refs++; /* the engine's */
@@ -463,6 +511,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         pthread_mutex_init(&c->mu, NULL);
         cps_buf_init(&c->body);
         cps_buf_init(&c->out);
+        cps_buf_init(&c->meta_text);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
@@ -473,7 +522,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
             new_request_id(c->request_id, sizeof(c->request_id));
         const char *allow = NULL;
         c->ep = route_of(url, &allow);
-        c->path = c->ep == EP_CHAT ? "/v1/chat/completions" : "other";
+        c->path = c->ep == EP_CHAT ? "/v1/chat/completions"
+                  : c->ep == EP_EMBED ? "/v1/embeddings"
+                                      : "other";
         *con_cls = c;
         atomic_fetch_add(&h->open_conns, 1);
         if (c->ep == EP_NONE) {
@@ -485,7 +536,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         }
         int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET") ||
                                                         !strcmp(method, "HEAD");
-        if ((c->ep == EP_CHAT && !is_post) || (c->ep != EP_CHAT && !is_get)) {
+        int takes_body = c->ep == EP_CHAT || c->ep == EP_EMBED;
+        if ((takes_body && !is_post) || (!takes_body && !is_get)) {
             char msg[200];
             snprintf(msg, sizeof(msg), "Method %s is not allowed on %.100s (allowed: %s)",
                      method, url, allow);
@@ -493,7 +545,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
             return send_error(mc, 405, "invalid_request_error", "method_not_allowed", msg,
                               c->request_id, allow);
         }
-        if (c->ep == EP_CHAT) {
+        if (takes_body) {
             const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                          "Content-Length");
             if (cl && strtoll(cl, NULL, 10) > h->o.max_body_bytes) {
@@ -508,7 +560,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         }
         return MHD_YES;
     }
-    if (c->ep != EP_CHAT) {
+    if (c->ep != EP_CHAT && c->ep != EP_EMBED) {
         if (c->queued)
             return MHD_YES;
         c->queued = 1;

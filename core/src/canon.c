@@ -567,6 +567,128 @@ int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_cha
     return rc;
 }
 
+static json_object *parse_root_object(const char *json, size_t len, compass_err *err, int *rc)
+{
+    *rc = 0;
+    if (len > INT32_MAX) {
+        *rc = fail(err, COMPASS_ELIMIT, "request body too large");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new_ex(64);
+    if (!tok) {
+        *rc = fail(err, COMPASS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t used = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (!root || jerr != json_tokener_success) {
+        if (root)
+            json_object_put(root);
+        *rc = fail(err, COMPASS_EPARSE, "request body is not valid JSON: %s (at byte %zu)",
+                   jerr == json_tokener_continue ? "unexpected end of input"
+                                                 : json_tokener_error_desc(jerr),
+                   used);
+        return NULL;
+    }
+    for (; used < len; used++) {
+        char c = json[used];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+            json_object_put(root);
+            *rc = fail(err, COMPASS_EPARSE,
+                       "request body is not valid JSON: trailing data at byte %zu", used);
+            return NULL;
+        }
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        *rc = fail(err, COMPASS_EINVAL, "request body must be a JSON object");
+        return NULL;
+    }
+    return root;
+}
+
+int cps_canon_parse_embed(cps_arena *a, const char *json, size_t len, compass_embed_request *out,
+                          compass_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    int rc, ok = 1;
+    json_object *root = parse_root_object(json, len, err, &rc), *v;
+    if (!root)
+        return rc;
+    if (!json_object_object_get_ex(root, "model", &v) || !json_object_is_type(v, json_type_string)
+        || json_object_get_string_len(v) == 0) {
+        rc = fail(err, COMPASS_EINVAL, "model: required string");
+        goto out;
+    }
+    out->model = jstr(a, v, &ok);
+    if (!json_object_object_get_ex(root, "input", &v)) {
+        rc = fail(err, COMPASS_EINVAL, "input: required (a string or an array of strings)");
+        goto out;
+    }
+    if (json_object_is_type(v, json_type_string)) {
+        compass_str *in = cps_arena_alloc(a, sizeof(*in));
+        if (!in) {
+            rc = fail(err, COMPASS_ENOMEM, "out of memory");
+            goto out;
+        }
+        in[0] = jstr(a, v, &ok);
+        out->inputs = in;
+        out->n_inputs = 1;
+    } else if (json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        if (n == 0 || n > 2048) {
+            rc = fail(err, COMPASS_EINVAL, "input: must hold 1 to 2048 strings");
+            goto out;
+        }
+        compass_str *in = cps_arena_calloc(a, n * sizeof(*in));
+        if (!in) {
+            rc = fail(err, COMPASS_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            if (!json_object_is_type(e, json_type_string)) {
+                rc = fail(err, COMPASS_EINVAL, "input[%zu]: expected a string (token arrays "
+                          "are not supported)", i);
+                goto out;
+            }
+            in[i] = jstr(a, e, &ok);
+        }
+        out->inputs = in;
+        out->n_inputs = n;
+    } else {
+        rc = fail(err, COMPASS_EINVAL, "input: expected a string or an array of strings");
+        goto out;
+    }
+    if (json_object_object_get_ex(root, "dimensions", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!is_integer(v) || json_object_get_int64(v) < 1) {
+            rc = fail(err, COMPASS_EINVAL, "dimensions: expected a positive integer");
+            goto out;
+        }
+        out->dimensions = json_object_get_int64(v);
+    }
+    if (json_object_object_get_ex(root, "encoding_format", &v) &&
+        json_object_is_type(v, json_type_string)) {
+        const char *f = json_object_get_string(v);
+        if (strcmp(f, "float") && strcmp(f, "base64")) {
+            rc = fail(err, COMPASS_EINVAL, "encoding_format: '%s' is not float or base64", f);
+            goto out;
+        }
+        out->encoding_format = jstr(a, v, &ok);
+    }
+    if (json_object_object_get_ex(root, "user", &v) && json_object_is_type(v, json_type_string))
+        out->user = jstr(a, v, &ok);
+    out->raw.ptr = json;
+    out->raw.len = len;
+    rc = ok ? 0 : fail(err, COMPASS_ENOMEM, "out of memory");
+out:
+    json_object_put(root);
+    return rc;
+}
+
 /* ---- writing ---- */
 
 static int put_str(cps_buf *b, compass_str s)
@@ -704,5 +826,67 @@ int cps_canon_write_error(cps_buf *b, const char *message, const char *type, con
     else
         cps_buf_puts(b, "null");
     cps_buf_puts(b, "}}");
+    return b->oom ? COMPASS_ENOMEM : 0;
+}
+
+static void put_base64_floats(cps_buf *b, const float *v, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char in[3];
+    size_t have = 0;
+    char out[4];
+    cps_buf_puts(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8),
+                               (unsigned char)(u >> 16), (unsigned char)(u >> 24)};
+        for (int k = 0; k < 4; k++) {
+            in[have++] = le[k];
+            if (have == 3) {
+                out[0] = tab[in[0] >> 2];
+                out[1] = tab[((in[0] & 3) << 4) | (in[1] >> 4)];
+                out[2] = tab[((in[1] & 15) << 2) | (in[2] >> 6)];
+                out[3] = tab[in[2] & 63];
+                cps_buf_append(b, out, 4);
+                have = 0;
+            }
+        }
+    }
+    if (have) {
+        if (have == 1)
+            in[1] = 0;
+        out[0] = tab[in[0] >> 2];
+        out[1] = tab[((in[0] & 3) << 4) | (in[1] >> 4)];
+        out[2] = have == 2 ? tab[(in[1] & 15) << 2] : '=';
+        out[3] = '=';
+        cps_buf_append(b, out, 4);
+    }
+    cps_buf_puts(b, "\"");
+}
+
+int cps_canon_write_embed(cps_buf *b, const compass_embed_response *r, compass_str model,
+                          int base64)
+{
+    cps_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < r->n_data; i++) {
+        cps_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
+                       i ? "," : "", i);
+        if (base64) {
+            put_base64_floats(b, r->data[i].values, r->data[i].n);
+        } else {
+            cps_buf_puts(b, "[");
+            for (size_t k = 0; k < r->data[i].n; k++)
+                cps_buf_printf(b, k ? ",%.9g" : "%.9g", (double)r->data[i].values[k]);
+            cps_buf_puts(b, "]");
+        }
+        cps_buf_puts(b, "}");
+    }
+    cps_buf_puts(b, "],\"model\":");
+    put_str(b, r->model.len ? r->model : model);
+    cps_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%lld}}",
+                   (long long)r->usage.prompt_tokens,
+                   (long long)(r->usage.total_tokens ? r->usage.total_tokens
+                                                     : r->usage.prompt_tokens));
     return b->oom ? COMPASS_ENOMEM : 0;
 }

@@ -30,6 +30,15 @@ int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str i
 int cps_canon_write_error(cps_buf *b, const char *message, const char *type, const char *param,
                           const char *code);
 
+/** Parses an OpenAI /v1/embeddings request (input: a string or an array of strings). */
+int cps_canon_parse_embed(cps_arena *a, const char *json, size_t len, compass_embed_request *out,
+                          compass_err *err);
+
+/** Writes an OpenAI embeddings list object; base64 writes each vector as the base64 of its
+ *  little-endian float32 values, as OpenAI does for encoding_format "base64". */
+int cps_canon_write_embed(cps_buf *b, const compass_embed_response *r, compass_str model,
+                          int base64);
+
 /** The OpenAI finish_reason text for a compass_finish, or NULL for NONE. */
 const char *cps_canon_finish_name(int finish);
 /** The role text for a compass_role. */

@@ -934,8 +934,10 @@ static void rank(compass_engine_call *c)
                     rr.has_images = 1;
         rr.stream = c->req.stream;
         rr.key_id = compass_str_c(c->key_id);
+        rr.metadata = c->metadata;
+        rr.n_metadata = c->n_metadata;
         rr.now_ms = (int64_t)time(NULL) * 1000;
-        rr.chat = &c->req;
+        rr.chat = c->kind == COMPASS_ENDPOINT_CHAT ? &c->req : NULL;
         for (size_t i = 0; i < n; i++) {
             cps_target *t = r->targets[i];
             const cps_cfg_deployment *dc = t->dep->cfg;
@@ -962,7 +964,10 @@ static void rank(compass_engine_call *c)
         }
         compass_err err;
         memset(&err, 0, sizeof(err));
-        int rc = r->router->desc->ops.router->rank(r->router_inst, &c->preq, &rr, cands, n,
+        const compass_candidate *ptrs[64];
+        for (size_t i = 0; i < n; i++)
+            ptrs[i] = &cands[i];
+        int rc = r->router->desc->ops.router->rank(r->router_inst, &c->preq, &rr, ptrs, n,
                                                    order, &n_order, &err);
         if (rc == 0 && n_order <= n) {
             int ok = 1;
@@ -1028,11 +1033,37 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     if (out)
         *out = c;
 
+    size_t rq_size = rq->size ? rq->size : sizeof(*rq);
+    if (rq_size >= offsetof(compass_engine_request, endpoint) + sizeof(rq->endpoint))
+        c->kind = rq->endpoint == COMPASS_ENDPOINT_EMBEDDINGS ? COMPASS_ENDPOINT_EMBEDDINGS
+                                                              : COMPASS_ENDPOINT_CHAT;
+    if (rq_size >= offsetof(compass_engine_request, n_metadata) + sizeof(rq->n_metadata) &&
+        rq->metadata && rq->n_metadata) {
+        size_t n = rq->n_metadata < 32 ? rq->n_metadata : 32;
+        c->metadata = cps_arena_calloc(c->arena, n * sizeof(*c->metadata));
+        for (size_t i = 0; c->metadata && i < n; i++) {
+            const compass_header *m = &rq->metadata[i];
+            char *k = cps_arena_strndup(c->arena, m->name.ptr ? m->name.ptr : "", m->name.len);
+            char *v = cps_arena_strndup(c->arena, m->value.ptr ? m->value.ptr : "", m->value.len);
+            if (!k || !v)
+                break;
+            c->metadata[i].name.ptr = k;
+            c->metadata[i].name.len = m->name.len;
+            c->metadata[i].value.ptr = v;
+            c->metadata[i].value.len = m->value.len;
+            c->n_metadata = i + 1;
+        }
+    }
     char *body = cps_arena_strndup(c->arena, rq->body ? rq->body : "", rq->body_len);
     compass_err perr;
     memset(&perr, 0, sizeof(perr));
-    int rc = body ? cps_canon_parse_chat(c->arena, body, rq->body_len, &c->req, &perr)
-                  : compass_err_set(&perr, COMPASS_ENOMEM, "out of memory");
+    int rc;
+    if (!body)
+        rc = compass_err_set(&perr, COMPASS_ENOMEM, "out of memory");
+    else if (c->kind == COMPASS_ENDPOINT_EMBEDDINGS)
+        rc = cps_canon_parse_embed(c->arena, body, rq->body_len, &c->ereq, &perr);
+    else
+        rc = cps_canon_parse_chat(c->arena, body, rq->body_len, &c->req, &perr);
     if (rc == COMPASS_ENOMEM) {
         cps_call_fail_now(c, 500, "server_error", NULL, NULL, "out of memory");
         return 0;
@@ -1053,7 +1084,7 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
                           "n: compass returns one choice per request; n > 1 is not supported");
         return 0;
     }
-    c->route_name = c->req.model.ptr;
+    c->route_name = c->kind == COMPASS_ENDPOINT_EMBEDDINGS ? c->ereq.model.ptr : c->req.model.ptr;
     if (!c->gen) {
         cps_call_fail_now(c, 503, "server_error", NULL, "not_ready", "compass is not ready");
         return 0;

@@ -104,6 +104,11 @@ struct compass_engine_call {
     atomic_int cancel_requested;
     cps_arena *arena;
     compass_chat_request req;
+    int kind;                  /* compass_engine_endpoint */
+    compass_embed_request ereq;
+    compass_header *metadata;
+    size_t n_metadata;
+    int follows;               /* follow-up calls made in this attempt */
     const char *route_name;
     char request_id[80];
     char key_id[80];

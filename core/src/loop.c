@@ -588,6 +588,32 @@ static int schedule_retry(compass_engine_call *c)
     return 1;
 }
 
+static void success_embed(compass_engine_call *c, compass_embed_response *r)
+{
+    end_attempt(c, 1, 1);
+    log_attempt(c, "ok", 200, K_OTHER);
+    if (r->usage.prompt_tokens || r->usage.present) {
+        c->usage = r->usage;
+    } else {
+        size_t chars = 0;
+        for (size_t i = 0; i < c->ereq.n_inputs; i++)
+            chars += c->ereq.inputs[i].len;
+        c->usage.prompt_tokens = (int64_t)((chars + 3) / 4);
+    }
+    c->usage.total_tokens = c->usage.prompt_tokens;
+    c->usage.present = 1;
+    r->usage = c->usage;
+    cps_buf_reset(&c->chunk);
+    cps_canon_write_embed(&c->chunk, r, compass_str_c(c->target->model),
+                          compass_str_eq(c->ereq.encoding_format, "base64"));
+    if (c->chunk.oom) {
+        cps_call_fail_now(c, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    send_head(c, 200, 0);
+    finish(c, 200, 0, c->chunk.ptr, c->chunk.len);
+}
+
 /* An attempt failed: fail over while nothing reached the client, else end the stream. */
 static void attempt_failure(compass_engine_call *c, const compass_upstream_error *u,
                             const char *what)
@@ -765,16 +791,10 @@ static int clean_header(compass_str s)
     return 1;
 }
 
-static int start_http(compass_engine_call *c, const compass_provider_ops *o,
-                      const compass_chat_request *r, compass_err *err)
+/* Starts the transfer c->hreq describes. */
+static int launch(compass_engine_call *c, compass_err *err)
 {
     compass_engine *e = c->e;
-    memset(&c->hreq, 0, sizeof(c->hreq));
-    c->hreq.size = sizeof(c->hreq);
-    c->hreq.method = COMPASS_HTTP_POST;
-    int rc = o->build_request(c->target->dep->inst, &c->preq, r, &c->hreq, err);
-    if (rc)
-        return rc;
     char *url = cps_arena_strndup(c->arena, c->hreq.url.ptr ? c->hreq.url.ptr : "",
                                   c->hreq.url.len);
     if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
@@ -852,6 +872,23 @@ static int start_http(compass_engine_call *c, const compass_provider_ops *o,
     return 0;
 }
 
+static int start_http(compass_engine_call *c, const compass_provider_ops *o,
+                      const compass_chat_request *r, compass_err *err)
+{
+    memset(&c->hreq, 0, sizeof(c->hreq));
+    c->hreq.size = sizeof(c->hreq);
+    c->hreq.method = COMPASS_HTTP_POST;
+    int rc;
+    if (c->kind == COMPASS_ENDPOINT_EMBEDDINGS) {
+        compass_embed_request er = c->ereq;
+        er.model = compass_str_c(c->target->model);
+        rc = o->build_embed_request(c->target->dep->inst, &c->preq, &er, &c->hreq, err);
+    } else {
+        rc = o->build_request(c->target->dep->inst, &c->preq, r, &c->hreq, err);
+    }
+    return rc ? rc : launch(c, err);
+}
+
 static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err)
 {
     const compass_provider_ops *o = ops_of(t);
@@ -872,8 +909,14 @@ static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err
     c->phase = PH_UPSTREAM; /* so end_attempt balances the in-flight count */
     compass_chat_request r = c->req;
     r.model = compass_str_c(t->model);
+    c->follows = 0;
     int rc;
-    if (has_local(o)) {
+    if (c->kind == COMPASS_ENDPOINT_EMBEDDINGS) {
+        if (!COMPASS_OPS_HAS(o, build_embed_request) || !COMPASS_OPS_HAS(o, parse_embed_response))
+            return compass_err_set(err, COMPASS_EUNSUPPORTED,
+                                   "this deployment's plugin does not serve embeddings");
+        rc = start_http(c, o, &r, err);
+    } else if (has_local(o)) {
         memset(&c->local, 0, sizeof(c->local));
         c->local.size = sizeof(c->local);
         rc = o->local_call(t->dep->inst, &c->preq, &r, &c->local, err);
@@ -1012,12 +1055,59 @@ static void on_done_transfer(compass_engine_call *c, CURLcode res)
         }
         return;
     }
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    if (COMPASS_OPS_HAS(o, follow)) {
+        compass_http_request next;
+        memset(&next, 0, sizeof(next));
+        next.size = sizeof(next);
+        next.method = COMPASS_HTTP_POST;
+        int frc = o->follow(c->target->dep->inst, &c->preq, &resp, &next, &err);
+        if (frc == 0) {
+            if (++c->follows > 4) {
+                compass_uerr_init(&u, COMPASS_OUTCOME_FATAL, 502);
+                attempt_failure(c, &u, "the provider asked for more than 4 follow-up calls");
+                return;
+            }
+            c->hreq = next;
+            c->status = 0;
+            c->status_checked = 0;
+            c->first_byte_ns = c->last_byte_ns = 0;
+            c->attempt_start_ns = cps_now_ns();
+            cps_buf_reset(&c->body);
+            cps_buf_reset(&c->hdrs);
+            if ((frc = launch(c, &err)) == 0)
+                return;
+        }
+        if (frc != COMPASS_ENOTFOUND) {
+            compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+            compass_copy_fixed(u.message, sizeof(u.message),
+                               compass_str_c(err.msg[0] ? err.msg : compass_strerror(frc)));
+            attempt_failure(c, &u, "follow-up call failed");
+            return;
+        }
+    }
+    compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+    if (c->kind == COMPASS_ENDPOINT_EMBEDDINGS) {
+        compass_embed_response eo;
+        memset(&eo, 0, sizeof(eo));
+        eo.size = sizeof(eo);
+        int erc = o->parse_embed_response(c->target->dep->inst, &c->preq, &resp, &eo, &u, &err);
+        if (erc == COMPASS_EUPSTREAM) {
+            attempt_failure(c, &u, "upstream answered an error");
+        } else if (erc) {
+            compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
+            compass_copy_fixed(u.message, sizeof(u.message),
+                               compass_str_c(err.msg[0] ? err.msg : compass_strerror(erc)));
+            attempt_failure(c, &u, "unreadable upstream response");
+        } else {
+            success_embed(c, &eo);
+        }
+        return;
+    }
     compass_chat_response out;
     memset(&out, 0, sizeof(out));
     out.size = sizeof(out);
-    compass_err err;
-    memset(&err, 0, sizeof(err));
-    compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 502);
     int rc = o->parse_response(c->target->dep->inst, &c->preq, &resp, &out, &u, &err);
     if (rc == COMPASS_EUPSTREAM) {
         attempt_failure(c, &u, "upstream answered an error");

@@ -21,7 +21,9 @@
  * ABI changelog (COMPASS_ABI_MAJOR.COMPASS_ABI_MINOR):
  *   1.0  2026-11-22  first stable ABI: descriptor, options, host services (log, alloc, request
  *                    arena, clock, config, metrics, stream emit, pattern complete), provider,
- *                    router and pattern ops, per-request plugin state (req_data).
+ *                    router and pattern ops, per-request plugin state (req_data), provider
+ *                    follow-up calls (follow) and embeddings (build_embed_request,
+ *                    parse_embed_response).
  *
  * Rules: appending a field, a host service or an enum value bumps the minor; removing,
  * reordering, retyping or redefining anything bumps the major. A plugin loads when its major
@@ -500,6 +502,32 @@ typedef struct compass_instance_info {
 /** Returned by parse_stream_event when the stream's end marker arrived. */
 #define COMPASS_STREAM_END 1
 
+/** A canonical embeddings request (OpenAI /v1/embeddings). Request-owned. */
+typedef struct compass_embed_request {
+    size_t size;
+    compass_str model;          /* the upstream model for this attempt */
+    const compass_str *inputs;  /* one or more texts */
+    size_t n_inputs;
+    int64_t dimensions;         /* 0 when unset */
+    compass_str encoding_format; /* "float" (default) or "base64"; empty when unset */
+    compass_str user;
+    compass_str raw;            /* the client's body */
+} compass_embed_request;
+
+typedef struct compass_embedding {
+    const float *values;        /* request-owned */
+    size_t n;
+} compass_embedding;
+
+/** A canonical embeddings answer, data[i] for inputs[i]. Fill via the request arena. */
+typedef struct compass_embed_response {
+    size_t size;
+    compass_str model;
+    compass_embedding *data;
+    size_t n_data;
+    compass_usage usage;        /* prompt_tokens and total_tokens */
+} compass_embed_response;
+
 /** What an in-process provider (no network, like mock) answers. */
 typedef struct compass_local_result {
     size_t size;
@@ -547,7 +575,26 @@ typedef struct compass_provider_ops {
      *  without blocking a thread). When set, build_request and the parsers may be NULL. */
     int (*local_call)(void *inst, compass_req *req, const compass_chat_request *in,
                       compass_local_result *out, compass_err *err);
+
+    /** Optional: called after each 2xx answer, before it is parsed. A provider that needs a
+     *  second call (e.g. a prediction's stream URL) fills out and returns COMPASS_OK; the host
+     *  makes that call within the same attempt and parses its answer instead (its
+     *  stream_format applies). Returning COMPASS_ENOTFOUND means "no further call". Any other
+     *  code fails the attempt with err. */
+    int (*follow)(void *inst, compass_req *req, const compass_http_response *resp,
+                  compass_http_request *out, compass_err *err);
+
+    /** Optional: embeddings. Both set, or neither. */
+    int (*build_embed_request)(void *inst, compass_req *req, const compass_embed_request *in,
+                               compass_http_request *out, compass_err *err);
+    int (*parse_embed_response)(void *inst, compass_req *req, const compass_http_response *resp,
+                                compass_embed_response *out, compass_upstream_error *uerr,
+                                compass_err *err);
 } compass_provider_ops;
+
+/** Whether a provider ops table (of any age) has op f set. */
+#define COMPASS_OPS_HAS(o, f)                                                                 \
+    ((o)->size >= offsetof(compass_provider_ops, f) + sizeof((o)->f) && (o)->f != NULL)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Router ops: rank candidates                                                               */
@@ -607,11 +654,12 @@ typedef struct compass_router_ops {
                         compass_err *err);
     void (*instance_free)(void *inst);
     /** Writes into order[] the indexes of the candidates to try, best first; *n_order holds
-     *  the capacity (n) on entry and the count written on return. May be called from several
-     *  threads at once for one instance. */
+     *  the capacity (n) on entry and the count written on return. cands is an array of n
+     *  pointers (so compass_candidate can grow without breaking built routers); all borrowed.
+     *  May be called from several threads at once for one instance. */
     int (*rank)(void *inst, compass_req *req, const compass_route_request *rr,
-                const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                compass_err *err);
+                const compass_candidate *const *cands, size_t n, size_t *order,
+                size_t *n_order, compass_err *err);
 } compass_router_ops;
 
 /* ---------------------------------------------------------------------------------------- */

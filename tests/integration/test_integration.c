@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -17,7 +18,8 @@ static const char *BASE =
     "};\n"
     "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
     "deployments = (\n"
-    "  { name = \"up1\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\"; models = [\"gpt-test\"];\n"
+    "  { name = \"up1\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\";\n"
+    "    models = [\"gpt-test\", \"text-embedding-3-small\"];\n"
     "    price_in = 1.0; price_out = 2.0; },\n"
     "  { name = \"up2\"; plugin = \"openai\"; base_url = \"@MOCKLLM2@/v1\"; models = [\"gpt-test\"]; },\n"
     "  { name = \"local\"; plugin = \"mock\"; models = [\"mock-1\"]; }\n"
@@ -627,4 +629,70 @@ Test(integration, missing_plugin_stops_start_with_a_clear_message)
     cr_assert(strstr(out, ".conf:2: deployment 'a': provider plugin 'nosuch' not found: no "
                           "nosuch.so in"),
               "%s", out);
+}
+
+static int b64val(char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    return ch == '+' ? 62 : ch == '/' ? 63 : -1;
+}
+
+Test(integration, embeddings_float_and_base64_through_openai_adapter)
+{
+    th_resp r;
+    th_http(cd.port, "POST", "/v1/embeddings",
+            "{\"model\":\"text-embedding-3-small\",\"input\":[\"hello\",\"world\"]}", NULL, 0,
+            &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_object *o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "object"), "list");
+    json_object *data = json_object_object_get(o, "data");
+    cr_assert_eq(json_object_array_length(data), 2);
+    json_object *v0 = json_object_object_get(json_object_array_get_idx(data, 0), "embedding");
+    cr_assert_gt(json_object_array_length(v0), 0);
+    double first = json_object_get_double(json_object_array_get_idx(v0, 0));
+    cr_assert_gt(th_json_int(o, "usage.prompt_tokens"), 0);
+    json_object_put(o);
+    th_resp_free(&r);
+    /* base64: little-endian float32, the same values */
+    th_http(cd.port, "POST", "/v1/embeddings",
+            "{\"model\":\"text-embedding-3-small\",\"input\":\"hello\","
+            "\"encoding_format\":\"base64\"}",
+            NULL, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    o = body_json(&r);
+    const char *b64 = th_json_str(o, "data.0.embedding");
+    cr_assert_not_null(b64, "%s", r.body);
+    /* the first 8 base64 characters hold the first 6 bytes: the first float is bytes 0..3 */
+    unsigned char bytes[6];
+    for (int g = 0; g < 2; g++) {
+        int a = b64val(b64[4 * g]), b = b64val(b64[4 * g + 1]), c = b64val(b64[4 * g + 2]),
+            d = b64val(b64[4 * g + 3]);
+        bytes[3 * g] = (unsigned char)(a << 2 | b >> 4);
+        bytes[3 * g + 1] = (unsigned char)(b << 4 | c >> 2);
+        bytes[3 * g + 2] = (unsigned char)(c << 6 | d);
+    }
+    float got;
+    uint32_t u = (uint32_t)bytes[0] | (uint32_t)bytes[1] << 8 | (uint32_t)bytes[2] << 16 |
+                 (uint32_t)bytes[3] << 24;
+    memcpy(&got, &u, 4);
+    cr_assert_float_eq(got, first, 1e-6, "base64 vector differs: %g vs %g", got, first);
+    json_object_put(o);
+    th_resp_free(&r);
+    /* a deployment whose plugin has no embeddings: a clear 400 */
+    th_http(cd.port, "POST", "/v1/embeddings", "{\"model\":\"mock-1\",\"input\":\"x\"}", NULL, 0,
+            &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "does not serve embeddings"), "%s", r.body);
+    th_resp_free(&r);
+    th_http(cd.port, "POST", "/v1/embeddings", "{\"model\":\"text-embedding-3-small\"}", NULL, 0,
+            &r);
+    cr_assert_eq(r.status, 400);
+    cr_assert(strstr(r.body, "input"), "%s", r.body);
+    th_resp_free(&r);
 }

@@ -111,13 +111,22 @@ typedef struct compass_engine_callbacks {
     void (*on_done)(void *ud, const compass_engine_result *res);
 } compass_engine_callbacks;
 
+typedef enum compass_engine_endpoint {
+    COMPASS_ENDPOINT_CHAT = 0,       /* OpenAI /v1/chat/completions */
+    COMPASS_ENDPOINT_EMBEDDINGS = 1  /* OpenAI /v1/embeddings */
+} compass_engine_endpoint;
+
 /** Per-request inputs besides the body. Zero-initialise and set size. */
 typedef struct compass_engine_request {
     size_t size;
-    const char *body;         /* OpenAI chat completions JSON; copied */
+    const char *body;         /* OpenAI JSON for the endpoint; copied */
     size_t body_len;
     const char *request_id;   /* echoed; NULL generates one */
     const char *key_id;       /* the caller's key id, for routing and budgets; may be NULL */
+    int endpoint;             /* compass_engine_endpoint */
+    const compass_header *metadata; /* caller requirements for routers (e.g. latency=realtime,
+                                       accuracy=critical); copied; may be NULL */
+    size_t n_metadata;
 } compass_engine_request;
 
 /**

@@ -48,7 +48,7 @@ typedef struct oai_inst {
     const compass_host *h;
     char *name;             /* deployment name, for log lines */
     char *chat_url;
-    char *embeddings_url;   /* reserved for an embeddings op */
+    char *embeddings_url;   /* base_url + embeddings_path */
     char *auth_name;        /* NULL: send no auth header */
     char *auth_value;       /* secret: never logged, wiped on free */
     size_t auth_cap;        /* bytes of auth_value to wipe */
@@ -936,6 +936,31 @@ static int set_header(compass_req *req, const compass_host *h, compass_header *h
     return hd->name.ptr && hd->value.ptr ? COMPASS_OK : COMPASS_ENOMEM;
 }
 
+/* Content-Type, auth, organization and extra headers, in the request arena. */
+static int build_headers(const oai_inst *inst, compass_req *req, compass_header **out,
+                         size_t *n_out, compass_err *err)
+{
+    const compass_host *h = inst->h;
+    size_t n_hs = 1 + (inst->auth_name ? 1 : 0) + (inst->organization ? 1 : 0) + inst->n_extra;
+    size_t k = 0, i;
+    compass_header *hs = h->req_alloc(req, n_hs * sizeof(*hs));
+    int rc;
+    if (!hs)
+        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+    rc = set_header(req, h, &hs[k++], "Content-Type", "application/json");
+    if (!rc && inst->auth_name)
+        rc = set_header(req, h, &hs[k++], inst->auth_name, inst->auth_value);
+    if (!rc && inst->organization)
+        rc = set_header(req, h, &hs[k++], "OpenAI-Organization", inst->organization);
+    for (i = 0; !rc && i < inst->n_extra; i++)
+        rc = set_header(req, h, &hs[k++], inst->extra[i].name.ptr, inst->extra[i].value.ptr);
+    if (rc)
+        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+    *out = hs;
+    *n_out = n_hs;
+    return COMPASS_OK;
+}
+
 static int oai_build_request(void *vinst, compass_req *req, const compass_chat_request *in,
                              compass_http_request *out, compass_err *err)
 {
@@ -972,19 +997,10 @@ static int oai_build_request(void *vinst, compass_req *req, const compass_chat_r
     if (!url.ptr)
         return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
 
-    n_hs = 1 + (inst->auth_name ? 1 : 0) + (inst->organization ? 1 : 0) + inst->n_extra;
-    hs = h->req_alloc(req, n_hs * sizeof(*hs));
-    if (!hs)
-        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
-    rc = set_header(req, h, &hs[k++], "Content-Type", "application/json");
-    if (!rc && inst->auth_name)
-        rc = set_header(req, h, &hs[k++], inst->auth_name, inst->auth_value);
-    if (!rc && inst->organization)
-        rc = set_header(req, h, &hs[k++], "OpenAI-Organization", inst->organization);
-    for (i = 0; !rc && i < inst->n_extra; i++)
-        rc = set_header(req, h, &hs[k++], inst->extra[i].name.ptr, inst->extra[i].value.ptr);
-    if (rc)
-        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+    if ((rc = build_headers(inst, req, &hs, &n_hs, err)))
+        return rc;
+    (void)k;
+    (void)i;
 
     out->method = COMPASS_HTTP_POST;
     out->url = url;
@@ -1879,6 +1895,125 @@ static const compass_option oai_option_table[] = {
      "send the output cap as max_tokens or max_completion_tokens; unset keeps the client's"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
+/* ---------------------------------------------------------------------------------------- */
+/* Embeddings                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+static int oai_build_embed_request(void *vinst, compass_req *req,
+                                   const compass_embed_request *in, compass_http_request *out,
+                                   compass_err *err)
+{
+    oai_inst *inst = vinst;
+    const compass_host *h;
+    compass_header *hs;
+    size_t n_hs, i;
+    compass_str body, url;
+    jw w;
+    int rc;
+
+    if (!inst || !req || !in || !out)
+        return compass_err_set(err, COMPASS_EINVAL, "openai: build_embed_request: NULL argument");
+    h = inst->h;
+    memset(&w, 0, sizeof(w));
+    w.h = h;
+    jw_open(&w, '{');
+    jw_kstr(&w, "model", in->model);
+    jw_key(&w, "input");
+    jw_open(&w, '[');
+    for (i = 0; i < in->n_inputs; i++)
+        jw_str(&w, in->inputs[i]);
+    jw_close(&w, ']');
+    if (in->dimensions > 0)
+        jw_kint(&w, "dimensions", in->dimensions);
+    /* floats from upstream; the host re-encodes when the client asked for base64 */
+    jw_kcstr(&w, "encoding_format", "float");
+    if (in->user.len)
+        jw_kstr(&w, "user", in->user);
+    jw_close(&w, '}');
+    if (w.failed) {
+        h->free(h, w.p);
+        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory writing the request body");
+    }
+    body = h->req_strdup(req, w.p, w.len);
+    h->free(h, w.p);
+    url = h->req_strdup(req, inst->embeddings_url, strlen(inst->embeddings_url));
+    if (!body.ptr || !url.ptr)
+        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+    if ((rc = build_headers(inst, req, &hs, &n_hs, err)))
+        return rc;
+    out->method = COMPASS_HTTP_POST;
+    out->url = url;
+    out->headers = hs;
+    out->n_headers = n_hs;
+    out->body = body;
+    out->stream_format = COMPASS_STREAM_NONE;
+    return COMPASS_OK;
+}
+
+static int oai_parse_embed_response(void *vinst, compass_req *req,
+                                    const compass_http_response *resp,
+                                    compass_embed_response *out, compass_upstream_error *uerr,
+                                    compass_err *err)
+{
+    oai_inst *inst = vinst;
+    const compass_host *h = inst->h;
+    char why[160];
+    json_object *root = parse_json(resp->body.ptr, resp->body.len, why, sizeof(why));
+    json_object *data, *e, *vec;
+    size_t n, i, k, dim;
+    int rc = COMPASS_OK;
+
+    if (!root)
+        return err_fmt(err, COMPASS_EPARSE, "openai: embeddings response is not JSON: %s", why);
+    if (jget(root, "error")) {
+        compass_http_response r2 = *resp;
+        oai_classify_error(vinst, req, &r2, uerr);
+        json_object_put(root);
+        return COMPASS_EUPSTREAM;
+    }
+    data = jget(root, "data");
+    if (!data || !json_object_is_type(data, json_type_array)) {
+        json_object_put(root);
+        return err_fmt(err, COMPASS_EPARSE, "openai: embeddings response has no data array");
+    }
+    n = json_object_array_length(data);
+    out->data = h->req_alloc(req, (n ? n : 1) * sizeof(*out->data));
+    if (!out->data) {
+        json_object_put(root);
+        return err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+    }
+    memset(out->data, 0, (n ? n : 1) * sizeof(*out->data));
+    for (i = 0; i < n && !rc; i++) {
+        int64_t idx;
+        float *vals;
+        e = json_object_array_get_idx(data, i);
+        vec = jget(e, "embedding");
+        idx = jget(e, "index") ? jint(e, "index") : (int64_t)i;
+        if (!vec || !json_object_is_type(vec, json_type_array) || idx < 0 || (size_t)idx >= n) {
+            rc = err_fmt(err, COMPASS_EPARSE, "openai: data[%zu] has no float embedding", i);
+            break;
+        }
+        dim = json_object_array_length(vec);
+        vals = h->req_alloc(req, (dim ? dim : 1) * sizeof(*vals));
+        if (!vals) {
+            rc = err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+            break;
+        }
+        for (k = 0; k < dim; k++)
+            vals[k] = (float)json_object_get_double(json_object_array_get_idx(vec, k));
+        out->data[idx].values = vals;
+        out->data[idx].n = dim;
+    }
+    if (!rc) {
+        out->n_data = n;
+        if (dup_str(h, req, jstr(root, "model"), &out->model))
+            rc = err_fmt(err, COMPASS_ENOMEM, "openai: out of memory");
+        read_usage(jget(root, "usage"), &out->usage);
+    }
+    json_object_put(root);
+    return rc;
+}
+
 static const compass_provider_ops oai_ops = {
     .size = sizeof(compass_provider_ops),
     .instance_new = oai_instance_new,
@@ -1888,6 +2023,8 @@ static const compass_provider_ops oai_ops = {
     .parse_stream_event = oai_parse_stream_event,
     .classify_error = oai_classify_error,
     .local_call = NULL,
+    .build_embed_request = oai_build_embed_request,
+    .parse_embed_response = oai_parse_embed_response,
 };
 
 static const compass_plugin_desc oai_desc = {
