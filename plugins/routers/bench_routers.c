@@ -64,12 +64,15 @@ int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : COMPASS_PLUGIN_DIR;
     compass_candidate cands[N_CANDS];
+    const compass_candidate *cand_ptrs[N_CANDS]; /* what rank() takes */
     compass_message msgs[2];
     compass_chat_request chat;
     compass_route_request rr;
     int failures = 0;
 
     make_candidates(cands);
+    for (size_t i = 0; i < N_CANDS; i++)
+        cand_ptrs[i] = &cands[i];
     memset(msgs, 0, sizeof(msgs));
     msgs[0].role = COMPASS_ROLE_SYSTEM;
     msgs[0].has_content = 1;
@@ -113,13 +116,14 @@ int main(int argc, char **argv)
         }
         for (int i = 0; i < 1000; i++) { /* warm up */
             m = N_CANDS;
-            d->ops.router->rank(inst, NULL, &rr, cands, N_CANDS, order, &m, &err);
+            d->ops.router->rank(inst, NULL, &rr, cand_ptrs, N_CANDS, order, &m, &err);
         }
         for (int b = 0; b < BATCHES; b++) {
             uint64_t t0 = now_ns();
             for (int i = 0; i < PER_BATCH; i++) {
                 m = N_CANDS;
-                if (d->ops.router->rank(inst, NULL, &rr, cands, N_CANDS, order, &m, &err) != 0) {
+                if (d->ops.router->rank(inst, NULL, &rr, cand_ptrs, N_CANDS, order, &m,
+                                        &err) != 0) {
                     fprintf(stderr, "bench_routers: %s: rank failed: %s\n", routers[r], err.msg);
                     return 1;
                 }

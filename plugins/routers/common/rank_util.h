@@ -53,8 +53,9 @@ static inline unsigned rk_misses(const compass_route_request *rr, const compass_
 }
 
 /* Fills err with why no candidate of n could serve rr. Error path only. */
-static inline int rk_fail_none(const compass_route_request *rr, const compass_candidate *c,
-                               size_t n, const char *router, compass_err *err)
+static inline int rk_fail_none(const compass_route_request *rr,
+                               const compass_candidate *const *c, size_t n, const char *router,
+                               compass_err *err)
 {
     size_t tools = 0, vision = 0, context = 0, i;
     int64_t largest = 0;
@@ -62,13 +63,13 @@ static inline int rk_fail_none(const compass_route_request *rr, const compass_ca
     int w;
 
     for (i = 0; i < n; i++) {
-        unsigned m = rk_misses(rr, &c[i]);
+        unsigned m = rk_misses(rr, c[i]);
         tools += (m & RK_MISS_TOOLS) != 0;
         vision += (m & RK_MISS_VISION) != 0;
         if (m & RK_MISS_CONTEXT) {
             context++;
-            if (c[i].context_window > largest)
-                largest = c[i].context_window;
+            if (c[i]->context_window > largest)
+                largest = c[i]->context_window;
         }
     }
     w = snprintf(msg, sizeof(msg), "router %s, route \"%.*s\": no candidate can serve the request",
@@ -96,7 +97,7 @@ static inline int rk_fail_none(const compass_route_request *rr, const compass_ca
  * COMPASS_ENOTFOUND (with a message naming the missing capability) when none is left.
  */
 static inline int rk_filter(const char *router, const compass_route_request *rr,
-                            const compass_candidate *c, size_t n, size_t *order,
+                            const compass_candidate *const *c, size_t n, size_t *order,
                             const size_t *n_order, size_t *m, compass_err *err)
 {
     size_t i, k = 0;
@@ -108,7 +109,7 @@ static inline int rk_filter(const char *router, const compass_route_request *rr,
         return compass_err_set(err, COMPASS_EINVAL,
                                "rank: order[] capacity is smaller than the candidate count");
     for (i = 0; i < n; i++)
-        if (rk_misses(rr, &c[i]) == 0)
+        if (rk_misses(rr, c[i]) == 0)
             order[k++] = i;
     if (k == 0)
         return rk_fail_none(rr, c, n, router, err);
@@ -137,8 +138,8 @@ static inline void rk_sort(size_t *order, size_t m, rk_cmp_fn cmp, const void *c
 /** Orders by health class only (stable): the shared tail of every strategy. */
 static inline int rk_cmp_health(const void *ctx, size_t a, size_t b)
 {
-    const compass_candidate *c = (const compass_candidate *)ctx;
-    return rk_health(&c[a]) - rk_health(&c[b]);
+    const compass_candidate *const *c = (const compass_candidate *const *)ctx;
+    return rk_health(c[a]) - rk_health(c[b]);
 }
 
 /** Three-way compare of doubles (NaN sorts last). */

@@ -58,31 +58,31 @@ static void cost_free(void *inst)
 
 typedef struct cost_ctx {
     const compass_route_request *rr;
-    const compass_candidate *c;
+    const compass_candidate *const *c;
     int64_t out;
 } cost_ctx;
 
 static double cost_latency_key(const cost_ctx *x, size_t i)
 {
-    double v = rk_latency(x->rr, &x->c[i]);
+    double v = rk_latency(x->rr, x->c[i]);
     return v > 0 ? v : 1e300; /* unmeasured after measured */
 }
 
 static int cost_cmp(const void *vctx, size_t a, size_t b)
 {
     const cost_ctx *x = (const cost_ctx *)vctx;
-    int d = rk_health(&x->c[a]) - rk_health(&x->c[b]);
+    int d = rk_health(x->c[a]) - rk_health(x->c[b]);
     if (d)
         return d;
-    d = rk_cmp_double(rk_est_cost(x->rr, &x->c[a], x->out), rk_est_cost(x->rr, &x->c[b], x->out));
+    d = rk_cmp_double(rk_est_cost(x->rr, x->c[a], x->out), rk_est_cost(x->rr, x->c[b], x->out));
     if (d)
         return d;
     return rk_cmp_double(cost_latency_key(x, a), cost_latency_key(x, b));
 }
 
 static int cost_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                     const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                     compass_err *err)
+                     const compass_candidate *const *cands, size_t n, size_t *order,
+                     size_t *n_order, compass_err *err)
 {
     cost_inst *p = (cost_inst *)inst;
     cost_ctx x;

@@ -40,16 +40,16 @@ static double lb_load(const compass_candidate *c)
 
 static int lb_cmp(const void *ctx, size_t a, size_t b)
 {
-    const compass_candidate *c = (const compass_candidate *)ctx;
-    int d = rk_health(&c[a]) - rk_health(&c[b]);
+    const compass_candidate *const *c = (const compass_candidate *const *)ctx;
+    int d = rk_health(c[a]) - rk_health(c[b]);
     if (d)
         return d;
-    return rk_cmp_double(lb_load(&c[a]), lb_load(&c[b]));
+    return rk_cmp_double(lb_load(c[a]), lb_load(c[b]));
 }
 
 static int lb_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                   const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                   compass_err *err)
+                   const compass_candidate *const *cands, size_t n, size_t *order,
+                   size_t *n_order, compass_err *err)
 {
     size_t m;
     int rc;

@@ -75,28 +75,28 @@ static void ll_free(void *inst)
 
 typedef struct ll_ctx {
     const compass_route_request *rr;
-    const compass_candidate *c;
+    const compass_candidate *const *c;
 } ll_ctx;
 
 /* Latency key: unmeasured (0, negative, NaN) sorts before every measurement. */
 static double ll_key(const ll_ctx *x, size_t i)
 {
-    double v = rk_latency(x->rr, &x->c[i]);
+    double v = rk_latency(x->rr, x->c[i]);
     return v > 0 ? v : -1.0;
 }
 
 static int ll_cmp(const void *vctx, size_t a, size_t b)
 {
     const ll_ctx *x = (const ll_ctx *)vctx;
-    int d = rk_health(&x->c[a]) - rk_health(&x->c[b]);
+    int d = rk_health(x->c[a]) - rk_health(x->c[b]);
     if (d)
         return d;
     return rk_cmp_double(ll_key(x, a), ll_key(x, b));
 }
 
 static int ll_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                   const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                   compass_err *err)
+                   const compass_candidate *const *cands, size_t n, size_t *order,
+                   size_t *n_order, compass_err *err)
 {
     ll_inst *p = (ll_inst *)inst;
     ll_ctx x;
@@ -112,11 +112,11 @@ static int ll_rank(void *inst, compass_req *req, const compass_route_request *rr
     x.c = cands;
     rk_sort(order, m, ll_cmp, &x);
 
-    if (p->explore > 0 && m > 1 && rk_health(&cands[order[0]]) == 0) {
+    if (p->explore > 0 && m > 1 && rk_health(cands[order[0]]) == 0) {
         uint64_t r = ll_random(p->h);
         if (rk_unit(r) < p->explore) {
             /* The closed candidates are a prefix after the sort. */
-            for (healthy = 1; healthy < m && rk_health(&cands[order[healthy]]) == 0; healthy++)
+            for (healthy = 1; healthy < m && rk_health(cands[order[healthy]]) == 0; healthy++)
                 ;
             if (healthy > 1) {
                 i = 1 + (size_t)(rk_unit(ll_random(p->h)) * (double)(healthy - 1));

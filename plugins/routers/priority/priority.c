@@ -33,7 +33,7 @@ static void priority_free(void *inst)
 }
 
 static int priority_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                         const compass_candidate *cands, size_t n, size_t *order,
+                         const compass_candidate *const *cands, size_t n, size_t *order,
                          size_t *n_order, compass_err *err)
 {
     size_t m;

@@ -46,11 +46,24 @@ static compass_route_request req(void)
     return r;
 }
 
+/* rank() takes n pointers to candidates: points p[0..n) at c[0..n) and returns p. */
+static inline const compass_candidate *const *ptrs(const compass_candidate **p,
+                                                  const compass_candidate *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = &c[i];
+    return p;
+}
+
+#define MAX_CANDS 128 /* the most any test ranks at once */
+
 static int rank(const compass_route_request *rr, const compass_candidate *c, size_t n,
                 size_t *order, size_t *m, compass_err *err)
 {
+    const compass_candidate *cp[MAX_CANDS];
+    cr_assert_leq(n, MAX_CANDS);
     *m = n;
-    return desc->ops.router->rank(inst, NULL, rr, c, n, order, m, err);
+    return desc->ops.router->rank(inst, NULL, rr, ptrs(cp, c, n), n, order, m, err);
 }
 
 TestSuite(priority, .init = setup, .fini = teardown);
@@ -149,10 +162,12 @@ Test(priority, no_candidates_is_not_found)
 Test(priority, small_order_buffer_is_invalid)
 {
     compass_candidate c[3] = {cand("a", 0), cand("b", 0), cand("c", 0)};
+    const compass_candidate *cp[3];
     compass_route_request rr = req();
     size_t order[3], m = 2;
     compass_err err = {0};
-    cr_assert_eq(desc->ops.router->rank(inst, NULL, &rr, c, 3, order, &m, &err), COMPASS_EINVAL);
+    cr_assert_eq(desc->ops.router->rank(inst, NULL, &rr, ptrs(cp, c, 3), 3, order, &m, &err),
+                 COMPASS_EINVAL);
 }
 
 Test(priority, rank_does_not_allocate)

@@ -60,8 +60,8 @@ static void rotate(size_t *a, size_t n, size_t k)
 }
 
 static int rr_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                   const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                   compass_err *err)
+                   const compass_candidate *const *cands, size_t n, size_t *order,
+                   size_t *n_order, compass_err *err)
 {
     rr_inst *p = (rr_inst *)inst;
     uint64_t turn;
@@ -76,8 +76,8 @@ static int rr_rank(void *inst, compass_req *req, const compass_route_request *rr
     rk_sort(order, m, rk_cmp_health, cands);
     turn = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
     for (lo = 0; lo < m; lo = hi) {
-        int cls = rk_health(&cands[order[lo]]);
-        for (hi = lo + 1; hi < m && rk_health(&cands[order[hi]]) == cls; hi++)
+        int cls = rk_health(cands[order[lo]]);
+        for (hi = lo + 1; hi < m && rk_health(cands[order[hi]]) == cls; hi++)
             ;
         rotate(order + lo, hi - lo, (size_t)(turn % (hi - lo)));
     }

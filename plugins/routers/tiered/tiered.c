@@ -616,7 +616,8 @@ static int serves(const tiered_inst *p, const compass_candidate *c, compass_str 
 }
 
 static void decide(const tiered_inst *p, const compass_route_request *rr,
-                   const compass_candidate *cands, const size_t *order, size_t m, decision *d)
+                   const compass_candidate *const *cands, const size_t *order, size_t m,
+                   decision *d)
 {
     const compass_header *md = rr->metadata;
     size_t nm = md ? rr->n_metadata : 0, i;
@@ -633,7 +634,7 @@ static void decide(const tiered_inst *p, const compass_route_request *rr,
     /* Stage 1: the task names a specialty a candidate serves. */
     if (d->task.len) {
         for (i = 0; i < m; i++)
-            if (serves(p, &cands[order[i]], d->task)) {
+            if (serves(p, cands[order[i]], d->task)) {
                 d->tier = 4;
                 break;
             }
@@ -733,7 +734,7 @@ static void decide(const tiered_inst *p, const compass_route_request *rr,
 typedef struct tiered_ctx {
     const tiered_inst *p;
     const compass_route_request *rr;
-    const compass_candidate *c;
+    const compass_candidate *const *c;
     const decision *d;
     int64_t out;
 } tiered_ctx;
@@ -758,14 +759,14 @@ static int tier_rank(const tiered_ctx *x, const compass_candidate *c)
 
 static double tiered_latency(const tiered_ctx *x, size_t i)
 {
-    double v = rk_latency(x->rr, &x->c[i]);
+    double v = rk_latency(x->rr, x->c[i]);
     return v > 0 ? v : 1e300;
 }
 
 static int tiered_cmp(const void *vctx, size_t a, size_t b)
 {
     const tiered_ctx *x = (const tiered_ctx *)vctx;
-    const compass_candidate *ca = &x->c[a], *cb = &x->c[b];
+    const compass_candidate *ca = x->c[a], *cb = x->c[b];
     int d = rk_health(ca) - rk_health(cb);
     if (d)
         return d;
@@ -800,7 +801,7 @@ static int tiered_key_cmp(const void *vkeys, size_t a, size_t b)
 }
 
 static int tiered_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                       const compass_candidate *cands, size_t n, size_t *order,
+                       const compass_candidate *const *cands, size_t n, size_t *order,
                        size_t *n_order, compass_err *err)
 {
     tiered_inst *p = (tiered_inst *)inst;
@@ -825,8 +826,8 @@ static int tiered_rank(void *inst, compass_req *req, const compass_route_request
         size_t i;
         for (i = 0; i < m; i++) {
             size_t k = order[i];
-            keys[k].rank = 100 * rk_health(&cands[k]) + tier_rank(&x, &cands[k]);
-            keys[k].cost = rk_est_cost(rr, &cands[k], x.out);
+            keys[k].rank = 100 * rk_health(cands[k]) + tier_rank(&x, cands[k]);
+            keys[k].cost = rk_est_cost(rr, cands[k], x.out);
             keys[k].latency = tiered_latency(&x, k);
         }
         rk_sort(order, m, tiered_key_cmp, keys);
@@ -834,7 +835,7 @@ static int tiered_rank(void *inst, compass_req *req, const compass_route_request
         rk_sort(order, m, tiered_cmp, &x);
     }
     if (p->log_decisions && p->h->log) {
-        compass_str top = cands[order[0]].id;
+        compass_str top = cands[order[0]]->id;
         p->h->log(p->h, COMPASS_LOG_DEBUG,
                   "tiered: route \"%.*s\" tier=%d (%s) score=%.3f complexity=%.3f tokens=%.3f "
                   "latency=%.3f cost=%.3f accuracy=%.3f first=%.*s",

@@ -26,7 +26,7 @@ typedef struct w_inst {
 } w_inst;
 
 typedef struct w_ctx {
-    const compass_candidate *c;
+    const compass_candidate *const *c;
     const double *cur; /* NULL when the state could not grow */
     int cls;           /* the participating breaker class */
     size_t best;
@@ -96,7 +96,7 @@ static int w_reserve(w_inst *p, size_t n)
 static int w_cmp(const void *vctx, size_t a, size_t b)
 {
     const w_ctx *x = (const w_ctx *)vctx;
-    const compass_candidate *ca = &x->c[a], *cb = &x->c[b];
+    const compass_candidate *ca = x->c[a], *cb = x->c[b];
     int ha = rk_health(ca), hb = rk_health(cb), pa, pb, r;
     if (ha != hb)
         return ha - hb;
@@ -112,8 +112,8 @@ static int w_cmp(const void *vctx, size_t a, size_t b)
 }
 
 static int w_rank(void *inst, compass_req *req, const compass_route_request *rr,
-                  const compass_candidate *cands, size_t n, size_t *order, size_t *n_order,
-                  compass_err *err)
+                  const compass_candidate *const *cands, size_t n, size_t *order,
+                  size_t *n_order, compass_err *err)
 {
     w_inst *p = (w_inst *)inst;
     w_ctx x;
@@ -131,7 +131,7 @@ static int w_rank(void *inst, compass_req *req, const compass_route_request *rr,
     x.cls = 3;
     x.best = (size_t)-1;
     for (i = 0; i < m; i++) {
-        int h = rk_health(&cands[order[i]]);
+        int h = rk_health(cands[order[i]]);
         if (h < x.cls)
             x.cls = h;
     }
@@ -141,8 +141,8 @@ static int w_rank(void *inst, compass_req *req, const compass_route_request *rr,
     if (x.cur) {
         for (i = 0; i < m; i++) {
             size_t k = order[i];
-            double w = w_weight(&cands[k]);
-            if (rk_health(&cands[k]) != x.cls || w <= 0)
+            double w = w_weight(cands[k]);
+            if (rk_health(cands[k]) != x.cls || w <= 0)
                 continue;
             p->cur[k] += w;
             total += w;
