@@ -36,6 +36,10 @@ install(TARGETS compass compass_static compassd
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES include/compass/compass.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/compass)
 
+# .pc files locate the prefix from their own directory, so an install with --prefix works
+file(RELATIVE_PATH COMPASS_PC_RELPREFIX "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig"
+  "${CMAKE_INSTALL_PREFIX}")
+set_target_properties(compassd PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/compass.pc.in ${CMAKE_BINARY_DIR}/compass.pc @ONLY)
 configure_file(${PROJECT_SOURCE_DIR}/cmake/compass-plugin.pc.in
   ${CMAKE_BINARY_DIR}/compass-plugin.pc @ONLY)
