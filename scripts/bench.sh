@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# bench.sh: throughput, concurrency and router figures for compassd. Not a test: it prints
+# numbers and passes no judgement on them; it exits non-zero only when a run could not be made
+# (a server did not start, a tool is missing, the load client could not be built...).
+#
+# Usage: scripts/bench.sh [BUILD_DIR]      (default: build; relative to the repo root)
+# Env:   BENCH_STREAMS=5000       concurrent slow streams in part 2
+#        BENCH_DURATION=10        seconds per wrk run in part 1
+#        BENCH_MOCK_THREADS=2     mockllm worker threads (2 is the fastest on 2 cores)
+#        BENCH_COMPASS_THREADS=1  compassd server.threads for the main run (the shipped default)
+#
+# 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
+#    (b) nginx as a keepalive reverse proxy to it, (c) compassd's openai plugin pointed at it
+#    (request log off; again with the log on, written to /dev/null; again with 2 server
+#    threads), (d) compassd answering through the in-process mock provider (no upstream).
+# 2. N concurrent ~10 s streams through compassd to mockllm, with compassd's threads and RSS.
+# 3. bench_routers / bench_lua from the build, when they were built.
+# Last line: "BENCH key=value ...".
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case $build in /*) ;; *) build=$root/$build ;; esac
+N=${BENCH_STREAMS:-5000}
+DUR=${BENCH_DURATION:-10}
+MOCK_THREADS=${BENCH_MOCK_THREADS:-2}
+CD_THREADS=${BENCH_COMPASS_THREADS:-1}
+LUA=$root/tests/bench/chat.lua
+MODEL=gpt-4o-mini
+
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+note() { echo "bench: $*"; }
+
+[ -x "$build/compassd" ] || die "$build/compassd not found (build first: cmake --build $build)"
+ML=$(find "$build" -name mockllm -type f -perm -u+x 2>/dev/null | head -1)
+[ -n "$ML" ] || die "mockllm not found under $build"
+[ -f "$LUA" ] || die "$LUA missing"
+
+# ---- tools
+need_pkgs=()
+for p in wrk nginx-light; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  note "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y "${need_pkgs[@]}" >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y "${need_pkgs[@]}" >/dev/null; } ||
+    die "apt-get install ${need_pkgs[*]} failed"
+fi
+command -v wrk >/dev/null || die "wrk missing after install"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx missing after install"
+
+# ---- file descriptors: 2 per stream in compassd (client + upstream), 1 in mockllm and client
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((2 * N + 256)) ]; then
+  note "warning: open-file limit is $nofile (hard limit $(ulimit -Hn)); compassd needs ~$((2 * N + 256)) for $N streams"
+fi
+
+tmp=$(mktemp -d /tmp/compass-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_file() { for _ in $(seq 1 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+stop() { # pid: TERM, then KILL after 5 s
+  local p=$1
+  kill "$p" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null
+  wait "$p" 2>/dev/null
+  return 0
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null && return
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 12000))
+    (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+  done
+  return 1
+}
+# rss_kb / threads of a pid
+proc_field() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# ---- load client for part 2: from the build when tests/bench is a subdirectory, else compile it
+SC=$(find "$build" -name bench_streams -type f -perm -u+x 2>/dev/null | head -1)
+if [ -z "$SC" ]; then
+  SC=$tmp/bench_streams
+  cc -O2 -std=gnu11 -o "$SC" "$root/tests/bench/bench_streams.c" \
+    $(pkg-config --cflags --libs libcurl) 2>"$tmp/cc.err" ||
+    { cat "$tmp/cc.err"; die "cannot build tests/bench/bench_streams.c (needs libcurl4-openssl-dev)"; }
+fi
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+load_start=$(load1)
+echo "== compass benchmark  $(date -u +%FT%TZ)  $(nproc) cores  load average $load_start  build=$build"
+awk -v l="$load_start" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }' &&
+  echo "   WARNING: the machine is already busy (load $load_start on $(nproc) cores): figures will be noisy"
+echo "   compassd $("$build/compassd" --version 2>/dev/null | head -1)  $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)  $("$NGINX" -v 2>&1)"
+
+# ---- mockllm (one instance for everything)
+"$ML" --port 0 --port-file "$tmp/ml.port" --threads "$MOCK_THREADS" --quiet >"$tmp/ml.out" 2>"$tmp/ml.err" &
+ml_pid=$!; pids+=("$ml_pid")
+wait_file "$tmp/ml.port" || { cat "$tmp/ml.err"; die "mockllm did not start"; }
+ML_PORT=$(cat "$tmp/ml.port")
+
+# ---- compassd
+# start_compassd NAME CONF_BODY [stderr-target] -> sets CD_PID, CD_PORT
+start_compassd() {
+  local name=$1 body=$2 errto=${3:-$tmp/$1.log}
+  printf '%s\n' "$body" >"$tmp/$name.conf"
+  rm -f "$tmp/$name.port"
+  "$build/compassd" --config "$tmp/$name.conf" --port-file "$tmp/$name.port" 2>"$errto" &
+  CD_PID=$!; pids+=("$CD_PID")
+  if ! wait_file "$tmp/$name.port"; then
+    [ -f "$errto" ] && tail -20 "$errto"
+    die "compassd ($name) did not start"
+  fi
+  CD_PORT=$(cat "$tmp/$name.port")
+}
+conf_upstream() { # threads log_requests
+  cat <<CONF
+server = { listen = "127.0.0.1:0"; threads = $1; log_requests = $2; max_connections = 20000; };
+plugins = { paths = [ "$build/plugins" ]; };
+deployments = (
+  { name = "up"; plugin = "openai"; base_url = "http://127.0.0.1:$ML_PORT/v1"; models = [ "$MODEL" ]; }
+);
+routes = ( { name = "auto"; candidates = [ "up/$MODEL" ]; } );
+CONF
+}
+conf_mock() {
+  cat <<CONF
+server = { listen = "127.0.0.1:0"; threads = $CD_THREADS; log_requests = false; max_connections = 20000; };
+plugins = { paths = [ "$build/plugins" ]; };
+deployments = (
+  { name = "local"; plugin = "mock"; models = [ "$MODEL" ]; options = { latency_ms = 0; chunk_delay_ms = 0; }; }
+);
+routes = ( { name = "auto"; candidates = [ "local/$MODEL" ]; } );
+CONF
+}
+
+# ---- wrk
+declare -A RPS P50 P99 ERRS
+order=()
+# run_wrk KEY LABEL URL
+run_wrk() {
+  local key=$1 label=$2 url=$3 out=$tmp/wrk.$1
+  # one warm-up request (and a check that the target answers 200)
+  local code
+  code=$(curl -s -m 5 -o "$tmp/probe.$key" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "$(lua_body)" "$url")
+  [ "$code" = 200 ] || { head -c 400 "$tmp/probe.$key"; echo; die "$label: probe got HTTP $code from $url"; }
+  timeout $((DUR + 30)) wrk -t2 -c64 -d"${DUR}s" --timeout 5s --latency -s "$LUA" "$url" >"$out" 2>&1 ||
+    { cat "$out"; die "$label: wrk failed"; }
+  read -r rps p50 p99 errs < <(awk '
+    function ms(v,  n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+      if (u == "us") return n / 1000; if (u == "ms") return n; if (u == "s") return n * 1000;
+      if (u == "m") return n * 60000; return n }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { e += $NF }
+    /Socket errors:/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
+    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, e }' "$out")
+  [ -n "$rps" ] && [ "$rps" != 0 ] || { cat "$out"; die "$label: could not parse wrk output"; }
+  RPS[$key]=$rps; P50[$key]=$p50; P99[$key]=$p99; ERRS[$key]=$errs; LABEL[$key]=$label
+  order+=("$key")
+  printf '   %-52s %9s req/s  p50 %7s ms  p99 %7s ms%s\n' "$label" "$rps" "$p50" "$p99" \
+    "$([ "$errs" -gt 0 ] && echo "  ($errs errors/non-2xx)")"
+}
+declare -A LABEL
+lua_body() { # the body chat.lua sends, for the probe
+  lua_text=$(sed -n "/^wrk.body/,\$p" "$LUA" | sed -e 's/^wrk.body = //' -e 's/^  \.\. //' |
+    sed -e "s/^'//" -e "s/'\$//" | tr -d '\n')
+  printf '%s' "$lua_text"
+}
+
+echo
+echo "== 1. throughput: wrk -t2 -c64 -d${DUR}s, POST /v1/chat/completions (non-streaming, $(lua_body | wc -c) B body)"
+echo "   mockllm --threads $MOCK_THREADS on 127.0.0.1:$ML_PORT"
+run_wrk a "(a) mockllm direct" "http://127.0.0.1:$ML_PORT/v1/chat/completions"
+
+# (b) nginx
+NG_PORT=$(free_port) || die "no free port for nginx"
+mkdir -p "$tmp/nginx/logs"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+worker_processes auto;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  upstream mockllm { server 127.0.0.1:$ML_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location / {
+      proxy_pass http://mockllm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+"$NGINX" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" -g 'daemon off;' \
+  >"$tmp/nginx/out" 2>&1 &
+ng_pid=$!; pids+=("$ng_pid")
+for _ in $(seq 1 50); do
+  curl -s -o /dev/null -m 1 "http://127.0.0.1:$NG_PORT/" && break
+  kill -0 "$ng_pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 "$ng_pid" 2>/dev/null || { cat "$tmp/nginx/out" "$tmp/nginx/logs/error.log" 2>/dev/null; die "nginx did not start"; }
+run_wrk b "(b) nginx reverse proxy (workers auto, keepalive 64)" "http://127.0.0.1:$NG_PORT/v1/chat/completions"
+stop "$ng_pid"
+
+# (c) compassd -> openai plugin -> mockllm, request log off
+start_compassd c "$(conf_upstream "$CD_THREADS" false)"
+run_wrk c "(c) compassd openai->mockllm, log off, thr=$CD_THREADS" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+c_log=$tmp/c.log
+c_pid=$CD_PID
+stop "$c_pid"
+# (c2) the same with the per-request log on, written to /dev/null
+start_compassd clog "$(conf_upstream "$CD_THREADS" true)" /dev/null
+run_wrk clog "(c) same, log_requests=true to /dev/null" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+stop "$CD_PID"
+# (c3) the same with 2 server threads, request log off
+if [ "$CD_THREADS" != 2 ]; then
+  start_compassd c2 "$(conf_upstream 2 false)"
+  run_wrk c2 "(c) same, log off, thr=2" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+  stop "$CD_PID"
+fi
+# (d) compassd -> in-process mock provider
+start_compassd d "$(conf_mock)"
+run_wrk d "(d) compassd in-process mock, log off, thr=$CD_THREADS" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+stop "$CD_PID"
+
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }'; }
+ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
+ratio_c_a=$(ratio "${RPS[c]}" "${RPS[a]}")
+p99_added=$(awk -v c="${P99[c]}" -v a="${P99[a]}" 'BEGIN { printf "%.2f", c - a }')
+echo
+printf '   %-52s %9s %9s %9s\n' target "req/s" "p50 ms" "p99 ms"
+for k in "${order[@]}"; do
+  printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
+done
+echo "   ratio c/b (req/s): $ratio_c_b   ratio c/a (req/s): $ratio_c_a   p99 added over direct (c-a): $p99_added ms"
+echo "   (c) is without per-request logs; with log_requests=true to /dev/null: ${RPS[clog]} req/s, p99 ${P99[clog]} ms"
+total_errs=0; for k in "${order[@]}"; do total_errs=$((total_errs + ERRS[$k])); done
+[ "$total_errs" -gt 0 ] && for k in "${order[@]}"; do
+  [ "${ERRS[$k]}" -gt 0 ] && echo "   WARNING: ${LABEL[$k]}: ${ERRS[$k]} socket errors or non-2xx responses (see wrk output below)" &&
+    sed 's/^/     | /' "$tmp/wrk.$k"
+done
+if grep -q '"level":"\(error\|warn\)"' "$c_log" 2>/dev/null; then
+  echo "   compassd (c) logged $(grep -c '"level":"\(error\|warn\)"' "$c_log") warn/error lines, first:"
+  grep -m3 '"level":"\(error\|warn\)"' "$c_log" | sed 's/^/     | /'
+fi
+
+# ---- 2. concurrent slow streams
+echo
+echo "== 2. concurrency: $N streams through compassd -> mockllm, 100 chunks x 100 ms each (~10 s), opened within 2 s"
+# reference: the same load straight to mockllm (what the client + mockllm alone achieve here)
+r_out=$(timeout 90 "$SC" "http://127.0.0.1:$ML_PORT/v1/chat/completions" "$N" 2000 60 "$MODEL" 100 100 \
+  2>"$tmp/streams_direct.err")
+[ -n "$r_out" ] || { cat "$tmp/streams_direct.err"; die "stream load client failed against mockllm directly"; }
+echo "   reference, mockllm direct: $r_out"
+rkv() { printf '%s\n' "$r_out" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
+sd_ok=$(rkv ok); sd_p50=$(rkv p50_s); sd_max=$(rkv max_s)
+sleep 1
+start_compassd s "$(cat <<CONF
+server = {
+  listen = "127.0.0.1:0"; threads = $CD_THREADS; log_requests = true; max_connections = 20000;
+  timeouts = { connect_ms = 10000; first_byte_ms = 30000; idle_ms = 30000; total_ms = 60000; };
+};
+plugins = { paths = [ "$build/plugins" ]; };
+deployments = (
+  { name = "up"; plugin = "openai"; base_url = "http://127.0.0.1:$ML_PORT/v1"; models = [ "$MODEL" ]; }
+);
+routes = ( { name = "auto"; candidates = [ "up/$MODEL" ]; } );
+CONF
+)"
+s_pid=$CD_PID
+sleep 1
+threads_idle=$(proc_field "$s_pid" Threads)
+rss_idle_kb=$(proc_field "$s_pid" VmRSS)
+sampler() {
+  while kill -0 "$s_pid" 2>/dev/null; do
+    echo "$(proc_field "$s_pid" Threads) $(proc_field "$s_pid" VmRSS)"
+    sleep 0.5
+  done
+}
+sampler >"$tmp/samples" &
+smp_pid=$!; pids+=("$smp_pid")
+s_out=$(timeout 90 "$SC" "http://127.0.0.1:$CD_PORT/v1/chat/completions" "$N" 2000 60 "$MODEL" 100 100 \
+  2>"$tmp/streams.err")
+s_rc=$?
+sleep 0.5
+kill "$smp_pid" 2>/dev/null; wait "$smp_pid" 2>/dev/null
+alive=yes; kill -0 "$s_pid" 2>/dev/null || alive=no
+threads_after=$(proc_field "$s_pid" Threads)
+rss_after_kb=$(proc_field "$s_pid" VmRSS)
+echo "   client: ${s_out:-<no output, exit $s_rc>}"
+[ -s "$tmp/streams.err" ] && sed 's/^/   client: /' "$tmp/streams.err"
+[ -n "$s_out" ] || die "stream load client produced no result (exit $s_rc)"
+kv() { printf '%s\n' "$s_out" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
+streams_ok=$(kv ok); streams_failed=$(kv failed); streams_max_s=$(kv max_s)
+streams_p50_s=$(kv p50_s); streams_max_open=$(kv max_open)
+read -r threads_peak rss_peak_kb < <(awk -v t="$threads_idle" -v r="$rss_idle_kb" '
+  NF == 2 { if ($1 > t) t = $1; if ($2 > r) r = $2 } END { print t, r }' "$tmp/samples")
+mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
+rss_idle_mb=$(mb "$rss_idle_kb"); rss_peak_mb=$(mb "$rss_peak_kb")
+echo "   streams: $streams_ok ok, $streams_failed failed, threads idle $threads_idle peak $threads_peak, rss idle $rss_idle_mb MB peak $rss_peak_mb MB"
+echo "   via compassd: slowest stream ${streams_max_s} s, median ${streams_p50_s} s (direct: ${sd_max} s, ${sd_p50} s), at most $streams_max_open open at once; $(wc -l <"$tmp/samples") samples"
+echo "   after the run: compassd alive=$alive threads=${threads_after:-?} rss=$(mb "${rss_after_kb:-0}") MB"
+# what compassd said about it
+slog=$tmp/s.log
+if [ -f "$slog" ]; then
+  st=$(grep -o '"status":[0-9]*' "$slog" | sort | uniq -c | awk '{printf "%s%s x%s", (NR>1?", ":""), $2, $1}')
+  echo "   compassd request log: ${st:-no request lines}"
+  if grep -q '"level":"\(error\|warn\)"' "$slog"; then
+    echo "   compassd logged $(grep -c '"level":"\(error\|warn\)"' "$slog") warn/error lines, first:"
+    grep -m3 '"level":"\(error\|warn\)"' "$slog" | cut -c1-300 | sed 's/^/     | /'
+  fi
+fi
+[ "$alive" = yes ] || { echo "   compassd DIED during the stream run; log tail:"; tail -5 "$slog" | cut -c1-300; }
+stop "$s_pid"
+
+# ---- 3. routers and Lua
+echo
+echo "== 3. routers and Lua policies"
+router_lines=""
+for b in bench_routers bench_lua; do
+  exe=$(find "$build" -name "$b" -type f -perm -u+x 2>/dev/null | head -1)
+  if [ -z "$exe" ]; then
+    echo "   $b: not built in $build (skipped; build without COMPASS_ONLY_PLUGINS to get it)"
+    continue
+  fi
+  if out=$(timeout 120 "$exe" 2>&1); then :; else echo "   $b exited $?"; fi
+  printf '%s\n' "$out" | sed "s/^/   $b: /"
+  router_lines+=$(printf '%s\n' "$out" | grep -o '\(router\|policy\)=[^ ]* median_ns=[0-9]*' |
+    awk '{split($1,a,"="); split($2,b,"="); printf " %s_%s_ns=%s", a[1], a[2], b[2]}')
+done
+
+# ---- summary
+echo
+echo "   load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (at the start: $load_start)"
+echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} compassd_log_rps=${RPS[clog]}" \
+  "${RPS[c2]:+compassd_thr2_rps=${RPS[c2]} }compassd_mock_rps=${RPS[d]}" \
+  "ratio_c_b=$ratio_c_b ratio_c_a=$ratio_c_a" \
+  "direct_p50_ms=${P50[a]} direct_p99_ms=${P99[a]} nginx_p50_ms=${P50[b]} nginx_p99_ms=${P99[b]}" \
+  "compassd_p50_ms=${P50[c]} compassd_p99_ms=${P99[c]} compassd_log_p99_ms=${P99[clog]} compassd_mock_p99_ms=${P99[d]}" \
+  "p99_added_ms=$p99_added wrk_errors=$total_errs" \
+  "streams=$N streams_ok=$streams_ok streams_failed=$streams_failed streams_p50_s=$streams_p50_s streams_max_s=$streams_max_s" \
+  "streams_direct_ok=$sd_ok streams_direct_p50_s=$sd_p50 streams_direct_max_s=$sd_max" \
+  "threads_idle=$threads_idle threads_peak=$threads_peak rss_idle_mb=$rss_idle_mb rss_peak_mb=$rss_peak_mb" \
+  "compassd_alive_after_streams=$alive load_start=$load_start load_end=$(load1)${router_lines}"
+exit 0

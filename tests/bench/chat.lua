@@ -1,0 +1,10 @@
+-- wrk script: POST a realistic non-streaming chat completion (system + user, ~300 bytes of text).
+-- The model name is served by every target bench.sh measures (mockllm, nginx, compassd).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"gpt-4o-mini","temperature":0.2,"max_tokens":256,"messages":['
+  .. '{"role":"system","content":"You are a helpful assistant for an online bookshop. '
+  .. 'Answer in two sentences at most, be polite, and never invent titles."},'
+  .. '{"role":"user","content":"Hello! I am looking for a gift for my father, who loves '
+  .. 'naval history and long biographies. He has already read most of the classics about '
+  .. 'Nelson. What would you suggest, and roughly how much would it cost me?"}]}'
