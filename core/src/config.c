@@ -283,7 +283,7 @@ static const char *const dep_keys[] = {"name", "plugin", "base_url", "api_key_en
                                        "breaker", "options", NULL};
 static const char *const route_keys[] = {"name", "strategy", "candidates", "max_attempts",
                                          "retries", "backoff_ms", "backoff_max_ms",
-                                         "deadline_ms", "options", NULL};
+                                         "deadline_ms", "hedge", "options", NULL};
 static const char *const top_keys[] = {"server", "plugins", "deployments", "routes", NULL};
 
 static int read_server(struct ctx *x, config_setting_t *root)
@@ -302,7 +302,7 @@ static int read_server(struct ctx *x, config_setting_t *root)
         const char *colon = strrchr(listen, ':');
         char *end = NULL;
         long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        if (!colon || colon == listen || !end || *end || port < 0 || port > 65535)
+        if (!colon || colon == listen || !colon[1] || !end || *end || port < 0 || port > 65535)
             return cfail(x->err, config_setting_get_member(g, "listen"), x->file,
                          "server.listen: '%s' is not host:port (e.g. \"127.0.0.1:8080\")",
                          listen);
@@ -503,6 +503,18 @@ static int read_routes(struct ctx *x, config_setting_t *root)
             return rc;
         r->retries = (int)retries;
         r->max_attempts = (int)max_attempts;
+        config_setting_t *hs = config_setting_get_member(g, "hedge");
+        if (hs) {
+            int ht = config_setting_type(hs);
+            if (ht == CONFIG_TYPE_STRING && !strcmp(config_setting_get_string(hs), "p95"))
+                r->hedge_ms = -1;
+            else if ((ht == CONFIG_TYPE_INT || ht == CONFIG_TYPE_INT64) &&
+                     config_setting_get_int64(hs) >= 0 && config_setting_get_int64(hs) <= 600000)
+                r->hedge_ms = config_setting_get_int64(hs);
+            else
+                return cfail(x->err, hs, x->file, "%s.hedge: expected a delay in milliseconds "
+                             "(0 turns hedging off) or \"p95\"", path);
+        }
         if (!valid_name(r->name))
             return cfail(x->err, config_setting_get_member(g, "name"), x->file,
                          "%s.name: '%s' may only hold letters, digits, '-', '_', '.', ':'", path,
@@ -586,11 +598,14 @@ static int check(cps_config *c, compass_err *err)
     for (size_t i = 0; i < c->n_routes; i++)
         for (size_t j = 0; j < c->n_deployments; j++)
             for (size_t m = 0; m < c->deployments[j].n_models; m++)
-                if (!strcmp(c->routes[i].name, c->deployments[j].models[m]))
-                    return cfail(err, NULL, c->routes[i].file,
-                                 "routes[%zu].name: '%s' is also a model of deployment '%s'; "
-                                 "a route name must not shadow a model",
-                                 i, c->routes[i].name, c->deployments[j].name);
+                if (!strcmp(c->routes[i].name, c->deployments[j].models[m])) {
+                    snprintf(err->msg, sizeof(err->msg),
+                             "%s:%d: routes[%zu].name: '%s' is also a model of deployment "
+                             "'%s'; a route name must not shadow a model",
+                             c->routes[i].file, c->routes[i].line, i, c->routes[i].name,
+                             c->deployments[j].name);
+                    return err->code = COMPASS_ECONFIG;
+                }
     return 0;
 }
 

@@ -55,6 +55,7 @@ typedef struct cps_cfg_route {
     int64_t backoff_ms;       /* base of the exponential backoff between rounds */
     int64_t backoff_max_ms;   /* cap, also for Retry-After */
     int64_t deadline_ms;      /* overall deadline for the request; 0: none */
+    int64_t hedge_ms;         /* 0: no hedging; >0: fixed delay; -1: the candidate's p95 TTFT */
     config_setting_t *options;
     const char *file;
     int line;
@@ -84,8 +85,8 @@ typedef struct cps_config {
 
 /** Loads and checks a config file. On error returns NULL with err->msg "file:line: ...". */
 cps_config *cps_config_load_file(const char *path, compass_err *err);
-/** Same, from text (errors say "<string>:line"); relative plugin paths resolve against
- *  base_dir when given. */
+/** Same, from text (errors say "<string>:line"); base_dir is reserved and unused: relative
+ *  plugin paths in config text resolve against the working directory. */
 cps_config *cps_config_load_string(const char *text, const char *base_dir, compass_err *err);
 void cps_config_free(cps_config *c);
 

@@ -131,7 +131,32 @@ void cps_stats_record(cps_stats *s, int ok, double ms, double ttft_ms)
         s->consecutive_fail++;
     }
     s->err_ewma = (1 - ea) * s->err_ewma + ea * (ok ? 0 : 1);
+    if (ok && ttft_ms >= 0) {
+        s->ttft_ring[s->ttft_pos] = (float)ttft_ms;
+        s->ttft_pos = (s->ttft_pos + 1) % 64;
+        if (s->ttft_n < 64)
+            s->ttft_n++;
+    }
     pthread_mutex_unlock(&s->mu);
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+double cps_stats_ttft_p95(cps_stats *s)
+{
+    float v[64];
+    pthread_mutex_lock(&s->mu);
+    unsigned n = s->ttft_n;
+    memcpy(v, s->ttft_ring, n * sizeof(float));
+    pthread_mutex_unlock(&s->mu);
+    if (n < 8)
+        return -1;
+    qsort(v, n, sizeof(float), cmp_float);
+    return v[(n * 95 + 99) / 100 - 1];
 }
 
 int64_t cps_estimate_prompt_tokens(const compass_chat_request *r, size_t *chars)
@@ -396,8 +421,9 @@ static int apply_options(cps_arena *a, const compass_plugin_desc *d, config_sett
             break;
         }
         if (!ok) {
-            snprintf(err->msg, sizeof(err->msg), "%s:%d: %s.options.%s: expected a %s", sf, line,
-                     what, name, cps_opt_type_name(o->type));
+            snprintf(err->msg, sizeof(err->msg), "%s:%d: %s.options.%s: expected %s %s", sf,
+                     line, what, name, o->type == COMPASS_OPT_INT ? "an" : "a",
+                     cps_opt_type_name(o->type));
             return err->code = COMPASS_ECONFIG;
         }
         compass_err e2;
@@ -506,6 +532,21 @@ static int gen_build(struct compass_engine *e, cps_config *cfg, cps_gen **out, c
             goto out;
         }
         d->plugin = p;
+        d->opt_arena = cps_arena_new(512);
+        const compass_plugin_desc *pd = p->desc;
+        void *opts = pd->options_size && d->opt_arena
+                         ? cps_arena_calloc(d->opt_arena, pd->options_size)
+                         : NULL;
+        if (!d->opt_arena || (pd->options_size && !opts)) {
+            rc = compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+            goto out;
+        }
+        char what[160];
+        snprintf(what, sizeof(what), "deployment '%s'", dc->name);
+        if ((rc = apply_options(d->opt_arena, pd, dc->options, opts, what, dc->file, err)))
+            goto out;
+        /* options are checked even for a deployment whose key is missing, so a typo shows
+         * now and not on the reload after the key is set */
         if (dc->api_key_env) {
             const char *v = getenv(dc->api_key_env);
             if (!v || !*v) {
@@ -521,19 +562,6 @@ static int gen_build(struct compass_engine *e, cps_config *cfg, cps_gen **out, c
                 goto out;
             }
         }
-        d->opt_arena = cps_arena_new(512);
-        const compass_plugin_desc *pd = p->desc;
-        void *opts = pd->options_size && d->opt_arena
-                         ? cps_arena_calloc(d->opt_arena, pd->options_size)
-                         : NULL;
-        if (!d->opt_arena || (pd->options_size && !opts)) {
-            rc = compass_err_set(err, COMPASS_ENOMEM, "out of memory");
-            goto out;
-        }
-        char what[160];
-        snprintf(what, sizeof(what), "deployment '%s'", dc->name);
-        if ((rc = apply_options(d->opt_arena, pd, dc->options, opts, what, dc->file, err)))
-            goto out;
         compass_instance_info info;
         memset(&info, 0, sizeof(info));
         info.size = sizeof(info);
@@ -601,6 +629,16 @@ static int gen_build(struct compass_engine *e, cps_config *cfg, cps_gen **out, c
         if (r->n == 0)
             cps_log(e, COMPASS_LOG_WARN, "route '%s' has no enabled candidate; requests to it "
                     "will get 503", r->name);
+        if (!strcmp(rc_->strategy, "priority") && rc_->options &&
+            config_setting_length(rc_->options) > 0) {
+            config_setting_t *o0 = config_setting_get_elem(rc_->options, 0);
+            free(cands);
+            snprintf(err->msg, sizeof(err->msg), "%s:%d: route '%s': the built-in strategy "
+                     "'priority' takes no options (found '%s')", rc_->file,
+                     (int)config_setting_source_line(o0), rc_->name, config_setting_name(o0));
+            rc = err->code = COMPASS_ECONFIG;
+            goto out;
+        }
         if (strcmp(rc_->strategy, "priority")) {
             cps_plugin *p = NULL;
             compass_err perr;
@@ -892,14 +930,51 @@ static int sane_id(const char *s)
     return n > 0;
 }
 
-static void rank(compass_engine_call *c);
+static void rank(compass_engine_call *c, cps_target **elig, size_t n);
 
-/* Orders the route's candidates (the router plugin's ranking, or config order), then moves
- * open ones last, keeping relative order. Half-open ones keep their place: they must see
- * their probe (one at a time; the others skip them). */
+/* Why t cannot serve this request (NULL when it can): checked before any strategy. */
+static const char *cannot_serve(const compass_engine_call *c, const cps_target *t, int64_t est)
+{
+    const cps_cfg_deployment *d = t->dep->cfg;
+    if (c->kind != COMPASS_ENDPOINT_CHAT)
+        return NULL;
+    if (c->req.n_tools && !(d->caps & COMPASS_CAP_TOOLS))
+        return "tools";
+    for (size_t i = 0; i < c->req.n_messages; i++)
+        for (size_t k = 0; k < c->req.messages[i].n_parts; k++)
+            if (c->req.messages[i].parts[k].type == COMPASS_PART_IMAGE_URL &&
+                !(d->caps & COMPASS_CAP_VISION))
+                return "images";
+    if (c->req.response_format.len && !(d->caps & COMPASS_CAP_JSON) &&
+        !memmem(c->req.response_format.ptr, c->req.response_format.len, "\"text\"", 6))
+        return "JSON mode";
+    if (d->context_window && est > d->context_window)
+        return "a context window this large";
+    return NULL;
+}
+
+/* Filters out candidates that cannot serve the request, orders the rest (the router plugin's
+ * ranking, or config order), then moves open breakers last, keeping relative order. Half-open
+ * ones keep their place: they must see their probe (one at a time; the others skip them). */
 static void plan(compass_engine_call *c)
 {
-    rank(c);
+    cps_route *r = c->route;
+    cps_target *elig[64];
+    size_t n = 0;
+    int64_t est = c->kind == COMPASS_ENDPOINT_CHAT ? cps_estimate_prompt_tokens(&c->req, NULL)
+                                                   : 0;
+    for (size_t i = 0; i < r->n && i < 64; i++) {
+        const char *why = cannot_serve(c, r->targets[i], est);
+        if (!why) {
+            elig[n++] = r->targets[i];
+            continue;
+        }
+        if (!c->n_filtered++)
+            snprintf(c->filter_msg, sizeof(c->filter_msg),
+                     "no candidate of '%s' can serve this request: %s does not support %s",
+                     c->route_name, r->targets[i]->id, why);
+    }
+    rank(c, elig, n);
     cps_target *sorted[64];
     size_t k = 0;
     uint64_t now = cps_now_ns();
@@ -913,10 +988,9 @@ static void plan(compass_engine_call *c)
     memcpy(c->order, sorted, k * sizeof(*sorted));
 }
 
-static void rank(compass_engine_call *c)
+static void rank(compass_engine_call *c, cps_target **elig, size_t n)
 {
     cps_route *r = c->route;
-    size_t n = r->n < 64 ? r->n : 64;
     c->n_order = 0;
     if (r->router && n) {
         compass_candidate cands[64];
@@ -939,7 +1013,7 @@ static void rank(compass_engine_call *c)
         rr.now_ms = (int64_t)time(NULL) * 1000;
         rr.chat = c->kind == COMPASS_ENDPOINT_CHAT ? &c->req : NULL;
         for (size_t i = 0; i < n; i++) {
-            cps_target *t = r->targets[i];
+            cps_target *t = elig[i];
             const cps_cfg_deployment *dc = t->dep->cfg;
             compass_candidate *k = &cands[i];
             memset(k, 0, sizeof(*k));
@@ -976,18 +1050,22 @@ static void rank(compass_engine_call *c)
                     ok = 0;
             if (ok) {
                 for (size_t i = 0; i < n_order; i++)
-                    c->order[c->n_order++] = r->targets[order[i]];
+                    c->order[c->n_order++] = elig[order[i]];
                 return;
             }
+            snprintf(err.msg, sizeof(err.msg), "it returned an index out of range");
         }
+        c->router_fell_back = 1;
+        snprintf(c->router_msg, sizeof(c->router_msg), "%s",
+                 err.msg[0] ? err.msg : compass_strerror(rc));
         char labels[160];
         snprintf(labels, sizeof(labels), "route=\"%s\",router=\"%s\"", r->name, r->router->name);
         cps_metrics_add(c->e->metrics, "compass_router_errors_total", labels, 1);
         cps_log(c->e, COMPASS_LOG_WARN, "route '%s': router '%s' failed (%s); using priority "
-                "order", r->name, r->router->name, err.msg[0] ? err.msg : compass_strerror(rc));
+                "order", r->name, r->router->name, c->router_msg);
     }
     for (size_t i = 0; i < n; i++)
-        c->order[c->n_order++] = r->targets[i];
+        c->order[c->n_order++] = elig[i];
 }
 
 COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_request *rq,
@@ -1124,6 +1202,11 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     c->seed = (unsigned)(c->start_ns ^ (uintptr_t)c);
     if (c->max_attempts > CPS_MAX_ATTEMPTS)
         c->max_attempts = CPS_MAX_ATTEMPTS;
+    if (c->n_order == 0 && c->n_filtered) {
+        cps_call_fail_now(c, 400, "invalid_request_error", NULL, "unsupported_capability",
+                          c->filter_msg);
+        return 0;
+    }
     if (c->n_order == 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "route '%.100s' has no enabled deployment (check the API key "

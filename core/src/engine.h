@@ -37,6 +37,9 @@ typedef struct cps_stats {
     int probe;                 /* a half-open probe is in flight */
     uint64_t w_idx[10];
     uint32_t w_ok[10], w_fail[10];
+    /* the last 64 times to first token, for hedging at p95 */
+    float ttft_ring[64];
+    unsigned ttft_n, ttft_pos;
 } cps_stats;
 
 typedef struct cps_deployment {
@@ -146,6 +149,18 @@ struct compass_engine_call {
     uint64_t deadline_ns;   /* 0: none */
     int skipped_open;       /* candidates skipped because their breaker was open */
     unsigned seed;          /* jitter */
+    /* hedging: a primary call may start one hedge call; they share the client */
+    struct compass_engine_call *peer; /* primary: its hedge while it runs; hedge: its primary */
+    int is_hedge;
+    int hedged;             /* primary: a hedge was started (or will not be) */
+    int claimed;            /* primary: 0 undecided, 1 primary owns the client, 2 hedge owns */
+    int silent;             /* finished without a word to the client (lost or failed first) */
+    int in_all;
+    /* what planning did, for errors and --explain-route */
+    int n_filtered;
+    char filter_msg[300];
+    int router_fell_back;
+    char router_msg[300];
     struct compass_engine_call *act_prev, *act_next; /* active-transfer list */
     /* in-process providers */
     compass_local_result local;
@@ -223,6 +238,10 @@ struct compass_engine {
     CURL **easy_pool;
     size_t n_easy_pool;
     uint64_t last_scan_ns;
+    int epfd, wakefd;          /* the loop waits on epoll; other threads wake it via eventfd */
+    atomic_int wake_pending;
+    int curl_timer_set;
+    uint64_t curl_due;
 };
 
 /* engine.c */
@@ -231,6 +250,8 @@ void cps_log(struct compass_engine *e, int level, const char *fmt, ...)
 uint64_t cps_now_ns(void);
 void cps_gen_unref(cps_gen *g);
 void cps_stats_record(cps_stats *s, int ok, double ms, double ttft_ms);
+/** The p95 of the recent times to first token in ms, or -1 with fewer than 8 samples. */
+double cps_stats_ttft_p95(cps_stats *s);
 
 /* breaker.c: every function takes s->mu itself. */
 enum { CPS_DENY = 0, CPS_ALLOW = 1, CPS_PROBE = 2 };

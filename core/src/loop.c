@@ -1,9 +1,13 @@
 /* The engine's event loop: one thread drives every upstream transfer through libcurl multi,
  * the delays of in-process providers through a timer heap, and the request state machine:
  * attempt, parse, fail over, answer. No thread ever waits on an upstream. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "canon.h"
 #include "engine.h"
@@ -164,6 +168,18 @@ void cps_call_fail_now(compass_engine_call *c, int status, const char *type, con
 
 /* ---- the queue from other threads ---- */
 
+/* One eventfd write per batch: the loop clears wake_pending before it drains the queue. */
+static void wake_loop(compass_engine *e)
+{
+    if (atomic_exchange(&e->wake_pending, 1))
+        return;
+    uint64_t one = 1;
+    ssize_t w;
+    do
+        w = write(e->wakefd, &one, sizeof(one));
+    while (w < 0 && errno == EINTR);
+}
+
 void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
 {
     cps_msg *m = malloc(sizeof(*m));
@@ -184,7 +200,7 @@ void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
         e->q_head = m;
     e->q_tail = m;
     pthread_mutex_unlock(&e->q_mu);
-    curl_multi_wakeup(e->multi);
+    wake_loop(e);
 }
 
 /* ---- timers (a binary heap; each entry holds a call reference) ---- */
@@ -1219,9 +1235,62 @@ static void handle_msg(compass_engine *e, cps_msg *m)
     cps_call_unref(c);
 }
 
+/* libcurl tells which sockets to watch (socket_action interface): only sockets with activity
+ * are processed, so thousands of idle streams cost nothing per event. */
+static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    compass_engine *e = userp;
+    if (what == CURL_POLL_REMOVE) {
+        if (socketp) {
+            epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+            curl_multi_assign(e->multi, fd, NULL);
+        }
+        return 0;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    if (socketp) {
+        if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT)
+            epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+    } else {
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
+            epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(e->multi, fd, (void *)1);
+    }
+    return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    compass_engine *e = userp;
+    e->curl_timer_set = timeout_ms >= 0;
+    e->curl_due = cps_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+    return 0;
+}
+
+static void read_done(compass_engine *e)
+{
+    CURLMsg *cm;
+    int left;
+    while ((cm = curl_multi_info_read(e->multi, &left))) {
+        if (cm->msg != CURLMSG_DONE)
+            continue;
+        compass_engine_call *c = NULL;
+        curl_easy_getinfo(cm->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        if (c)
+            on_done_transfer(c, cm->data.result);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     compass_engine *e = arg;
+    struct epoll_event evs[256];
+    int running = 0;
     for (;;) {
         pthread_mutex_lock(&e->q_mu);
         cps_msg *m = e->q_head;
@@ -1244,19 +1313,12 @@ static void *loop_main(void *arg)
             }
             break;
         }
-        int running = 0;
-        curl_multi_perform(e->multi, &running);
-        CURLMsg *cm;
-        int left;
-        while ((cm = curl_multi_info_read(e->multi, &left))) {
-            if (cm->msg != CURLMSG_DONE)
-                continue;
-            compass_engine_call *c = NULL;
-            curl_easy_getinfo(cm->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-            if (c)
-                on_done_transfer(c, cm->data.result);
-        }
         uint64_t now = cps_now_ns();
+        if (e->curl_timer_set && e->curl_due <= now) {
+            e->curl_timer_set = 0;
+            curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            read_done(e);
+        }
         while (e->n_timers && e->timers[0].due <= now) {
             cps_timer t = timer_pop(e);
             if (t.gen == t.call->timer_gen && !t.call->finished)
@@ -1267,19 +1329,38 @@ static void *loop_main(void *arg)
             e->last_scan_ns = now;
             scan_deadlines(e, now);
         }
-        long wait_ms = e->active ? 50 : 1000;
-        if (e->n_timers) {
-            uint64_t due = e->timers[0].due;
-            long until = due > now ? (long)((due - now + 999999) / 1000000) : 0;
-            if (until < wait_ms)
-                wait_ms = until;
+        /* how long may we sleep: the next of our timers, curl's timer, the deadline scan */
+        uint64_t wake = now + (e->active ? SCAN_NS : 1000000000ull);
+        if (e->n_timers && e->timers[0].due < wake)
+            wake = e->timers[0].due;
+        if (e->curl_timer_set && e->curl_due < wake)
+            wake = e->curl_due;
+        pthread_mutex_lock(&e->q_mu);
+        int queued = e->q_head != NULL;
+        pthread_mutex_unlock(&e->q_mu);
+        now = cps_now_ns();
+        int wait_ms = queued || wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+        int n = epoll_wait(e->epfd, evs, 256, wait_ms);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == e->wakefd) {
+                uint64_t v;
+                ssize_t r = read(e->wakefd, &v, sizeof(v));
+                (void)r;
+                atomic_store(&e->wake_pending, 0);
+                continue;
+            }
+            int mask = 0;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+                mask |= CURL_CSELECT_IN;
+            if (evs[i].events & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+            if (evs[i].events & EPOLLERR)
+                mask |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(e->multi, fd, mask, &running);
         }
-        long curl_ms = -1;
-        curl_multi_timeout(e->multi, &curl_ms);
-        if (curl_ms >= 0 && curl_ms < wait_ms)
-            wait_ms = curl_ms;
-        if (wait_ms > 0)
-            curl_multi_poll(e->multi, NULL, 0, (int)wait_ms, NULL);
+        if (n > 0)
+            read_done(e);
     }
     /* drop the timers' references */
     while (e->n_timers) {
@@ -1294,13 +1375,25 @@ int cps_loop_start(compass_engine *e, compass_err *err)
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK)
         return compass_err_set(err, COMPASS_EIO, "libcurl failed to initialise");
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     e->multi = curl_multi_init();
-    if (!e->multi)
-        return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = e->wakefd;
+    if (e->epfd < 0 || e->wakefd < 0 || !e->multi ||
+        epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev)) {
+        cps_loop_stop(e);
+        return compass_err_set(err, COMPASS_EIO, "cannot set up the engine's event loop");
+    }
     curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
     if (pthread_create(&e->thread, NULL, loop_main, e)) {
-        curl_multi_cleanup(e->multi);
-        e->multi = NULL;
+        cps_loop_stop(e);
         return compass_err_set(err, COMPASS_EIO, "cannot start the engine thread");
     }
     e->thread_started = 1;
@@ -1313,7 +1406,8 @@ void cps_loop_stop(compass_engine *e)
         pthread_mutex_lock(&e->q_mu);
         e->stop = 1;
         pthread_mutex_unlock(&e->q_mu);
-        curl_multi_wakeup(e->multi);
+        atomic_store(&e->wake_pending, 0);
+        wake_loop(e);
         pthread_join(e->thread, NULL);
         e->thread_started = 0;
     }
@@ -1327,4 +1421,9 @@ void cps_loop_stop(compass_engine *e)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     e->multi = NULL;
+    if (e->epfd > 0)
+        close(e->epfd);
+    if (e->wakefd > 0)
+        close(e->wakefd);
+    e->epfd = e->wakefd = -1;
 }

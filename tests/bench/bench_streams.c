@@ -19,7 +19,9 @@
  *   streams n=N ok=N failed=N max_open=N ramp_s=S max_s=S p50_s=S p99_s=S wall_s=S
  * and, on stderr, up to 10 grouped failure reasons. Exit 0 iff every stream was ok.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
