@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -18,11 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anthropic_front.h"
 #include "buf.h"
 
 #define MAX_PENDING_OUT ((size_t)16 << 20)
 
-enum endpoint { EP_NONE, EP_CHAT, EP_EMBED, EP_MODELS, EP_HEALTH, EP_PROVIDERS, EP_METRICS };
+enum endpoint {
+    EP_NONE, EP_CHAT, EP_EMBED, EP_MESSAGES, EP_MODELS, EP_HEALTH, EP_PROVIDERS, EP_METRICS
+};
 
 #define MAX_META 16
 
@@ -59,6 +63,8 @@ struct conn {
     size_t out_off;
     struct conn *w_prev, *w_next;
     int watched;
+    cpd_anth_stream *anth;  /* /v1/messages streams: canonical deltas -> Anthropic events */
+    int anth_failed;        /* an error event was sent */
     compass_header meta[MAX_META]; /* x-compass-* request headers, for routers */
     size_t n_meta;
     cps_buf meta_text;
@@ -76,6 +82,7 @@ static void conn_unref(struct conn *c)
     cps_buf_free(&c->body);
     cps_buf_free(&c->out);
     cps_buf_free(&c->meta_text);
+    cpd_anth_stream_free(c->anth);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -196,8 +203,46 @@ static void on_head(void *ud, const compass_engine_head *hd)
     snprintf(c->route, sizeof(c->route), "%s", hd->route);
     snprintf(c->request_id, sizeof(c->request_id), "%s", hd->request_id);
     c->head_ready = 1;
+    if (c->ep == EP_MESSAGES && c->stream && !c->anth) {
+        char id[96];
+        snprintf(id, sizeof(id), "msg_%s", c->request_id);
+        c->anth = cpd_anth_stream_new(hd->model, id);
+    }
     if (c->stream)
         wake(c); /* a whole body is woken for by on_done */
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void anth_delta(void *ud, const compass_chat_delta *d)
+{
+    struct conn *c = ud;
+    pthread_mutex_lock(&c->mu);
+    if (c->anth && !c->mhd_done) {
+        cpd_anth_stream_delta(c->anth, d, &c->out);
+        wake(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Anthropic streams: the OpenAI chunks are not sent; an error event is translated. */
+static void anth_chunk(void *ud, const char *data, size_t len)
+{
+    struct conn *c = ud;
+    if (len < 9 || memcmp(data, "{\"error\"", 8))
+        return;
+    char msg[600] = "upstream failed mid-stream";
+    json_object *o = json_tokener_parse(data);
+    json_object *e, *m;
+    if (o && json_object_object_get_ex(o, "error", &e) &&
+        json_object_object_get_ex(e, "message", &m))
+        snprintf(msg, sizeof(msg), "%s", json_object_get_string(m));
+    json_object_put(o);
+    pthread_mutex_lock(&c->mu);
+    if (c->anth && !c->mhd_done) {
+        cpd_anth_stream_error(c->anth, msg, &c->out);
+        c->anth_failed = 1;
+        wake(c);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -264,13 +309,26 @@ static void on_done(void *ud, const compass_engine_result *r)
     struct conn *c = ud;
     log_request(c, r);
     watch_remove(c->h, c);
+    compass_err terr;
+    memset(&terr, 0, sizeof(terr));
     pthread_mutex_lock(&c->mu);
     c->done = 1;
     c->call = NULL;
     if (!c->stream && !c->mhd_done) {
         cps_buf_reset(&c->out);
-        cps_buf_append(&c->out, r->body, r->body_len);
         c->status = r->status;
+        if (c->ep != EP_MESSAGES)
+            cps_buf_append(&c->out, r->body, r->body_len);
+        else if (r->status == 200 &&
+                 cpd_anth_response_from_openai(r->body, r->body_len, &c->out, &terr) == 0)
+            ;
+        else if (cpd_anth_error_from_openai(r->status == 200 ? 502 : r->status, r->body,
+                                            r->body_len, &c->out) != 0 ||
+                 r->status == 200)
+            c->status = 502;
+    } else if (c->anth && !c->mhd_done && !c->anth_failed && r->rc == 0) {
+        cpd_anth_stream_usage(c->anth, &r->usage);
+        cpd_anth_stream_finish(c->anth, &c->out);
     }
     wake(c);
     pthread_mutex_unlock(&c->mu);
@@ -377,6 +435,10 @@ static enum endpoint route_of(const char *url, const char **allow)
         *allow = "POST";
         return EP_EMBED;
     }
+    if (!strcmp(url, "/v1/messages")) {
+        *allow = "POST";
+        return EP_MESSAGES;
+    }
     *allow = "GET";
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         return EP_MODELS;
@@ -445,15 +507,45 @@ static enum MHD_Result collect_meta(void *cls, enum MHD_ValueKind kind, const ch
     return MHD_YES;
 }
 
+/* x-compass-explain: 1 answers with the routing plan instead of calling an upstream. */
+static int getenv_explain(struct conn *c)
+{
+    const char *v = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "x-compass-explain");
+    return v && (!strcmp(v, "1") || !strcasecmp(v, "true"));
+}
+
 static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
 {
     static const compass_engine_callbacks cb = {sizeof(compass_engine_callbacks), on_head,
                                                 on_chunk, NULL, on_done};
+    static const compass_engine_callbacks anth_cb = {sizeof(compass_engine_callbacks), on_head,
+                                                     anth_chunk, anth_delta, on_done};
     compass_engine_request rq;
     memset(&rq, 0, sizeof(rq));
     rq.size = sizeof(rq);
     rq.body = c->body.ptr ? c->body.ptr : "";
     rq.body_len = c->body.len;
+    cps_buf translated;
+    cps_buf_init(&translated);
+    if (c->ep == EP_MESSAGES) {
+        compass_err terr;
+        int stream = 0;
+        memset(&terr, 0, sizeof(terr));
+        if (cpd_anth_request_to_openai(rq.body, rq.body_len, &translated, &stream, &terr)) {
+            cps_buf eb;
+            cps_buf_init(&eb);
+            cpd_anth_error_json(400, terr.msg[0] ? terr.msg : "invalid request", &eb);
+            c->queued = 1;
+            enum MHD_Result ret = send_buf(c->mhd, 400, "application/json", eb.ptr ? eb.ptr : "",
+                                           eb.len, c->request_id);
+            cps_buf_free(&eb);
+            cps_buf_free(&translated);
+            return ret;
+        }
+        /* the engine reads the body during submit (it copies it) */
+        rq.body = translated.ptr ? translated.ptr : "";
+        rq.body_len = translated.len;
+    }
     rq.request_id = c->request_id;
     rq.endpoint = c->ep == EP_EMBED ? COMPASS_ENDPOINT_EMBEDDINGS : COMPASS_ENDPOINT_CHAT;
     MHD_get_connection_values(c->mhd, MHD_HEADER_KIND, collect_meta, c);
@@ -470,8 +562,11 @@ static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
     c->refs++; /* the engine's */
     pthread_mutex_unlock(&c->mu);
     watch_add(h, c);
+    if (getenv_explain(c))
+        rq.explain = 1;
     compass_engine_call *call = NULL;
-    int rc = compass_engine_submit(h->e, &rq, &cb, c, &call);
+    int rc = compass_engine_submit(h->e, &rq, c->ep == EP_MESSAGES ? &anth_cb : &cb, c, &call);
+    cps_buf_free(&translated);
     if (rc) {
         watch_remove(h, c);
         conn_unref(c);
@@ -522,9 +617,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
             new_request_id(c->request_id, sizeof(c->request_id));
         const char *allow = NULL;
         c->ep = route_of(url, &allow);
-        c->path = c->ep == EP_CHAT ? "/v1/chat/completions"
-                  : c->ep == EP_EMBED ? "/v1/embeddings"
-                                      : "other";
+        c->path = c->ep == EP_CHAT       ? "/v1/chat/completions"
+                  : c->ep == EP_EMBED    ? "/v1/embeddings"
+                  : c->ep == EP_MESSAGES ? "/v1/messages"
+                                         : "other";
         *con_cls = c;
         atomic_fetch_add(&h->open_conns, 1);
         if (c->ep == EP_NONE) {
@@ -536,7 +632,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         }
         int is_post = !strcmp(method, "POST"), is_get = !strcmp(method, "GET") ||
                                                         !strcmp(method, "HEAD");
-        int takes_body = c->ep == EP_CHAT || c->ep == EP_EMBED;
+        int takes_body = c->ep == EP_CHAT || c->ep == EP_EMBED || c->ep == EP_MESSAGES;
         if ((takes_body && !is_post) || (!takes_body && !is_get)) {
             char msg[200];
             snprintf(msg, sizeof(msg), "Method %s is not allowed on %.100s (allowed: %s)",
@@ -560,7 +656,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         }
         return MHD_YES;
     }
-    if (c->ep != EP_CHAT && c->ep != EP_EMBED) {
+    if (c->ep != EP_CHAT && c->ep != EP_EMBED && c->ep != EP_MESSAGES) {
         if (c->queued)
             return MHD_YES;
         c->queued = 1;

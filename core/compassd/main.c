@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <compass/compass.h>
+#include <json-c/json.h>
 
 #include "buf.h"
 #include "http.h"
@@ -61,11 +62,14 @@ static void usage(FILE *f)
             "usage: compassd [--config FILE] [--listen HOST:PORT] [--port-file FILE]\n"
             "                [--plugin-dir DIR] [--log-level LEVEL]\n"
             "       compassd --check-config FILE\n"
+            "       compassd [--config FILE] --explain-route REQUEST.json\n"
             "       compassd --version | --help\n"
             "\n"
             "  --config FILE       configuration (default: etc/compassd.conf)\n"
             "  --check-config FILE validate FILE and its plugins, print the first error as\n"
             "                      file:line, exit 0 when valid and 1 when not\n"
+            "  --explain-route F   print how a chat request (JSON file) would be routed: each\n"
+            "                      candidate, its live state, what the strategy chose and why\n"
             "  --listen HOST:PORT  override server.listen (port 0 picks a free port)\n"
             "  --port-file FILE    write the bound port to FILE once listening\n"
             "  --plugin-dir DIR    search DIR for plugins before the config's paths\n"
@@ -98,6 +102,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     const char *config = NULL, *check = NULL, *listen = NULL, *port_file = NULL;
+    const char *explain = NULL;
     const char *plugin_dirs[8];
     size_t n_dirs = 0;
     int level = COMPASS_LOG_INFO;
@@ -116,6 +121,9 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--check-config") && next) {
             check = next;
+            i++;
+        } else if (!strcmp(a, "--explain-route") && next) {
+            explain = next;
             i++;
         } else if (!strcmp(a, "--listen") && next) {
             listen = next;
@@ -168,6 +176,37 @@ int main(int argc, char **argv)
     }
     if (!config)
         config = "etc/compassd.conf";
+    if (explain) {
+        FILE *f = fopen(explain, "rb");
+        if (!f) {
+            fprintf(stderr, "compassd: cannot open %s\n", explain);
+            return 2;
+        }
+        cps_buf body;
+        cps_buf_init(&body);
+        char tmp[4096];
+        size_t got;
+        while ((got = fread(tmp, 1, sizeof(tmp), f)) > 0)
+            cps_buf_append(&body, tmp, got);
+        fclose(f);
+        opts.log_level = COMPASS_LOG_ERROR;
+        if (compass_engine_open(&e, config, &opts, &err)) {
+            fprintf(stderr, "compassd: %s\n", err.msg);
+            cps_buf_free(&body);
+            return 1;
+        }
+        int status = 0;
+        char *plan = compass_engine_explain(e, body.ptr ? body.ptr : "", body.len, &status);
+        json_object *o = plan ? json_tokener_parse(plan) : NULL;
+        printf("%s\n", o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE)
+                         : (plan ? plan : "(no answer)"));
+        json_object_put(o);
+        compass_free(plan);
+        cps_buf_free(&body);
+        compass_engine_close(e, 0);
+        return status == 200 ? 0 : 1;
+    }
     raise_fd_limit();
     int rc = compass_engine_open(&e, config, &opts, &err);
     if (rc) {

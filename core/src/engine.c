@@ -729,7 +729,7 @@ static int engine_new(compass_engine **out, const compass_engine_opts *opts, com
         return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
     e->log_fn = opts && opts->log ? opts->log : default_log;
     e->log_ud = opts ? opts->log_ud : NULL;
-    e->log_level = opts && opts->log_level ? opts->log_level : COMPASS_LOG_INFO;
+    e->log_level = opts ? opts->log_level : COMPASS_LOG_WARN;
     if (opts && opts->n_plugin_paths) {
         e->extra_paths = calloc(opts->n_plugin_paths, sizeof(char *));
         if (!e->extra_paths) {
@@ -1068,6 +1068,99 @@ static void rank(compass_engine_call *c, cps_target **elig, size_t n)
         c->order[c->n_order++] = elig[i];
 }
 
+/* Answers an explain request with the plan as JSON. */
+static void explain_answer(compass_engine_call *c)
+{
+    cps_buf b;
+    cps_buf_init(&b);
+    cps_route *r = c->route;
+    uint64_t now = cps_now_ns();
+    cps_buf_puts(&b, "{\"route\":");
+    cps_buf_json_str(&b, c->route_name, strlen(c->route_name));
+    cps_buf_printf(&b, ",\"kind\":\"%s\",\"strategy\":",
+                   !r ? "deployment" : r->implicit ? "model" : "route");
+    const char *strategy = r && r->router ? r->router->name : "priority";
+    cps_buf_json_str(&b, strategy, strlen(strategy));
+    cps_buf_printf(&b, ",\"est_prompt_tokens\":%lld,\"candidates\":[",
+                   (long long)cps_estimate_prompt_tokens(&c->req, NULL));
+    cps_target *single[1] = {c->order[0]};
+    cps_target **all = r ? r->targets : single;
+    size_t n_all = r ? r->n : 1;
+    int64_t est = cps_estimate_prompt_tokens(&c->req, NULL);
+    for (size_t i = 0; i < n_all && i < 64; i++) {
+        cps_target *t = all[i];
+        cps_stats *s = t->stats;
+        int pos = -1;
+        for (size_t k = 0; k < c->n_order; k++)
+            if (c->order[k] == t)
+                pos = (int)k;
+        const char *why = cannot_serve(c, t, est);
+        int br = cps_breaker_state(s, &t->dep->cfg->breaker, now);
+        pthread_mutex_lock(&s->mu);
+        cps_buf_printf(&b, "%s{\"id\":", i ? "," : "");
+        cps_buf_json_str(&b, t->id, strlen(t->id));
+        cps_buf_printf(&b, ",\"rank\":%d,\"breaker\":\"%s\",\"tier\":%d,\"price_in\":%g,"
+                       "\"price_out\":%g,\"latency_ewma_ms\":%.3f,\"ttft_ewma_ms\":%.3f,"
+                       "\"error_rate\":%.4f,\"in_flight\":%ld",
+                       pos, cps_breaker_name(br), t->dep->cfg->tier, t->dep->cfg->price_in,
+                       t->dep->cfg->price_out, s->ewma_ms, s->ewma_ttft_ms, s->err_ewma,
+                       atomic_load(&s->in_flight));
+        pthread_mutex_unlock(&s->mu);
+        if (why)
+            cps_buf_printf(&b, ",\"excluded\":\"does not support %s\"", why);
+        else if (br == COMPASS_BREAKER_OPEN)
+            cps_buf_puts(&b, ",\"note\":\"breaker open: skipped until its cooldown ends\"");
+        cps_buf_puts(&b, "}");
+    }
+    cps_buf_puts(&b, "],\"order\":[");
+    for (size_t k = 0; k < c->n_order; k++) {
+        cps_buf_puts(&b, k ? "," : "");
+        cps_buf_json_str(&b, c->order[k]->id, strlen(c->order[k]->id));
+    }
+    cps_buf_puts(&b, "]");
+    if (c->router_fell_back) {
+        cps_buf_puts(&b, ",\"router_error\":");
+        cps_buf_json_str(&b, c->router_msg, strlen(c->router_msg));
+        cps_buf_puts(&b, ",\"fallback\":\"priority order\"");
+    }
+    if (c->n_filtered) {
+        cps_buf_puts(&b, ",\"filtered\":");
+        cps_buf_json_str(&b, c->filter_msg, strlen(c->filter_msg));
+    }
+    cps_buf_puts(&b, "}");
+    if (b.oom) {
+        cps_buf_free(&b);
+        cps_call_fail_now(c, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    compass_engine_head h;
+    memset(&h, 0, sizeof(h));
+    h.size = sizeof(h);
+    h.status = 200;
+    h.content_type = "application/json";
+    h.request_id = c->request_id;
+    h.route = c->route_name;
+    h.provider = h.model = "";
+    h.cost_usd = -1;
+    if (c->cb.on_head)
+        c->cb.on_head(c->ud, &h);
+    compass_engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.size = sizeof(res);
+    res.status = 200;
+    res.body = b.ptr;
+    res.body_len = b.len;
+    res.request_id = c->request_id;
+    res.route = c->route_name;
+    res.provider = res.model = res.attempts_log = "";
+    res.cost_usd = -1;
+    c->finished = 1;
+    c->cb.on_done(c->ud, &res);
+    cps_buf_free(&b);
+    atomic_fetch_sub(&c->e->in_flight, 1);
+    cps_call_unref(c);
+}
+
 COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_request *rq,
                                       const compass_engine_callbacks *cb, void *ud,
                                       compass_engine_call **out)
@@ -1132,6 +1225,8 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
             c->n_metadata = i + 1;
         }
     }
+    int explain = rq_size >= offsetof(compass_engine_request, explain) + sizeof(rq->explain) &&
+                  rq->explain;
     char *body = cps_arena_strndup(c->arena, rq->body ? rq->body : "", rq->body_len);
     compass_err perr;
     memset(&perr, 0, sizeof(perr));
@@ -1202,6 +1297,10 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     c->seed = (unsigned)(c->start_ns ^ (uintptr_t)c);
     if (c->max_attempts > CPS_MAX_ATTEMPTS)
         c->max_attempts = CPS_MAX_ATTEMPTS;
+    if (explain) {
+        explain_answer(c);
+        return 0;
+    }
     if (c->n_order == 0 && c->n_filtered) {
         cps_call_fail_now(c, 400, "invalid_request_error", NULL, "unsupported_capability",
                           c->filter_msg);
@@ -1273,9 +1372,32 @@ static void sync_done(void *ud, const compass_engine_result *res)
     pthread_mutex_unlock(&s->mu);
 }
 
+static int chat_sync(compass_engine *e, const char *body, size_t body_len, int explain,
+                     void (*on_delta)(void *ud, const compass_chat_delta *d), void *ud,
+                     int *status_out, char **body_out);
+
+COMPASS_API char *compass_engine_explain(compass_engine *e, const char *body, size_t len,
+                                         int *status_out)
+{
+    char *out = NULL;
+    int status = 0;
+    if (chat_sync(e, body, len, 1, NULL, NULL, &status, &out))
+        return NULL;
+    if (status_out)
+        *status_out = status;
+    return out;
+}
+
 COMPASS_API int compass_engine_chat(compass_engine *e, const char *body, size_t body_len,
                                     void (*on_delta)(void *ud, const compass_chat_delta *d),
                                     void *ud, int *status_out, char **body_out)
+{
+    return chat_sync(e, body, body_len, 0, on_delta, ud, status_out, body_out);
+}
+
+static int chat_sync(compass_engine *e, const char *body, size_t body_len, int explain,
+                     void (*on_delta)(void *ud, const compass_chat_delta *d), void *ud,
+                     int *status_out, char **body_out)
 {
     struct sync_ctx s;
     memset(&s, 0, sizeof(s));
@@ -1295,6 +1417,7 @@ COMPASS_API int compass_engine_chat(compass_engine *e, const char *body, size_t 
     rq.size = sizeof(rq);
     rq.body = body;
     rq.body_len = body_len;
+    rq.explain = explain;
     int rc = compass_engine_submit(e, &rq, &cb, &s, NULL);
     if (!rc) {
         pthread_mutex_lock(&s.mu);

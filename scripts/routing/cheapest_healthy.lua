@@ -6,9 +6,9 @@
 --
 -- Use it from compassd.conf:
 --
---   routes = ( { name = "cheap"; router = "lua";
+--   routes = ( { name = "cheap"; strategy = "lua";
 --                options = { policy = "scripts/routing/cheapest_healthy.lua"; };
---                candidates = ( ... ); } );
+--                candidates = [ "openai/gpt-4o-mini", "groq/llama-3.1-8b" ]; } );
 --
 -- What this policy does:
 --   1. keeps the candidates whose circuit breaker is "closed" and whose recent error rate is
@@ -32,11 +32,20 @@ local function can_serve(request, c)
   return true
 end
 
+-- Comparators for table.sort: defined once, here, rather than inside route(), where a
+-- new closure would be made on every call.
+local function by_cost(a, b)
+  if a.cost ~= b.cost then return a.cost < b.cost end
+  return a.index < b.index   -- equal price: keep the configured order
+end
+
 -- The function compass calls. `request` and `candidates` are fresh tables on every call,
 -- so you may sort them in place or add your own fields to them.
 function route(request, candidates)
   local healthy = {}
-  for _, c in ipairs(candidates) do
+  -- A numeric for is the cheapest way to walk an array (ipairs works too, a bit slower).
+  for i = 1, #candidates do
+    local c = candidates[i]
     if c.breaker == "closed" and c.error_rate < MAX_ERROR_RATE and can_serve(request, c) then
       healthy[#healthy + 1] = c
     end
@@ -46,12 +55,10 @@ function route(request, candidates)
   end
 
   -- Work the price out once per candidate, not in every comparison.
-  for _, c in ipairs(healthy) do
+  for i = 1, #healthy do
+    local c = healthy[i]
     c.cost = (request.est_tokens * c.price_in + EXPECTED_OUTPUT_TOKENS * c.price_out) / 1e6
   end
-  table.sort(healthy, function(a, b)
-    if a.cost ~= b.cost then return a.cost < b.cost end
-    return a.index < b.index   -- equal price: keep the configured order
-  end)
+  table.sort(healthy, by_cost)
   return healthy
 end

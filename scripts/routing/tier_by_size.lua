@@ -19,10 +19,17 @@ local function wanted_tier(tokens)
   return 2
 end
 
+local function by_rank(a, b)
+  if a.rank ~= b.rank then return a.rank < b.rank end
+  if a.latency_ms ~= b.latency_ms then return a.latency_ms < b.latency_ms end
+  return a.index < b.index
+end
+
 function route(request, candidates)
   local want = wanted_tier(request.est_tokens)
   local list = {}
-  for _, c in ipairs(candidates) do
+  for i = 1, #candidates do
+    local c = candidates[i]
     -- context_window is 0 when unknown: give those the benefit of the doubt.
     if c.context_window == 0 or c.context_window >= request.est_tokens then
       -- A sort key: distance from the wanted tier, doubled, +1 when the tier is cheaper
@@ -30,7 +37,8 @@ function route(request, candidates)
       if c.tier == 0 then
         c.rank = 1000
       else
-        c.rank = 2 * math.abs(c.tier - want) + (c.tier > want and 1 or 0)
+        local d = c.tier - want
+        c.rank = d < 0 and -2 * d or 2 * d + (d > 0 and 1 or 0)
       end
       list[#list + 1] = c
     end
@@ -38,10 +46,6 @@ function route(request, candidates)
   if #list == 0 then
     return candidates   -- nothing fits: let the providers say so
   end
-  table.sort(list, function(a, b)
-    if a.rank ~= b.rank then return a.rank < b.rank end
-    if a.latency_ms ~= b.latency_ms then return a.latency_ms < b.latency_ms end
-    return a.index < b.index
-  end)
+  table.sort(list, by_rank)
   return list
 end

@@ -696,3 +696,135 @@ Test(integration, embeddings_float_and_base64_through_openai_adapter)
     cr_assert(strstr(r.body, "input"), "%s", r.body);
     th_resp_free(&r);
 }
+
+Test(integration, anthropic_format_front_door_routes_to_any_provider)
+{
+    const char *hdrs[] = {"x-api-key: unused", "anthropic-version: 2023-06-01", NULL};
+    th_resp r;
+    /* an Anthropic-format client reaching the OpenAI adapter */
+    th_http(cd.port, "POST", "/v1/messages",
+            "{\"model\":\"one\",\"max_tokens\":64,\"system\":\"be brief\","
+            "\"messages\":[{\"role\":\"user\",\"content\":\"hello claude\"}]}",
+            hdrs, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_object *o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "type"), "message");
+    cr_assert_str_eq(th_json_str(o, "role"), "assistant");
+    cr_assert_str_eq(th_json_str(o, "content.0.type"), "text");
+    cr_assert_str_eq(th_json_str(o, "content.0.text"), "mock reply to: hello claude");
+    cr_assert_str_eq(th_json_str(o, "stop_reason"), "end_turn");
+    cr_assert_gt(th_json_int(o, "usage.input_tokens"), 0);
+    json_object_put(o);
+    json_object *st = th_mock_stats(&m1);
+    cr_assert_str_eq(th_json_str(st, "last_request.body.messages.0.role"), "system",
+                     "the system prompt did not reach the upstream as a system message");
+    json_object_put(st);
+    th_resp_free(&r);
+    /* streaming: Anthropic's event sequence */
+    th_http(cd.port, "POST", "/v1/messages",
+            "{\"model\":\"one\",\"max_tokens\":64,\"stream\":true,"
+            "\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+            hdrs, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    const char *seq[] = {"event: message_start", "event: content_block_start",
+                         "event: content_block_delta", "event: content_block_stop",
+                         "event: message_delta", "event: message_stop"};
+    const char *at = r.body;
+    for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+        const char *hit = strstr(at, seq[i]);
+        cr_assert_not_null(hit, "missing or out of order: %s\n%s", seq[i], r.body);
+        at = hit;
+    }
+    cr_assert_null(strstr(r.body, "chat.completion.chunk"), "OpenAI chunks leaked: %s", r.body);
+    th_resp_free(&r);
+    /* Anthropic's own errors */
+    th_http(cd.port, "POST", "/v1/messages",
+            "{\"model\":\"one\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", hdrs,
+            0, &r);
+    cr_assert_eq(r.status, 400);
+    o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "type"), "error");
+    cr_assert_str_eq(th_json_str(o, "error.type"), "invalid_request_error");
+    cr_assert(strstr(th_json_str(o, "error.message"), "max_tokens"), "%s", r.body);
+    json_object_put(o);
+    th_resp_free(&r);
+    th_http(cd.port, "POST", "/v1/messages",
+            "{\"model\":\"nope\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+            "\"content\":\"x\"}]}",
+            hdrs, 0, &r);
+    cr_assert_eq(r.status, 404);
+    cr_assert(strstr(r.body, "\"not_found_error\""), "%s", r.body);
+    th_resp_free(&r);
+}
+
+Test(integration, explain_header_and_cli_show_the_plan)
+{
+    const char *hdrs[] = {"x-compass-explain: 1", NULL};
+    th_resp r;
+    long before;
+    json_object *st = th_mock_stats(&m1);
+    before = th_json_int(st, "chat");
+    json_object_put(st);
+    th_http(cd.port, "POST", "/v1/chat/completions", chat("two", "plan this", 0), hdrs, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_object *o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "route"), "two");
+    cr_assert_str_eq(th_json_str(o, "strategy"), "priority");
+    cr_assert_str_eq(th_json_str(o, "order.0"), "up1/gpt-test");
+    cr_assert_str_eq(th_json_str(o, "order.1"), "up2/gpt-test");
+    cr_assert_str_eq(th_json_str(o, "candidates.0.breaker"), "closed");
+    json_object_put(o);
+    th_resp_free(&r);
+    st = th_mock_stats(&m1);
+    cr_assert_eq(th_json_int(st, "chat"), before, "explain called the upstream");
+    json_object_put(st);
+    /* the CLI */
+    FILE *f = fopen("/tmp/compass-it-explain.json", "w");
+    fputs(chat("mixed", "x", 0), f);
+    fclose(f);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s --config %s --explain-route /tmp/compass-it-explain.json 2>&1",
+             COMPASSD_BIN, conf_path);
+    FILE *p = popen(cmd, "r");
+    char out[8192] = "";
+    size_t got = fread(out, 1, sizeof(out) - 1, p);
+    out[got] = '\0';
+    int rc = pclose(p);
+    cr_assert_eq(WEXITSTATUS(rc), 0, "%s", out);
+    cr_assert(strstr(out, "\"order\":[") || strstr(out, "\"order\":"), "%s", out);
+    cr_assert(strstr(out, "local/mock-1"), "%s", out);
+    cr_assert_null(strstr(out, "loaded provider plugin"), "log lines in the CLI output: %s", out);
+}
+
+Test(integration, candidates_that_cannot_serve_the_request_are_filtered)
+{
+    /* a route whose only candidate lacks vision: a clear 400, not an upstream error */
+    static const char *CONF =
+        "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+        "deployments = ( { name = \"blind\"; plugin = \"mock\"; models = [\"m\"];\n"
+        "                  capabilities = [\"tools\"]; },\n"
+        "                { name = \"sees\"; plugin = \"mock\"; models = [\"v\"]; } );\n"
+        "routes = ( { name = \"textonly\"; candidates = [\"blind/m\"]; },\n"
+        "           { name = \"both\"; candidates = [\"blind/m\", \"sees/v\"]; } );\n";
+    th_proc d;
+    cr_assert_eq(th_compassd_start(&d, th_write_config(6, CONF, NULL, NULL)), 0);
+#define IMG_FMT                                                                               \
+    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","          \
+    "\"text\":\"what is this\"},{\"type\":\"image_url\",\"image_url\":{\"url\":"                  \
+    "\"https://example.invalid/cat.png\"}}]}]}"
+    char body[512];
+    snprintf(body, sizeof(body), IMG_FMT, "textonly");
+    th_resp r;
+    th_http(d.port, "POST", "/v1/chat/completions", body, NULL, 0, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "does not support images"), "%s", r.body);
+    th_resp_free(&r);
+    snprintf(body, sizeof(body), IMG_FMT, "both");
+    th_http(d.port, "POST", "/v1/chat/completions", body, NULL, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char *prov = th_header(&r, "x-compass-provider");
+    cr_assert_str_eq(prov, "sees");
+    free(prov);
+    th_resp_free(&r);
+    th_stop(&d, SIGTERM, 5000);
+}

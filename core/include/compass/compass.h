@@ -37,7 +37,9 @@ typedef struct compass_engine_opts {
     /** Log sink (level, message without newline). NULL logs to stderr. Any thread. */
     void (*log)(void *ud, int level, const char *msg);
     void *log_ud;
-    int log_level;                     /* compass_log_level; 0 means INFO */
+    int log_level;                     /* compass_log_level: lines up to it are logged
+                                          (COMPASS_LOG_ERROR, the zero value, is quietest);
+                                          with opts NULL the level is WARN */
     const char *const *plugin_paths;   /* searched before the config's paths; may be NULL */
     size_t n_plugin_paths;
 } compass_engine_opts;
@@ -127,6 +129,7 @@ typedef struct compass_engine_request {
     const compass_header *metadata; /* caller requirements for routers (e.g. latency=realtime,
                                        accuracy=critical); copied; may be NULL */
     size_t n_metadata;
+    int explain;              /* 1: answer with the routing plan as JSON; call no upstream */
 } compass_engine_request;
 
 /**
@@ -160,6 +163,16 @@ COMPASS_API int compass_engine_chat(compass_engine *e, const char *body, size_t 
                                     void *ud, int *status_out, char **body_out);
 
 /* ---- introspection ----------------------------------------------------------------------- */
+
+/**
+ * How the engine would route this request body, as JSON: the route and its strategy, every
+ * candidate with its live stats and breaker state, which ones cannot serve the request and
+ * why, the order the strategy chose (or why it fell back to priority order). No upstream is
+ * called. malloc'd; compass_free. *status_out (may be NULL) gets 200, or the error status
+ * the request itself would get (the body is then that error).
+ */
+COMPASS_API char *compass_engine_explain(compass_engine *e, const char *body, size_t len,
+                                         int *status_out);
 
 /** GET /v1/models: routes and concrete models, OpenAI list JSON. malloc'd; compass_free. */
 COMPASS_API char *compass_engine_models_json(compass_engine *e);

@@ -1,0 +1,2 @@
+-- Loops while being loaded.
+while true do end

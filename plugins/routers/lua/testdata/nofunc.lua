@@ -1,0 +1,2 @@
+-- Defines no route function.
+local x = 1
