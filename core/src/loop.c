@@ -27,6 +27,8 @@ static void curl_init(void)
 }
 
 static void next_attempt(compass_engine_call *c);
+static void arm_hedge(compass_engine_call *c);
+static void spawn_hedge(compass_engine_call *p);
 
 /* ---- call lifetime ---- */
 
@@ -42,7 +44,10 @@ void cps_call_unref(compass_engine_call *c)
         curl_slist_free_all(c->slist);
     cps_gen_unref(c->gen);
     cps_arena_free(c->arena);
+    compass_engine_call *primary = c->is_hedge ? c->peer : NULL;
     free(c);
+    if (primary)
+        cps_call_unref(primary); /* the hedge shared its primary's request */
 }
 
 static double ms_since(uint64_t t0, uint64_t t1)
@@ -103,6 +108,8 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
     res.cost_usd = cost_of(c);
 
     char labels[300];
+    if (c->silent)
+        goto quiet;
     snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov, model,
              status);
     cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
@@ -122,7 +129,11 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
         }
     }
     c->cb.on_done(c->ud, &res);
+    atomic_fetch_sub(&e->in_flight, 1);
+quiet:
     cps_buf_free(&att);
+    if (c->is_hedge && c->peer && c->peer->peer == c)
+        c->peer->peer = NULL; /* the primary no longer has a running hedge */
     if (c->all_prev || c->all_next || e->all == c) {
         if (c->all_prev)
             c->all_prev->all_next = c->all_next;
@@ -132,7 +143,6 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
             c->all_next->all_prev = c->all_prev;
         c->all_prev = c->all_next = NULL;
     }
-    atomic_fetch_sub(&e->in_flight, 1);
     cps_call_unref(c);
 }
 
@@ -154,9 +164,65 @@ static void send_head(compass_engine_call *c, int status, int stream)
         c->cb.on_head(c->ud, &h);
 }
 
+static void release_easy(compass_engine *e, compass_engine_call *c);
+static void end_attempt(compass_engine_call *c, int ok, int counts);
+
+/* Stops a call on the engine thread; a silent one says nothing to the client. */
+static void cancel_call(compass_engine_call *c, int silent)
+{
+    if (c->finished)
+        return;
+    release_easy(c->e, c);
+    c->timer_gen++; /* a pending timer becomes stale */
+    end_attempt(c, 0, 0);
+    c->silent = silent;
+    finish(c, 499, COMPASS_ECANCELED, "", 0);
+}
+
+/* Hedging: a primary and its hedge share one client. Whether c may write to it now: the first
+ * to succeed (first content, or a whole answer) claims the client and the other is cancelled;
+ * a failure stays silent while the other still runs, and speaks when it is the last one. */
+static int speak(compass_engine_call *c, int success)
+{
+    compass_engine_call *p = c->is_hedge ? c->peer : c;
+    compass_engine_call *other = c->is_hedge ? c->peer : c->peer;
+    if (!p || (!c->is_hedge && !c->hedged))
+        return 1; /* no hedging involved */
+    int mine = c->is_hedge ? 2 : 1;
+    if (p->claimed)
+        return p->claimed == mine;
+    int other_running = other && !other->finished;
+    if (!success && other_running)
+        return 0;
+    p->claimed = mine;
+    if (other_running) {
+        /* keep the loser's attempts in the winner's log: both were paid for */
+        for (int i = 0; i < other->n_log && c->n_log < CPS_MAX_ATTEMPTS; i++)
+            c->log[c->n_log++] = other->log[i];
+        if (other->target && c->n_log < CPS_MAX_ATTEMPTS) {
+            cps_attempt_log *l = &c->log[c->n_log++];
+            l->target = other->target->id;
+            snprintf(l->what, sizeof(l->what), "hedge_lost");
+            l->status = 0;
+            l->kind = 0;
+        }
+        char labels[200];
+        snprintf(labels, sizeof(labels), "route=\"%s\",winner=\"%s\"", c->route_name,
+                 c->is_hedge ? "hedge" : "primary");
+        cps_metrics_add(c->e->metrics, "compass_hedges_total", labels, 1);
+        cancel_call(other, 1);
+    }
+    return 1;
+}
+
 void cps_call_fail_now(compass_engine_call *c, int status, const char *type, const char *param,
                        const char *code, const char *msg)
 {
+    if (!speak(c, 0)) {
+        c->silent = 1;
+        finish(c, status, COMPASS_EUPSTREAM, "", 0);
+        return;
+    }
     cps_buf b;
     cps_buf_init(&b);
     cps_canon_write_error(&b, msg, type, param, code);
@@ -372,6 +438,11 @@ static const char *outcome_name(int o)
  * 504, 502, 400 for a parameter no candidate can honour); a mix is 503. */
 static void final_failure(compass_engine_call *c, const char *last_msg)
 {
+    if (!speak(c, 0)) {
+        c->silent = 1;
+        finish(c, 503, COMPASS_EUPSTREAM, "", 0);
+        return;
+    }
     int kind = c->n_log ? c->log[0].kind : K_OTHER;
     for (int i = 1; i < c->n_log; i++)
         if (c->log[i].kind != kind)
@@ -424,6 +495,7 @@ static void final_failure(compass_engine_call *c, const char *last_msg)
 
 static void commit(compass_engine_call *c)
 {
+    speak(c, 1);
     c->committed = 1;
     if (!c->chunk_id[0])
         snprintf(c->chunk_id, sizeof(c->chunk_id), "chatcmpl-%s", c->request_id);
@@ -551,6 +623,7 @@ static void success_response(compass_engine_call *c, compass_chat_response *r)
     }
     end_attempt(c, 1, 1);
     log_attempt(c, "ok", 200, K_OTHER);
+    speak(c, 1);
     c->out_chars = r->content.len;
     for (size_t i = 0; i < r->n_tool_calls; i++)
         c->out_chars += r->tool_calls[i].arguments.len;
@@ -608,6 +681,7 @@ static void success_embed(compass_engine_call *c, compass_embed_response *r)
 {
     end_attempt(c, 1, 1);
     log_attempt(c, "ok", 200, K_OTHER);
+    speak(c, 1);
     if (r->usage.prompt_tokens || r->usage.present) {
         c->usage = r->usage;
     } else {
@@ -946,6 +1020,8 @@ static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err
         }
     } else {
         rc = start_http(c, o, &r, err);
+        if (!rc)
+            arm_hedge(c);
     }
     return rc;
 }
@@ -1151,6 +1227,12 @@ static void on_timer(compass_engine_call *c)
         next_attempt(c);
         return;
     }
+    if (c->timer_kind == 2) {
+        c->timer_kind = 0;
+        if (!c->first_byte_ns && !c->committed && c->phase == PH_UPSTREAM)
+            spawn_hedge(c);
+        return;
+    }
     compass_local_result *l = &c->local;
     if (l->failed) {
         attempt_failure(c, &l->error, "in-process provider failed");
@@ -1226,13 +1308,89 @@ static void handle_msg(compass_engine *e, cps_msg *m)
             next_attempt(c);
         return;
     }
+    compass_engine_call *h = c->peer; /* a running hedge, if any */
     if (!c->finished) {
-        release_easy(e, c);
-        c->timer_gen++; /* a pending timer becomes stale */
-        end_attempt(c, 0, 0);
-        finish(c, 499, COMPASS_ECANCELED, "", 0);
+        if (h && !h->finished)
+            cancel_call(h, 1);
+        cancel_call(c, 0);
+    } else if (h && !h->finished) {
+        cancel_call(h, 0); /* the primary already stepped back: the hedge owns the client */
     }
     cps_call_unref(c);
+}
+
+/* Starts a hedge for primary p: its next candidate, in parallel, sharing p's request. */
+static void spawn_hedge(compass_engine_call *p)
+{
+    compass_engine *e = p->e;
+    if (p->next >= p->n_order || p->peer)
+        return;
+    compass_engine_call *h = calloc(1, sizeof(*h));
+    cps_arena *a = cps_arena_new(4096);
+    if (!h || !a) {
+        free(h);
+        cps_arena_free(a);
+        return;
+    }
+    cps_target *t = p->order[p->next++]; /* the primary will not fail over to it */
+    h->e = e;
+    h->gen = p->gen;
+    atomic_fetch_add(&h->gen->refs, 1);
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->cancel_requested, 0);
+    h->arena = a;
+    h->req = p->req;
+    h->kind = p->kind;
+    h->ereq = p->ereq;
+    h->metadata = p->metadata;
+    h->n_metadata = p->n_metadata;
+    h->route = p->route;
+    h->route_name = p->route_name;
+    memcpy(h->request_id, p->request_id, sizeof(h->request_id));
+    memcpy(h->key_id, p->key_id, sizeof(h->key_id));
+    h->cb = p->cb;
+    h->ud = p->ud;
+    h->start_ns = p->start_ns;
+    h->created = p->created;
+    h->preq.call = h;
+    h->preq.arena = a;
+    cps_buf_init(&h->body);
+    cps_buf_init(&h->hdrs);
+    cps_buf_init(&h->chunk);
+    h->order[0] = t;
+    h->n_order = 1;
+    h->max_attempts = 1;
+    h->deadline_ns = p->deadline_ns;
+    h->seed = p->seed ^ 0x5bd1e995u;
+    h->is_hedge = 1;
+    h->peer = p;
+    atomic_fetch_add(&p->refs, 1);
+    p->peer = h;
+    h->all_next = e->all;
+    if (e->all)
+        e->all->all_prev = h;
+    e->all = h;
+    cps_log(e, COMPASS_LOG_INFO, "request %s: no first byte from %s yet; hedging with %s",
+            p->request_id, p->target ? p->target->id : "?", t->id);
+    next_attempt(h);
+}
+
+/* Arms the hedge timer when the route hedges and a candidate is left to hedge with. */
+static void arm_hedge(compass_engine_call *c)
+{
+    const cps_cfg_route *rc = c->route ? c->route->cfg : NULL;
+    if (!rc || !rc->hedge_ms || c->is_hedge || c->hedged || c->next >= c->n_order)
+        return;
+    double delay = (double)rc->hedge_ms;
+    if (rc->hedge_ms < 0) {
+        delay = cps_stats_ttft_p95(c->target->stats);
+        if (delay < 0)
+            return; /* too few samples to know this deployment's p95 yet */
+    }
+    c->hedged = 1;
+    c->timer_kind = 2;
+    if (timer_push(c->e, c, cps_now_ns() + (uint64_t)(delay * 1e6)))
+        c->timer_kind = 0;
 }
 
 /* libcurl tells which sockets to watch (socket_action interface): only sockets with activity

@@ -37,6 +37,8 @@ static const struct {
     {"compass_failover_total", "Requests that moved to another candidate after a failure."},
     {"compass_router_errors_total", "Router plugin failures that fell back to priority order."},
     {"compass_lua_errors_total", "Lua policy failures that fell back to the default strategy."},
+    {"compass_hedges_total", "Hedged requests, by route and which attempt won."},
+    {"compass_circuit_breaker_state", "Breaker per deployment/model: 0 closed, 1 open, 2 half-open."},
 };
 
 cps_metrics *cps_metrics_new(void)

@@ -298,3 +298,65 @@ Test(resilience, flaky_deployment_under_load_never_reaches_clients, .timeout = 9
     cr_assert(opened, "the flaky deployment's breaker did not open:\n%s", metrics);
     free(metrics);
 }
+
+/* Hedging: the first candidate is slow to its first byte; after the hedge delay the next one
+ * starts too, the first to answer wins and the slow transfer is cancelled. */
+Test(resilience, hedged_request_takes_the_fast_candidate_and_cancels_the_slow_one)
+{
+    static const char *HEDGE =
+        "server = { listen = \"127.0.0.1:0\"; };\n"
+        "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+        "deployments = (\n"
+        "  { name = \"slow\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\"; models = [\"m\"]; },\n"
+        "  { name = \"fast\"; plugin = \"openai\"; base_url = \"@MOCKLLM2@/v1\"; models = [\"m\"]; }\n"
+        ");\n"
+        "routes = ( { name = \"hedged\"; candidates = [\"slow/m\", \"fast/m\"]; hedge = 150; },\n"
+        "           { name = \"plain\"; candidates = [\"slow/m\", \"fast/m\"]; } );\n";
+    th_proc d;
+    cr_assert_eq(th_compassd_start(&d, th_write_config(7, HEDGE, &m1, &m2)), 0);
+    th_resp r;
+    char body[256];
+    /* non-streaming */
+    cr_assert_eq(th_mock_next(&m1, "{\"latency_ms\":3000}"), 0);
+    snprintf(body, sizeof(body), "{\"model\":\"hedged\",\"messages\":[{\"role\":\"user\","
+             "\"content\":\"quick\"}]}");
+    th_http(d.port, "POST", "/v1/chat/completions", body, NULL, 0, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(r.total_s < 1.5, "hedge did not help: %.3f s", r.total_s);
+    char *prov = th_header(&r, "x-compass-provider");
+    cr_assert_str_eq(prov, "fast");
+    free(prov);
+    th_resp_free(&r);
+    long in_flight = -1;
+    for (int i = 0; i < 30 && in_flight != 0; i++) {
+        th_sleep_ms(100);
+        json_object *st = th_mock_stats(&m1);
+        in_flight = th_json_int(st, "in_flight");
+        json_object_put(st);
+    }
+    cr_assert_eq(in_flight, 0, "the slow transfer was not cancelled");
+    /* streaming: time to first token is the fast candidate's */
+    cr_assert_eq(th_mock_next(&m1, "{\"latency_ms\":3000}"), 0);
+    snprintf(body, sizeof(body), "{\"model\":\"hedged\",\"stream\":true,\"messages\":"
+             "[{\"role\":\"user\",\"content\":\"quick stream\"}]}");
+    th_http(d.port, "POST", "/v1/chat/completions", body, NULL, 0, &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert(r.total_s < 1.5, "streamed hedge did not help: %.3f s", r.total_s);
+    cr_assert(strstr(r.body, "mock reply to: quick stream") || strstr(r.body, "stream"),
+              "%s", r.body);
+    cr_assert(strstr(r.body, "data: [DONE]"), "%s", r.body);
+    th_resp_free(&r);
+    /* without hedging the same request waits for the slow one */
+    cr_assert_eq(th_mock_next(&m1, "{\"latency_ms\":1200}"), 0);
+    snprintf(body, sizeof(body), "{\"model\":\"plain\",\"messages\":[{\"role\":\"user\","
+             "\"content\":\"slow\"}]}");
+    th_http(d.port, "POST", "/v1/chat/completions", body, NULL, 0, &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert(r.total_s >= 1.1, "%.3f s", r.total_s);
+    th_resp_free(&r);
+    th_http(d.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    cr_assert(strstr(r.body, "compass_hedges_total{route=\"hedged\",winner=\"hedge\"} 2"), "%s",
+              r.body);
+    th_resp_free(&r);
+    th_stop(&d, SIGTERM, 5000);
+}

@@ -38,6 +38,7 @@ static int open_with(const char *cfg, logs *l, compass_engine **e, compass_err *
     o.size = sizeof(o);
     o.log = on_log;
     o.log_ud = l;
+    o.log_level = COMPASS_LOG_INFO; /* the tests count "loaded ... plugin" lines */
     o.plugin_paths = extra;
     o.n_plugin_paths = 1;
     memset(err, 0, sizeof(*err));
