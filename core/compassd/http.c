@@ -644,7 +644,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         if (takes_body) {
             const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                          "Content-Length");
-            if (cl && strtoll(cl, NULL, 10) > h->o.max_body_bytes) {
+            long long declared = cl ? strtoll(cl, NULL, 10) : 0;
+            if (declared > h->o.max_body_bytes && declared <= 64LL << 20) {
+                /* read and drop the body, then answer 413: a client still uploading would
+                 * see a reset instead of the answer if we closed early */
+                c->too_large = 1;
+            } else if (declared > h->o.max_body_bytes) {
                 /* answer before reading the body; MHD closes the connection after it */
                 char msg[160];
                 snprintf(msg, sizeof(msg), "Request body is larger than the limit of %ld bytes",
