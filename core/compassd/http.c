@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -401,7 +402,8 @@ static enum MHD_Result queue_answer(struct conn *c)
     c->queued = 1;
     if (c->stream) {
         c->refs++;
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, c,
+        /* SSE events are small; MHD allocates one block per stream */
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_reader, c,
                                               stream_free);
         if (!r) {
             c->refs--;
@@ -567,6 +569,7 @@ static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
     compass_engine_call *call = NULL;
     int rc = compass_engine_submit(h->e, &rq, c->ep == EP_MESSAGES ? &anth_cb : &cb, c, &call);
     cps_buf_free(&translated);
+    cps_buf_free(&c->body); /* the engine keeps its own copy */
     if (rc) {
         watch_remove(h, c);
         conn_unref(c);
@@ -725,13 +728,24 @@ static void completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     conn_unref(c);
 }
 
-/* Peeks at waiting clients' sockets: EOF means the client left; cancel its request. */
+/* Peeks at waiting clients' sockets: EOF means the client left; cancel its request. Also
+ * hands freed memory back to the system once a burst is over. */
 static void *watchdog_main(void *arg)
 {
     cpd_http *h = arg;
+    int idle_ticks = 0, trimmed = 1;
     while (!atomic_load(&h->stop)) {
         struct timespec ts = {0, 200 * 1000000};
         nanosleep(&ts, NULL);
+        if (compass_engine_in_flight(h->e) == 0 && atomic_load(&h->open_conns) == 0) {
+            if (++idle_ticks >= 10 && !trimmed) {
+                malloc_trim(0);
+                trimmed = 1;
+            }
+        } else {
+            idle_ticks = 0;
+            trimmed = 0;
+        }
         pthread_mutex_lock(&h->watch_mu);
         for (struct conn *c = h->watch; c; c = c->w_next) {
             char b;
@@ -779,6 +793,7 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
                                 MHD_OPTION_NOTIFY_COMPLETED, completed, h,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                                 MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
                                 MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_END);
@@ -787,6 +802,7 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
                                 MHD_OPTION_NOTIFY_COMPLETED, completed, h,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                                 MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
     if (!h->d) {

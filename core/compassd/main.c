@@ -1,6 +1,7 @@
 /* compassd: the compass daemon. The first program built on libcompass: it owns the process
  * (arguments, signals, logging to stderr) and puts an HTTP front door on an engine. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -208,6 +209,10 @@ int main(int argc, char **argv)
         return status == 200 ? 0 : 1;
     }
     raise_fd_limit();
+    /* The HTTP thread allocates what the engine thread frees: one malloc arena keeps that
+     * from fragmenting into per-thread arenas (measured: lower RSS with thousands of
+     * streams, no throughput cost at this thread count). */
+    mallopt(M_ARENA_MAX, 1);
     int rc = compass_engine_open(&e, config, &opts, &err);
     if (rc) {
         fprintf(stderr, "compassd: %s\n", err.msg);

@@ -969,8 +969,8 @@ static void plan(compass_engine_call *c)
             elig[n++] = r->targets[i];
             continue;
         }
-        if (!c->n_filtered++)
-            snprintf(c->filter_msg, sizeof(c->filter_msg),
+        if (!c->n_filtered++ && (c->filter_msg = cps_arena_alloc(c->arena, 300)))
+            snprintf(c->filter_msg, 300,
                      "no candidate of '%s' can serve this request: %s does not support %s",
                      c->route_name, r->targets[i]->id, why);
     }
@@ -1056,13 +1056,13 @@ static void rank(compass_engine_call *c, cps_target **elig, size_t n)
             snprintf(err.msg, sizeof(err.msg), "it returned an index out of range");
         }
         c->router_fell_back = 1;
-        snprintf(c->router_msg, sizeof(c->router_msg), "%s",
-                 err.msg[0] ? err.msg : compass_strerror(rc));
+        c->router_msg = cps_arena_strndup(c->arena, err.msg[0] ? err.msg : compass_strerror(rc),
+                                          strlen(err.msg[0] ? err.msg : compass_strerror(rc)));
         char labels[160];
         snprintf(labels, sizeof(labels), "route=\"%s\",router=\"%s\"", r->name, r->router->name);
         cps_metrics_add(c->e->metrics, "compass_router_errors_total", labels, 1);
         cps_log(c->e, COMPASS_LOG_WARN, "route '%s': router '%s' failed (%s); using priority "
-                "order", r->name, r->router->name, c->router_msg);
+                "order", r->name, r->router->name, c->router_msg ? c->router_msg : "?");
     }
     for (size_t i = 0; i < n; i++)
         c->order[c->n_order++] = elig[i];
@@ -1118,12 +1118,12 @@ static void explain_answer(compass_engine_call *c)
         cps_buf_json_str(&b, c->order[k]->id, strlen(c->order[k]->id));
     }
     cps_buf_puts(&b, "]");
-    if (c->router_fell_back) {
+    if (c->router_fell_back && c->router_msg) {
         cps_buf_puts(&b, ",\"router_error\":");
         cps_buf_json_str(&b, c->router_msg, strlen(c->router_msg));
         cps_buf_puts(&b, ",\"fallback\":\"priority order\"");
     }
-    if (c->n_filtered) {
+    if (c->n_filtered && c->filter_msg) {
         cps_buf_puts(&b, ",\"filtered\":");
         cps_buf_json_str(&b, c->filter_msg, strlen(c->filter_msg));
     }
@@ -1174,7 +1174,8 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     compass_engine_call *c = calloc(1, sizeof(*c));
     if (!c)
         return COMPASS_ENOMEM;
-    c->arena = cps_arena_new(rq->body_len * 2 + 4096);
+    /* the body, its canonical form and the upstream request fit in about three times it */
+    c->arena = cps_arena_new(rq->body_len * 3 + 1024);
     if (!c->arena) {
         free(c);
         return COMPASS_ENOMEM;
@@ -1303,7 +1304,7 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     }
     if (c->n_order == 0 && c->n_filtered) {
         cps_call_fail_now(c, 400, "invalid_request_error", NULL, "unsupported_capability",
-                          c->filter_msg);
+                          c->filter_msg ? c->filter_msg : "no candidate can serve this request");
         return 0;
     }
     if (c->n_order == 0) {

@@ -93,7 +93,7 @@ struct compass_req {
 
 typedef struct cps_attempt_log {
     const char *target;
-    char what[96];
+    char what[24];
     int status;
     int kind;
 } cps_attempt_log;
@@ -158,12 +158,12 @@ struct compass_engine_call {
     int in_all;
     /* what planning did, for errors and --explain-route */
     int n_filtered;
-    char filter_msg[300];
+    char *filter_msg;       /* arena */
     int router_fell_back;
-    char router_msg[300];
+    char *router_msg;       /* arena */
     struct compass_engine_call *act_prev, *act_next; /* active-transfer list */
     /* in-process providers */
-    compass_local_result local;
+    compass_local_result *local; /* arena; only for in-process providers */
     size_t local_next;
     uint64_t timer_due;
     unsigned timer_gen;

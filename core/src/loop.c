@@ -943,6 +943,9 @@ static int launch(compass_engine_call *c, compass_err *err)
     c->easy = h;
     c->slist = sl;
     if (c->req.stream && c->hreq.stream_format != COMPASS_STREAM_NONE) {
+        /* stream events are small: a smaller receive buffer per transfer saves memory when
+         * thousands of streams are open */
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 1024L);
         cps_sse_free(&c->sse);
         cps_sse_init(&c->sse, c->hreq.stream_format, (size_t)4 << 20);
     }
@@ -1007,13 +1010,15 @@ static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err
                                    "this deployment's plugin does not serve embeddings");
         rc = start_http(c, o, &r, err);
     } else if (has_local(o)) {
-        memset(&c->local, 0, sizeof(c->local));
-        c->local.size = sizeof(c->local);
-        rc = o->local_call(t->dep->inst, &c->preq, &r, &c->local, err);
+        if (!c->local && !(c->local = cps_arena_alloc(c->arena, sizeof(*c->local))))
+            return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+        memset(c->local, 0, sizeof(*c->local));
+        c->local->size = sizeof(*c->local);
+        rc = o->local_call(t->dep->inst, &c->preq, &r, c->local, err);
         if (!rc) {
             c->phase = PH_LOCAL_WAIT;
             c->local_next = 0;
-            int64_t d = c->local.first_delay_ms > 0 ? c->local.first_delay_ms : 0;
+            int64_t d = c->local->first_delay_ms > 0 ? c->local->first_delay_ms : 0;
             rc = timer_push(c->e, c, cps_now_ns() + (uint64_t)d * 1000000u);
             if (rc)
                 compass_err_set(err, rc, "out of memory");
@@ -1233,7 +1238,7 @@ static void on_timer(compass_engine_call *c)
             spawn_hedge(c);
         return;
     }
-    compass_local_result *l = &c->local;
+    compass_local_result *l = c->local;
     if (l->failed) {
         attempt_failure(c, &l->error, "in-process provider failed");
         return;
