@@ -136,13 +136,11 @@ for (const model of MODELS) {
       assert.equal(data._request_id, rid, 'client did not expose x-request-id as _request_id');
     });
 
-    // The replicate plugin reports finish_reason "stop" for every finished prediction, even
-    // when the prediction's metrics.output_token_count reached the max_tokens it sent.
+    // Regression: the replicate plugin once answered "stop" even when the prediction's
+    // metrics.output_token_count reached the max_tokens it sent.
     test('non-streaming: max_tokens cuts the reply (finish_reason length)', {
       ...T,
-      skip: plugin === 'replicate' ? 'compass bug: replicate plugin always answers ' +
-        'finish_reason "stop", also when output_token_count reached max_tokens (expected "length")'
-        : false,
+      skip: false,
     }, async () => {
       const text = 'one two three four five six';
       const r = await client.chat.completions.create({
@@ -552,8 +550,7 @@ describe('errors', () => {
   // roughly a third of attempts. Ten attempts make that reliable.
   test('a body over server.max_body_bytes → APIError 413 (every time)', {
     ...T,
-    skip: 'compass bug: 413 for an over-limit Content-Length is followed by close without ' +
-      'draining the body; the client often gets ECONNRESET (APIConnectionError) instead of 413',
+    skip: false,
   }, async () => {
     const big = 'x'.repeat(1_200_000);
     for (let i = 0; i < 10; i++) {

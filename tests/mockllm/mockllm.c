@@ -46,7 +46,11 @@
 
 /* The provider table: one line per wire format. Earlier entries win on a path match. */
 static const ml_provider *const providers[] = {
+    &ml_azure_provider, /* before openai: its /chat/completions suffix match */
     &ml_openai_provider,
+    &ml_anthropic_provider,
+    &ml_gemini_provider,
+    &ml_replicate_provider,
 };
 #define N_PROVIDERS (sizeof providers / sizeof providers[0])
 
@@ -864,7 +868,8 @@ static void record_last(const ml_request *req)
 {
     size_t plen = strlen(req->path), need = sizeof(last_req) + plen + 1 + req->body_len + 1;
     for (size_t i = 0; i < req->n_headers; i++)
-        need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
+        /* + "present": a redacted value may be longer than the real one */
+        need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2 + sizeof "present";
     need += sizeof "authorization" + sizeof "absent";
     last_req *l = malloc(need);
     if (!l)

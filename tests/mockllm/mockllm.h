@@ -99,6 +99,19 @@ typedef struct ml_provider {
 } ml_provider;
 
 extern const ml_provider ml_openai_provider;
+extern const ml_provider ml_azure_provider;
+extern const ml_provider ml_anthropic_provider;
+extern const ml_provider ml_gemini_provider;
+extern const ml_provider ml_replicate_provider;
+
+/* The OpenAI handlers (openai.c), for wire formats that are OpenAI's under other paths. */
+void ml_openai_chat(const ml_request *req, ml_reply *rep);
+void ml_openai_embeddings(const ml_request *req, ml_reply *rep);
+void ml_openai_error(ml_reply *rep, unsigned status, const char *type, const char *code,
+                     const char *message);
+void ml_openai_stream_error(ml_reply *rep, const char *type, const char *code,
+                            const char *message);
+char *ml_openai_last_user_text(const ml_request *req);
 
 /* Small helpers shared by providers. */
 /** Remove every #mock{...} directive from text in place. */

@@ -1074,3 +1074,32 @@ const ml_provider ml_openai_provider = {
     .stream_error = oa_stream_error,
     .last_user_text = oa_last_user_text,
 };
+
+/* ---------------------------------------------------------------- shared with azure.c */
+
+void ml_openai_chat(const ml_request *req, ml_reply *rep)
+{
+    handle_chat(req, rep);
+}
+
+void ml_openai_embeddings(const ml_request *req, ml_reply *rep)
+{
+    handle_embeddings(req, rep);
+}
+
+void ml_openai_error(ml_reply *rep, unsigned status, const char *type, const char *code,
+                     const char *message)
+{
+    oa_error(rep, status, type, code, message);
+}
+
+void ml_openai_stream_error(ml_reply *rep, const char *type, const char *code,
+                            const char *message)
+{
+    oa_stream_error(rep, type, code, message);
+}
+
+char *ml_openai_last_user_text(const ml_request *req)
+{
+    return oa_last_user_text(req);
+}

@@ -158,6 +158,136 @@ check "garbage_after injects bad data and continues" sh -c "grep -q '^data: {not
 curl -s -o "$TMP/body" -H 'x-mock-chunks: 2' "$U/v1/chat/completions" -d "$SMSG"
 check "chunks N splits the content in N" test "$(grep -c '"content":"[^"]' "$TMP/body")" = 2
 
+# --- Anthropic Messages (anthropic.c)
+amsg() { # body [curl args...] -> $TMP/body, $TMP/hdr, echo status
+    local body=$1; shift
+    curl -s -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -H 'x-api-key: sk-ant-test' -H 'anthropic-version: 2023-06-01' "$@" "$U/v1/messages" -d "$body"
+}
+s=$(amsg '{"model":"claude-x","max_tokens":100,"system":"be brief","messages":[{"role":"user","content":"hello there world"}]}')
+check "anthropic: message shape" pyjson "$TMP/body" '
+d["type"]=="message" and d["id"].startswith("msg_") and d["role"]=="assistant" and d["model"]=="claude-x"
+and d["content"]==[{"type":"text","text":"mock reply to: hello there world"}]
+and d["stop_reason"]=="end_turn" and d["stop_sequence"] is None
+and d["usage"]["input_tokens"]==7 and d["usage"]["output_tokens"]==6'
+s=$(amsg '{"model":"c","max_tokens":2,"messages":[{"role":"user","content":"a b c"}]}')
+check "anthropic: max_tokens cuts, stop_reason max_tokens" pyjson "$TMP/body" '
+d["content"][0]["text"]=="mock reply" and d["stop_reason"]=="max_tokens" and d["usage"]["output_tokens"]==2'
+s=$(amsg '{"model":"c","max_tokens":50,"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],"tool_choice":{"type":"any"},"messages":[{"role":"user","content":"hi"}]}')
+check "anthropic: tool_choice any gives tool_use" pyjson "$TMP/body" '
+d["stop_reason"]=="tool_use" and d["content"][0]["type"]=="tool_use" and d["content"][0]["name"]=="get_weather"
+and d["content"][0]["input"]=={"city":"value"} and d["content"][0]["id"].startswith("toolu_")'
+arej() { # name body needle [curl args...]
+    local name=$1 body=$2 needle=$3; shift 3
+    local st; st=$(amsg "$body" "$@")
+    check "anthropic rejects: $name" pyjson "$TMP/body" "$st==400 and d['type']=='error' and d['error']['type']=='invalid_request_error' and $needle in d['error']['message']"
+}
+arej "missing max_tokens" '{"model":"c","messages":[{"role":"user","content":"x"}]}' '"max_tokens"'
+arej "system role in messages" '{"model":"c","max_tokens":5,"messages":[{"role":"system","content":"s"},{"role":"user","content":"x"}]}' '"system"'
+arej "non-alternating turns" '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"user","content":"y"}]}' '"alternate"'
+arej "first turn not user" '{"model":"c","max_tokens":5,"messages":[{"role":"assistant","content":"x"},{"role":"user","content":"y"}]}' '"first message"'
+arej "empty messages" '{"model":"c","max_tokens":5,"messages":[]}' '"at least one message"'
+arej "temperature above 1" '{"model":"c","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"x"}]}' '"temperature"'
+arej "image with an unsupported media_type" '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/bmp","data":"AAAA"}}]}]}' '"media_type"'
+arej "tool_result without tool_use" '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_x","content":"r"}]}]}' '"tool_use_id"'
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U/v1/messages" -H 'x-api-key: k' -d '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}')
+check "anthropic: missing anthropic-version gives 400" pyjson "$TMP/body" "$s==400 and 'anthropic-version' in d['error']['message']"
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U/v1/messages" -H 'anthropic-version: 2023-06-01' -d '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}')
+check "anthropic: missing x-api-key gives 401 authentication_error" pyjson "$TMP/body" "$s==401 and d['error']['type']=='authentication_error'"
+s=$(amsg '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}' -H 'x-mock-status: 529')
+check "anthropic: status 529 gives overloaded_error" pyjson "$TMP/body" "$s==529 and d=={'type':'error','error':{'type':'overloaded_error','message':'Overloaded'},'request_id':d['request_id']}"
+s=$(amsg '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}' -H 'x-mock-status: 429' -H 'x-mock-retry-after: 3')
+check "anthropic: status 429 gives rate_limit_error with retry-after" sh -c "test $s = 429 && grep -q rate_limit_error $TMP/body && grep -qi '^retry-after: 3' $TMP/hdr"
+ASSE='import json, sys
+raw = open(sys.argv[1]).read()
+evs = [e for e in raw.split("\n\n") if e.strip()]
+out = []
+for e in evs:
+    lines = e.split("\n")
+    assert lines[0].startswith("event: ") and lines[1].startswith("data: "), e
+    name = lines[0][7:]; d = json.loads(lines[1][6:])
+    assert d["type"] == name, (name, d)
+    out.append((name, d))
+print(json.dumps(out))'
+amsg '{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello there"}]}' >/dev/null
+python3 -c "$ASSE" "$TMP/body" >"$TMP/ev" 2>&1
+check "anthropic stream: documented event sequence" pyjson "$TMP/ev" '
+[n for n,_ in d]==["message_start","content_block_start","ping"]+["content_block_delta"]*5+["content_block_stop","message_delta","message_stop"]
+and d[0][1]["message"]["content"]==[] and d[0][1]["message"]["stop_reason"] is None
+and d[1][1]=={"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+and "".join(e["delta"]["text"] for n,e in d if n=="content_block_delta")=="mock reply to: hello there"
+and d[-2][1]["delta"]["stop_reason"]=="end_turn" and d[-2][1]["usage"]["output_tokens"]==5'
+grep -qi '^content-type: text/event-stream' "$TMP/hdr" && ok "anthropic stream: content type" || bad "anthropic stream: content type"
+amsg '{"model":"c","max_tokens":100,"stream":true,"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],"tool_choice":{"type":"tool","name":"get_weather"},"messages":[{"role":"user","content":"hi"}]}' >/dev/null
+python3 -c "$ASSE" "$TMP/body" >"$TMP/ev" 2>&1
+check "anthropic stream: tool_use input in several input_json_delta fragments" pyjson "$TMP/ev" '
+d[1][1]["content_block"]["type"]=="tool_use" and d[1][1]["content_block"]["input"]=={}
+and len([e for n,e in d if n=="content_block_delta"])>1
+and all(e["delta"]["type"]=="input_json_delta" for n,e in d if n=="content_block_delta")
+and json.loads("".join(e["delta"]["partial_json"] for n,e in d if n=="content_block_delta"))=={"city":"value"}
+and d[-2][1]["delta"]["stop_reason"]=="tool_use"'
+amsg '{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"a b c d"}]}' -H 'x-mock-error-event-after: 4' >/dev/null
+check "anthropic stream: error_event_after sends event: error" sh -c "test \$(grep -c '^event: ' $TMP/body) = 5 && tail -n 3 $TMP/body | grep -q '^event: error' && grep -q '\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"' $TMP/body && ! grep -q message_stop $TMP/body"
+amsg '{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"a b"}]}' -H 'x-mock-unknown-event: 1' >/dev/null
+check "anthropic stream: unknown_event inserts an unknown event type" sh -c "sed -n 4p $TMP/body | grep -q '^event: mock_future_event' && grep -q message_stop $TMP/body"
+
+# --- Gemini (gemini.c)
+gem() { # path-suffix body [curl args...]
+    local sfx=$1 body=$2; shift 2
+    curl -s -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -H 'Content-Type: application/json' \
+        "$@" "$U/v1beta/models/gemini-x:$sfx" -d "$body"
+}
+GK='x-goog-api-key: gk-test'
+s=$(gem generateContent '{"systemInstruction":{"parts":[{"text":"be brief"}]},"contents":[{"role":"user","parts":[{"text":"hello there world"}]}]}' -H "$GK")
+check "gemini: GenerateContentResponse shape" pyjson "$TMP/body" '
+d["candidates"][0]["content"]=={"parts":[{"text":"mock reply to: hello there world"}],"role":"model"}
+and d["candidates"][0]["finishReason"]=="STOP" and d["modelVersion"]=="gemini-x" and d["responseId"]
+and d["usageMetadata"]["promptTokenCount"]==7 and d["usageMetadata"]["candidatesTokenCount"]==6 and d["usageMetadata"]["totalTokenCount"]==13'
+s=$(gem generateContent '{"contents":[{"role":"user","parts":[{"text":"a b c"}]}],"generationConfig":{"maxOutputTokens":2}}' -H "x-goog-api-key: k")
+check "gemini: maxOutputTokens cuts, finishReason MAX_TOKENS" pyjson "$TMP/body" '
+d["candidates"][0]["content"]["parts"][0]["text"]=="mock reply" and d["candidates"][0]["finishReason"]=="MAX_TOKENS"'
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U/v1beta/models/gemini-x:generateContent?key=k" -d '{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"tools":[{"functionDeclarations":[{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]}],"toolConfig":{"functionCallingConfig":{"mode":"ANY"}}}')
+check "gemini: mode ANY gives a functionCall (key query param)" pyjson "$TMP/body" '
+d["candidates"][0]["content"]["parts"]==[{"functionCall":{"name":"get_weather","args":{"city":"value"}}}]'
+grej() { # name body needle
+    local st; st=$(gem generateContent "$2" -H "$GK")
+    check "gemini rejects: $1" pyjson "$TMP/body" "$st==400 and d['error']['code']==400 and d['error']['status']=='INVALID_ARGUMENT' and $3 in d['error']['message']"
+}
+grej "role assistant" '{"contents":[{"role":"user","parts":[{"text":"x"}]},{"role":"assistant","parts":[{"text":"y"}]}]}' '"valid role"'
+grej "empty contents" '{"contents":[]}' '"contents"'
+grej "missing parts" '{"contents":[{"role":"user"}]}' '"parts"'
+grej "unknown field" '{"contents":[{"role":"user","parts":[{"text":"x"}]}],"max_tokens":5}' '"max_tokens"'
+grej "JSON Schema keyword in function parameters" '{"contents":[{"role":"user","parts":[{"text":"x"}]}],"tools":[{"functionDeclarations":[{"name":"f","parameters":{"type":"object","additionalProperties":false}}]}]}' '"additionalProperties"'
+grej "function responses not matching the calls" '{"contents":[{"role":"user","parts":[{"text":"x"}]},{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}},{"functionCall":{"name":"f","args":{}}}]},{"role":"user","parts":[{"functionResponse":{"name":"f","response":{}}}]}]}' '"number of function response parts"'
+FC3='{"contents":[{"role":"user","parts":[{"text":"x"}]},{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}SIG}]},{"role":"user","parts":[{"functionResponse":{"name":"f","response":{}}}]}]}'
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "$GK" "$U/v1beta/models/gemini-3-pro-preview:generateContent" -d "${FC3/SIG/}")
+check "gemini rejects: gemini-3 function call without thoughtSignature" pyjson "$TMP/body" "$s==400 and 'thought_signature' in d['error']['message']"
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "$GK" "$U/v1beta/models/gemini-3-pro-preview:generateContent" -d "${FC3/SIG/,\"thoughtSignature\":\"skip_thought_signature_validator\"}")
+check "gemini: gemini-3 function call with thoughtSignature accepted" test "$s" = 200
+s=$(gem generateContent '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}')
+check "gemini: no key gives 403 PERMISSION_DENIED" pyjson "$TMP/body" "$s==403 and d['error']['status']=='PERMISSION_DENIED'"
+s=$(gem generateContent '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}' -H "$GK" -H 'x-mock-status: 503')
+check "gemini: status 503 gives UNAVAILABLE" pyjson "$TMP/body" "$s==503 and d['error']=={'code':503,'message':d['error']['message'],'status':'UNAVAILABLE'}"
+s=$(gem generateContent '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}' -H "$GK" -H 'x-mock-status: 429')
+check "gemini: status 429 gives RESOURCE_EXHAUSTED" pyjson "$TMP/body" "$s==429 and d['error']['status']=='RESOURCE_EXHAUSTED'"
+GSSE='import json, sys
+raw = open(sys.argv[1]).read()
+evs = [e for e in raw.split("\n\n") if e.strip()]
+assert all(e.startswith("data: ") for e in evs), evs
+print(json.dumps([json.loads(e[6:]) for e in evs]))'
+gem 'streamGenerateContent?alt=sse' '{"contents":[{"role":"user","parts":[{"text":"hello there"}]}]}' -H "$GK" >/dev/null
+python3 -c "$GSSE" "$TMP/body" >"$TMP/ev" 2>&1
+check "gemini stream (alt=sse): text over several events, last with finishReason and usage" pyjson "$TMP/ev" '
+len(d)==5 and "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in d)=="mock reply to: hello there"
+and all("finishReason" not in e["candidates"][0] for e in d[:-1]) and d[-1]["candidates"][0]["finishReason"]=="STOP"
+and d[-1]["usageMetadata"]["candidatesTokenCount"]==5 and all(e["candidates"][0]["content"]["role"]=="model" for e in d)'
+check "gemini stream: no [DONE]" sh -c "! grep -q DONE $TMP/body && grep -qi '^content-type: text/event-stream' $TMP/hdr"
+gem streamGenerateContent '{"contents":[{"role":"user","parts":[{"text":"hello there"}]}]}' -H "$GK" >/dev/null
+check "gemini stream without alt=sse: one JSON array" pyjson "$TMP/body" 'isinstance(d,list) and len(d)==5'
+gem 'streamGenerateContent?alt=sse' '{"contents":[{"role":"user","parts":[{"text":"a b c"}]}]}' -H "$GK" -H 'x-mock-error-event-after: 2' >/dev/null
+python3 -c "$GSSE" "$TMP/body" >"$TMP/ev" 2>&1
+check "gemini stream: error_event_after sends {\"error\":{...}}" pyjson "$TMP/ev" 'len(d)==3 and d[2]["error"]["status"]=="INTERNAL" and d[2]["error"]["code"]==500'
+
 # --- hang: client gives up, in_flight goes back to 0
 curl -s -X POST "$U/_mock/reset" >/dev/null
 curl -s -m 1 -o /dev/null -H 'x-mock-hang: true' "$U/v1/chat/completions" -d "$SMSG"
@@ -222,6 +352,14 @@ s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U2/v1/chat/completions" -d '{"mod
 check "--require-key: no key gives 401 invalid_api_key" sh -c "test $s = 401 && grep -q invalid_api_key $TMP/body"
 s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'Authorization: Bearer sk-test' "$U2/v1/chat/completions" -d '{"model":"m","messages":[{"role":"user","content":"x"}]}')
 check "--require-key: right key gives 200" test "$s" = 200
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'x-api-key: wrong' -H 'anthropic-version: 2023-06-01' "$U2/v1/messages" -d '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}')
+check "--require-key: anthropic wrong key gives 401 authentication_error" sh -c "test $s = 401 && grep -q authentication_error $TMP/body"
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'x-api-key: sk-test' -H 'anthropic-version: 2023-06-01' "$U2/v1/messages" -d '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}')
+check "--require-key: anthropic right key gives 200" test "$s" = 200
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'x-goog-api-key: wrong' "$U2/v1beta/models/g:generateContent" -d '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}')
+check "--require-key: gemini wrong key gives 400 API_KEY_INVALID" sh -c "test $s = 400 && grep -q API_KEY_INVALID $TMP/body"
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U2/v1beta/models/g:generateContent?key=sk-test" -d '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}')
+check "--require-key: gemini right key (query) gives 200" test "$s" = 200
 kill -TERM $PID2
 wait $PID2
 check "SIGTERM stops cleanly (exit 0)" test $? = 0

@@ -692,7 +692,23 @@ static int build_messages(builder *b, const compass_chat_request *in, json_objec
             }
             json_object_put(blocks);
         } else {
-            json_object *msg = json_object_new_object();
+            json_object *msg;
+            if (!last_role && strcmp(role, "user") != 0) {
+                /* Anthropic requires the first turn to be the user's; a conversation that
+                 * opens with the assistant (a chat UI's greeting) gets a minimal user turn
+                 * before it, as other gateways do, rather than a 400 the client cannot fix. */
+                json_object *u = json_object_new_object(), *ub = json_object_new_array();
+                json_object *tb = json_object_new_object();
+                if (jpush(msgs, u) || !ub || !tb ||
+                    jset(u, "role", json_object_new_string("user")) ||
+                    jset(tb, "type", json_object_new_string("text")) ||
+                    jset(tb, "text", json_object_new_string(".")) || jpush(ub, tb) ||
+                    jset(u, "content", ub)) {
+                    json_object_put(blocks);
+                    return b_oom(b);
+                }
+            }
+            msg = json_object_new_object();
             if (jpush(msgs, msg)) {
                 json_object_put(blocks);
                 return b_oom(b);
@@ -705,6 +721,10 @@ static int build_messages(builder *b, const compass_chat_request *in, json_objec
         }
     }
 
+    if (json_object_array_length(msgs) == 0)
+        return fail(b->err, COMPASS_EUNSUPPORTED,
+                    "anthropic: messages: Anthropic needs at least one user or assistant message "
+                    "with content besides the system prompt");
     if (n_sys > 0) {
         char *sys = b->a->h->req_alloc(b->req, sys_len + 1);
         size_t off = 0;
