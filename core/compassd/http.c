@@ -785,9 +785,9 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
         free(h);
         return NULL;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
-                     MHD_USE_ERROR_LOG;
-    unsigned threads = o->threads > 1 ? (unsigned)o->threads : 0;
+    unsigned flags = (o->external ? MHD_USE_EPOLL : MHD_USE_EPOLL_INTERNAL_THREAD) |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    unsigned threads = !o->external && o->threads > 1 ? (unsigned)o->threads : 0;
     if (threads)
         h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
                                 MHD_OPTION_NOTIFY_COMPLETED, completed, h,
@@ -816,6 +816,25 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
     if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
         h->watchdog_started = 1;
     return h;
+}
+
+int cpd_http_fd(cpd_http *h)
+{
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    return di ? di->epoll_fd : -1;
+}
+
+void cpd_http_run(cpd_http *h)
+{
+    MHD_run(h->d);
+}
+
+int cpd_http_timeout_ms(cpd_http *h)
+{
+    MHD_UNSIGNED_LONG_LONG t;
+    if (MHD_get_timeout(h->d, &t) != MHD_YES)
+        return -1;
+    return t > 60000 ? 60000 : (int)t;
 }
 
 int cpd_http_port(cpd_http *h)

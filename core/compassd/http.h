@@ -14,6 +14,7 @@ typedef struct cpd_http_opts {
     long max_connections;
     int log_requests;
     void (*log_line)(const char *json_line); /* one JSON object, no newline */
+    int external;           /* 1: no thread; the caller runs cpd_http_run from its loop */
 } cpd_http_opts;
 
 /** Starts serving. Returns NULL with msg filled on failure. */
@@ -24,6 +25,12 @@ int cpd_http_port(cpd_http *h);
 void cpd_http_quiesce(cpd_http *h);
 /** Connections open right now. */
 long cpd_http_open_connections(cpd_http *h);
+/** external mode: libmicrohttpd's epoll descriptor, readable when it has work. */
+int cpd_http_fd(cpd_http *h);
+/** external mode: does the ready work without blocking. */
+void cpd_http_run(cpd_http *h);
+/** external mode: milliseconds until libmicrohttpd needs to run anyway (-1: never). */
+int cpd_http_timeout_ms(cpd_http *h);
 /** Stops the daemon and frees everything. */
 void cpd_http_stop(cpd_http *h);
 

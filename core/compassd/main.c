@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +101,148 @@ static void raise_fd_limit(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+static void on_reload(compass_engine *e)
+{
+    compass_err err;
+    if (compass_engine_reload(e, &err))
+        log_json(COMPASS_LOG_ERROR, err.msg[0] ? err.msg : "reload failed");
+}
+
+static void log_drain(compass_engine *e, int drain)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "shutting down: draining %ld requests in flight (up to %d s)",
+             compass_engine_in_flight(e), drain);
+    log_json(COMPASS_LOG_INFO, msg);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Whether a drain that began at t0 is over: nothing in flight and no client left (idle
+ * keep-alive clients hold us at most a second), or the drain time ran out. */
+static int drained(compass_engine *e, cpd_http *h, double t0, int drain)
+{
+    double el = mono_s() - t0;
+    if (el >= drain)
+        return 1;
+    if (compass_engine_in_flight(e) != 0)
+        return 0;
+    return cpd_http_open_connections(h) == 0 || el >= 1;
+}
+
+/* One thread for everything: libmicrohttpd, the engine and signals share one epoll. */
+static int run_single(compass_engine *e, cpd_http *h, const sigset_t *set, int drain)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int sfd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+    int hfd = cpd_http_fd(h), efd = compass_engine_fd(e);
+    if (ep < 0 || sfd < 0 || hfd < 0 || efd < 0) {
+        log_json(COMPASS_LOG_ERROR, "cannot set up the event loop");
+        return 1;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = hfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, hfd, &ev);
+    ev.data.fd = efd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
+    ev.data.fd = sfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+    int engine_next = 0, draining = 0;
+    double t0 = 0;
+    for (;;) {
+        int to = cpd_http_timeout_ms(h);
+        if (engine_next >= 0 && (to < 0 || engine_next < to))
+            to = engine_next;
+        if (draining && (to < 0 || to > 20))
+            to = 20;
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, to);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd != sfd)
+                continue;
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                if (si.ssi_signo == SIGHUP) {
+                    on_reload(e);
+                } else if (!draining) {
+                    draining = 1;
+                    t0 = mono_s();
+                    log_drain(e, drain);
+                    cpd_http_quiesce(h);
+                }
+            }
+        }
+        /* the engine first (its answers resume connections), then the front door (it sends
+         * them and queues new requests), the engine again to start those at once, and the
+         * front door again for what that answered: resuming a connection does not wake this
+         * epoll, so no answer may be left waiting for the next wakeup */
+        engine_next = compass_engine_run(e);
+        cpd_http_run(h);
+        engine_next = compass_engine_run(e);
+        cpd_http_run(h);
+        if (draining && drained(e, h, t0, drain))
+            break;
+    }
+    close(sfd);
+    close(ep);
+    return 0;
+}
+
+struct engine_thread {
+    compass_engine *e;
+    volatile int stop;
+};
+
+static void *engine_main(void *arg)
+{
+    struct engine_thread *t = arg;
+    struct pollfd p = {compass_engine_fd(t->e), POLLIN, 0};
+    int next = 0;
+    while (!t->stop) {
+        poll(&p, 1, next < 0 || next > 100 ? 100 : next);
+        next = compass_engine_run(t->e);
+    }
+    return NULL;
+}
+
+/* libmicrohttpd's thread pool, an engine thread, and signals taken here. */
+static int run_threaded(compass_engine *e, cpd_http *h, const sigset_t *set, int drain)
+{
+    struct engine_thread et = {e, 0};
+    pthread_t th;
+    if (pthread_create(&th, NULL, engine_main, &et)) {
+        log_json(COMPASS_LOG_ERROR, "cannot start the engine thread");
+        return 1;
+    }
+    for (;;) {
+        int sig = 0;
+        if (sigwait(set, &sig))
+            continue;
+        if (sig == SIGHUP) {
+            on_reload(e);
+            continue;
+        }
+        break;
+    }
+    log_drain(e, drain);
+    cpd_http_quiesce(h);
+    double t0 = mono_s();
+    while (!drained(e, h, t0, drain)) {
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    et.stop = 1;
+    pthread_join(th, NULL);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -213,6 +358,7 @@ int main(int argc, char **argv)
      * from fragmenting into per-thread arenas (measured: lower RSS with thousands of
      * streams, no throughput cost at this thread count). */
     mallopt(M_ARENA_MAX, 1);
+    opts.external_loop = 1; /* compassd drives the engine from its own loop (see below) */
     int rc = compass_engine_open(&e, config, &opts, &err);
     if (rc) {
         fprintf(stderr, "compassd: %s\n", err.msg);
@@ -233,7 +379,10 @@ int main(int argc, char **argv)
         snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
         port = (int)strtol(colon + 1, NULL, 10);
     }
-    cpd_http_opts ho = {host, port, max_body, threads, max_conns, log_requests, log_line};
+    /* threads <= 1 (the default): one thread runs libmicrohttpd and the engine, so a request
+     * crosses no thread boundary. More: libmicrohttpd's thread pool plus an engine thread. */
+    int single = threads <= 1;
+    cpd_http_opts ho = {host, port, max_body, threads, max_conns, log_requests, log_line, single};
     char msg[300];
     cpd_http *h = cpd_http_start(e, &ho, msg, sizeof(msg));
     if (!h) {
@@ -255,36 +404,12 @@ int main(int argc, char **argv)
         }
     }
 
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig))
-            continue;
-        if (sig == SIGHUP) {
-            if (compass_engine_reload(e, &err))
-                log_json(COMPASS_LOG_ERROR, err.msg[0] ? err.msg : "reload failed");
-            continue;
-        }
-        break;
-    }
-    snprintf(msg, sizeof(msg), "shutting down: draining %ld requests in flight (up to %d s)",
-             compass_engine_in_flight(e), drain);
-    log_json(COMPASS_LOG_INFO, msg);
-    cpd_http_quiesce(h);
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec >= drain)
-            break;
-        if (compass_engine_in_flight(e) == 0 && cpd_http_open_connections(h) == 0)
-            break;
-        if (compass_engine_in_flight(e) == 0 && now.tv_sec - t0.tv_sec >= 1)
-            break; /* idle keep-alive clients need not hold us */
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    if (single)
+        rc = run_single(e, h, &set, drain);
+    else
+        rc = run_threaded(e, h, &set, drain);
     cpd_http_stop(h);
     compass_engine_close(e, 0);
     log_json(COMPASS_LOG_INFO, "stopped");
-    return 0;
+    return rc;
 }

@@ -730,6 +730,10 @@ static int engine_new(compass_engine **out, const compass_engine_opts *opts, com
     e->log_fn = opts && opts->log ? opts->log : default_log;
     e->log_ud = opts ? opts->log_ud : NULL;
     e->log_level = opts ? opts->log_level : COMPASS_LOG_WARN;
+    e->external = opts && (opts->size ? opts->size : sizeof(*opts)) >=
+                              offsetof(compass_engine_opts, external_loop) +
+                                  sizeof(opts->external_loop) &&
+                  opts->external_loop;
     if (opts && opts->n_plugin_paths) {
         e->extra_paths = calloc(opts->n_plugin_paths, sizeof(char *));
         if (!e->extra_paths) {
@@ -892,6 +896,10 @@ COMPASS_API void compass_engine_close(compass_engine *e, int drain_ms)
     atomic_store(&e->closing, 1);
     uint64_t deadline = cps_now_ns() + (uint64_t)(drain_ms > 0 ? drain_ms : 0) * 1000000u;
     while (atomic_load(&e->in_flight) > 0 && cps_now_ns() < deadline) {
+        if (e->external) {
+            cps_loop_pump(e, 10); /* nobody else runs the loop */
+            continue;
+        }
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
     }

@@ -242,6 +242,7 @@ struct compass_engine {
     atomic_int wake_pending;
     int curl_timer_set;
     uint64_t curl_due;
+    int external;              /* no thread: the host calls compass_engine_run */
 };
 
 /* engine.c */
@@ -269,6 +270,8 @@ int64_t cps_estimate_prompt_tokens(const compass_chat_request *r, size_t *chars)
 /* loop.c */
 int cps_loop_start(struct compass_engine *e, compass_err *err);
 void cps_loop_stop(struct compass_engine *e);
+/* external_loop engines: one turn of the loop on the caller's thread. */
+void cps_loop_pump(struct compass_engine *e, int wait_ms);
 void cps_loop_post(struct compass_engine *e, int kind, struct compass_engine_call *call);
 void cps_call_unref(struct compass_engine_call *c);
 /* Answers a call at once with an error (caller's thread or loop). */

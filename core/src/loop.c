@@ -1449,88 +1449,129 @@ static void read_done(compass_engine *e)
     }
 }
 
+/* One turn of the loop: the queue, curl's timer, our timers, deadlines, then the sockets
+ * that are ready, waiting at most max_wait_ms (0: not at all). Returns 1 once stopped, else 0;
+ * *next_ms gets how long the loop may sleep before it has something due (-1: nothing). */
+static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
+{
+    struct epoll_event evs[256];
+    int running = 0;
+    pthread_mutex_lock(&e->q_mu);
+    cps_msg *m = e->q_head;
+    e->q_head = e->q_tail = NULL;
+    int stop = e->stop;
+    pthread_mutex_unlock(&e->q_mu);
+    while (m) {
+        cps_msg *next = m->next;
+        handle_msg(e, m);
+        free(m);
+        m = next;
+    }
+    if (stop) {
+        while (e->all) {
+            compass_engine_call *c = e->all;
+            release_easy(e, c);
+            c->timer_gen++;
+            end_attempt(c, 0, 0);
+            c->silent = c->is_hedge;
+            finish(c, 499, COMPASS_ECANCELED, "", 0);
+        }
+        return 1;
+    }
+    uint64_t now = cps_now_ns();
+    if (e->curl_timer_set && e->curl_due <= now) {
+        e->curl_timer_set = 0;
+        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        read_done(e);
+    }
+    while (e->n_timers && e->timers[0].due <= now) {
+        cps_timer t = timer_pop(e);
+        if (t.gen == t.call->timer_gen && !t.call->finished)
+            on_timer(t.call);
+        cps_call_unref(t.call);
+    }
+    if (since(now, e->last_scan_ns) >= SCAN_NS) {
+        e->last_scan_ns = now;
+        scan_deadlines(e, now);
+    }
+    /* how long may we sleep: the next of our timers, curl's timer, the deadline scan */
+    uint64_t wake = now + (e->active ? SCAN_NS : 1000000000ull);
+    if (e->n_timers && e->timers[0].due < wake)
+        wake = e->timers[0].due;
+    if (e->curl_timer_set && e->curl_due < wake)
+        wake = e->curl_due;
+    pthread_mutex_lock(&e->q_mu);
+    int queued = e->q_head != NULL;
+    pthread_mutex_unlock(&e->q_mu);
+    now = cps_now_ns();
+    int wait_ms = queued || wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+    if (wait_ms > max_wait_ms)
+        wait_ms = max_wait_ms;
+    int n = epoll_wait(e->epfd, evs, 256, wait_ms);
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == e->wakefd) {
+            uint64_t v;
+            ssize_t r = read(e->wakefd, &v, sizeof(v));
+            (void)r;
+            atomic_store(&e->wake_pending, 0);
+            continue;
+        }
+        int mask = 0;
+        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+            mask |= CURL_CSELECT_IN;
+        if (evs[i].events & EPOLLOUT)
+            mask |= CURL_CSELECT_OUT;
+        if (evs[i].events & EPOLLERR)
+            mask |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(e->multi, fd, mask, &running);
+    }
+    if (n > 0)
+        read_done(e);
+    if (next_ms) {
+        now = cps_now_ns();
+        uint64_t due = UINT64_MAX;
+        if (e->n_timers)
+            due = e->timers[0].due;
+        if (e->curl_timer_set && e->curl_due < due)
+            due = e->curl_due;
+        if (e->active && now + SCAN_NS < due)
+            due = now + SCAN_NS;
+        *next_ms = due == UINT64_MAX ? -1 : due <= now ? 0 : (int)((due - now + 999999) / 1000000);
+    }
+    return 0;
+}
+
 static void *loop_main(void *arg)
 {
     compass_engine *e = arg;
-    struct epoll_event evs[256];
-    int running = 0;
-    for (;;) {
-        pthread_mutex_lock(&e->q_mu);
-        cps_msg *m = e->q_head;
-        e->q_head = e->q_tail = NULL;
-        int stop = e->stop;
-        pthread_mutex_unlock(&e->q_mu);
-        while (m) {
-            cps_msg *next = m->next;
-            handle_msg(e, m);
-            free(m);
-            m = next;
-        }
-        if (stop) {
-            while (e->all) {
-                compass_engine_call *c = e->all;
-                release_easy(e, c);
-                c->timer_gen++;
-                end_attempt(c, 0, 0);
-                finish(c, 499, COMPASS_ECANCELED, "", 0);
-            }
-            break;
-        }
-        uint64_t now = cps_now_ns();
-        if (e->curl_timer_set && e->curl_due <= now) {
-            e->curl_timer_set = 0;
-            curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-            read_done(e);
-        }
-        while (e->n_timers && e->timers[0].due <= now) {
-            cps_timer t = timer_pop(e);
-            if (t.gen == t.call->timer_gen && !t.call->finished)
-                on_timer(t.call);
-            cps_call_unref(t.call);
-        }
-        if (since(now, e->last_scan_ns) >= SCAN_NS) {
-            e->last_scan_ns = now;
-            scan_deadlines(e, now);
-        }
-        /* how long may we sleep: the next of our timers, curl's timer, the deadline scan */
-        uint64_t wake = now + (e->active ? SCAN_NS : 1000000000ull);
-        if (e->n_timers && e->timers[0].due < wake)
-            wake = e->timers[0].due;
-        if (e->curl_timer_set && e->curl_due < wake)
-            wake = e->curl_due;
-        pthread_mutex_lock(&e->q_mu);
-        int queued = e->q_head != NULL;
-        pthread_mutex_unlock(&e->q_mu);
-        now = cps_now_ns();
-        int wait_ms = queued || wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
-        int n = epoll_wait(e->epfd, evs, 256, wait_ms);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == e->wakefd) {
-                uint64_t v;
-                ssize_t r = read(e->wakefd, &v, sizeof(v));
-                (void)r;
-                atomic_store(&e->wake_pending, 0);
-                continue;
-            }
-            int mask = 0;
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-                mask |= CURL_CSELECT_IN;
-            if (evs[i].events & EPOLLOUT)
-                mask |= CURL_CSELECT_OUT;
-            if (evs[i].events & EPOLLERR)
-                mask |= CURL_CSELECT_ERR;
-            curl_multi_socket_action(e->multi, fd, mask, &running);
-        }
-        if (n > 0)
-            read_done(e);
-    }
+    while (!loop_turn(e, 1000, NULL))
+        ;
     /* drop the timers' references */
     while (e->n_timers) {
         cps_timer t = timer_pop(e);
         cps_call_unref(t.call);
     }
     return NULL;
+}
+
+void cps_loop_pump(compass_engine *e, int wait_ms)
+{
+    loop_turn(e, wait_ms, NULL);
+}
+
+COMPASS_API int compass_engine_fd(compass_engine *e)
+{
+    return e && e->external ? e->epfd : -1;
+}
+
+COMPASS_API int compass_engine_run(compass_engine *e)
+{
+    int next = -1;
+    if (!e || !e->external)
+        return -1;
+    loop_turn(e, 0, &next);
+    return next;
 }
 
 int cps_loop_start(compass_engine *e, compass_err *err)
@@ -1555,6 +1596,8 @@ int cps_loop_start(compass_engine *e, compass_err *err)
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+    if (e->external)
+        return 0; /* the host runs the loop */
     if (pthread_create(&e->thread, NULL, loop_main, e)) {
         cps_loop_stop(e);
         return compass_err_set(err, COMPASS_EIO, "cannot start the engine thread");
@@ -1573,6 +1616,16 @@ void cps_loop_stop(compass_engine *e)
         wake_loop(e);
         pthread_join(e->thread, NULL);
         e->thread_started = 0;
+    } else if (e->external && e->multi) {
+        /* no thread: cancel what is left on the caller's thread */
+        pthread_mutex_lock(&e->q_mu);
+        e->stop = 1;
+        pthread_mutex_unlock(&e->q_mu);
+        loop_turn(e, 0, NULL);
+        while (e->n_timers) {
+            cps_timer t = timer_pop(e);
+            cps_call_unref(t.call);
+        }
     }
     for (size_t i = 0; i < e->n_easy_pool; i++)
         curl_easy_cleanup(e->easy_pool[i]);

@@ -42,6 +42,10 @@ typedef struct compass_engine_opts {
                                           with opts NULL the level is WARN */
     const char *const *plugin_paths;   /* searched before the config's paths; may be NULL */
     size_t n_plugin_paths;
+    /** 1: the engine starts no thread; the host runs it from its own event loop by waiting
+     *  for compass_engine_fd() to be readable (or compass_engine_run()'s timeout to pass) and
+     *  calling compass_engine_run(). Callbacks then run on the host's thread. */
+    int external_loop;
 } compass_engine_opts;
 
 /**
@@ -63,6 +67,13 @@ COMPASS_API int compass_engine_reload(compass_engine *e, compass_err *err);
 
 /** Stops taking requests, waits up to drain_ms for those in flight, cancels the rest, frees. */
 COMPASS_API void compass_engine_close(compass_engine *e, int drain_ms);
+
+/** external_loop engines: a descriptor that becomes readable when the engine has work. */
+COMPASS_API int compass_engine_fd(compass_engine *e);
+
+/** external_loop engines: does the work that is due without blocking; returns the number of
+ *  milliseconds after which it should run again even if its fd stays quiet (-1: no timer). */
+COMPASS_API int compass_engine_run(compass_engine *e);
 
 /** Requests in flight right now. */
 COMPASS_API long compass_engine_in_flight(compass_engine *e);
