@@ -280,7 +280,7 @@ static const char *const plugins_keys[] = {"paths", "settings", NULL};
 static const char *const dep_keys[] = {"name", "plugin", "base_url", "api_key_env", "models",
                                        "standby", "weight", "tier", "price_in", "price_out",
                                        "capacity", "context_window", "capabilities", "timeouts",
-                                       "breaker", "options", NULL};
+                                       "breaker", "health_check_ms", "options", NULL};
 static const char *const route_keys[] = {"name", "strategy", "candidates", "max_attempts",
                                          "retries", "backoff_ms", "backoff_max_ms",
                                          "deadline_ms", "hedge", "options", NULL};
@@ -428,7 +428,8 @@ static int read_deployments(struct ctx *x, config_setting_t *root)
             (rc = get_int(x, g, "context_window", path, 0, INT64_MAX / 2, &d->context_window)) ||
             (rc = parse_caps(x, g, path, &d->caps)) ||
             (rc = read_timeouts(x, g, path, &d->timeouts)) ||
-            (rc = read_breaker(x, g, path, &d->breaker)))
+            (rc = read_breaker(x, g, path, &d->breaker)) ||
+            (rc = get_int(x, g, "health_check_ms", path, 0, 86400000, &d->health_check_ms)))
             return rc;
         d->tier = (int)tier;
         if (!valid_name(d->name))

@@ -40,6 +40,7 @@ typedef struct cps_cfg_deployment {
     unsigned caps;
     cps_timeouts timeouts;    /* server defaults where not overridden */
     cps_breaker_cfg breaker;  /* server defaults where not overridden */
+    int64_t health_check_ms;  /* 0: off; else probe each model this often */
     config_setting_t *options; /* may be NULL */
     const char *file;
     int line;

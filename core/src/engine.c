@@ -580,6 +580,11 @@ static int gen_build(struct compass_engine *e, cps_config *cfg, cps_gen **out, c
         }
         d->enabled = 1;
     }
+    int checks = 0;
+    for (size_t i = 0; i < g->n_deps; i++)
+        if (g->deps[i].enabled && g->deps[i].cfg->health_check_ms)
+            checks = 1;
+    atomic_store(&e->has_checks, checks);
     /* targets: every deployment/model pair */
     for (size_t i = 0; i < g->n_deps; i++)
         for (size_t m = 0; m < g->deps[i].cfg->n_models; m++) {

@@ -37,6 +37,7 @@ typedef struct cps_stats {
     int probe;                 /* a half-open probe is in flight */
     uint64_t w_idx[10];
     uint32_t w_ok[10], w_fail[10];
+    uint64_t next_check_ns;    /* active health checks: when the next probe is due */
     /* the last 64 times to first token, for hedging at p95 */
     float ttft_ring[64];
     unsigned ttft_n, ttft_pos;
@@ -156,6 +157,7 @@ struct compass_engine_call {
     int claimed;            /* primary: 0 undecided, 1 primary owns the client, 2 hedge owns */
     int silent;             /* finished without a word to the client (lost or failed first) */
     int in_all;
+    int internal;           /* a health check: no client, not counted as a request */
     /* what planning did, for errors and --explain-route */
     int n_filtered;
     char *filter_msg;       /* arena */
@@ -243,6 +245,8 @@ struct compass_engine {
     int curl_timer_set;
     uint64_t curl_due;
     int external;              /* no thread: the host calls compass_engine_run */
+    uint64_t next_health_scan_ns;
+    atomic_int has_checks;     /* some deployment has active health checks */
 };
 
 /* engine.c */

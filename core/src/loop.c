@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "canon.h"
@@ -110,6 +111,8 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
     char labels[300];
     if (c->silent)
         goto quiet;
+    if (c->internal)
+        goto done;
     snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov, model,
              status);
     cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
@@ -128,8 +131,10 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
                             (double)c->usage.completion_tokens);
         }
     }
+done:
     c->cb.on_done(c->ud, &res);
-    atomic_fetch_sub(&e->in_flight, 1);
+    if (!c->internal)
+        atomic_fetch_sub(&e->in_flight, 1);
 quiet:
     cps_buf_free(&att);
     if (c->is_hedge && c->peer && c->peer->peer == c)
@@ -1449,6 +1454,108 @@ static void read_done(compass_engine *e)
     }
 }
 
+/* ---- active health checks ---- */
+
+static void check_done(void *ud, const compass_engine_result *res)
+{
+    compass_engine *e = ud;
+    char labels[300];
+    const char *result = res->status == 200 ? "ok" : "failed";
+    snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",result=\"%s\"",
+             res->provider, res->model, result);
+    cps_metrics_add(e->metrics, "compass_health_checks_total", labels, 1);
+    if (res->status != 200)
+        cps_log(e, COMPASS_LOG_WARN, "health check of %s/%s failed (HTTP %d): %.*s",
+                res->provider, res->model, res->status, (int)(res->body_len < 300 ? res->body_len
+                                                                                   : 300),
+                res->body);
+}
+
+/* Sends one minimal chat request to t through the normal attempt path: its outcome feeds the
+ * same stats and breaker as client traffic (so an open breaker is respected, and a half-open
+ * one gets its probe from here when no client comes). */
+static void spawn_check(compass_engine *e, cps_gen *g, cps_target *t)
+{
+    static const compass_engine_callbacks cb = {sizeof(compass_engine_callbacks), NULL, NULL,
+                                                NULL, check_done};
+    compass_engine_call *c = calloc(1, sizeof(*c));
+    cps_arena *a = cps_arena_new(2048);
+    if (!c || !a) {
+        free(c);
+        cps_arena_free(a);
+        return;
+    }
+    char body[512];
+    int n = snprintf(body, sizeof(body),
+                     "{\"model\":\"%s\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\","
+                     "\"content\":\"ping\"}]}",
+                     t->model);
+    char *copy = cps_arena_strndup(a, body, (size_t)n);
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    if (!copy || cps_canon_parse_chat(a, copy, (size_t)n, &c->req, &err)) {
+        free(c);
+        cps_arena_free(a);
+        return;
+    }
+    c->e = e;
+    c->gen = g;
+    atomic_fetch_add(&g->refs, 1);
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->cancel_requested, 0);
+    c->arena = a;
+    c->internal = 1;
+    c->cb = cb;
+    c->ud = e;
+    c->start_ns = cps_now_ns();
+    c->created = (int64_t)time(NULL);
+    c->route_name = "health-check";
+    snprintf(c->request_id, sizeof(c->request_id), "check-%s", t->id);
+    c->preq.call = c;
+    c->preq.arena = a;
+    cps_buf_init(&c->body);
+    cps_buf_init(&c->hdrs);
+    cps_buf_init(&c->chunk);
+    c->order[0] = t;
+    c->n_order = 1;
+    c->max_attempts = 1;
+    c->all_next = e->all;
+    if (e->all)
+        e->all->all_prev = c;
+    e->all = c;
+    next_attempt(c);
+}
+
+/* At most a few times a second: probes whose interval has passed. */
+static void run_checks(compass_engine *e, uint64_t now)
+{
+    if (now < e->next_health_scan_ns)
+        return;
+    e->next_health_scan_ns = now + 100000000ull;
+    pthread_mutex_lock(&e->gen_mu);
+    cps_gen *g = e->gen;
+    if (g)
+        atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_unlock(&e->gen_mu);
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n_targets; i++) {
+        cps_target *t = &g->targets[i];
+        int64_t every = t->dep->cfg->health_check_ms;
+        if (!every || !t->dep->enabled)
+            continue;
+        if (!t->stats->next_check_ns) {
+            t->stats->next_check_ns = now + (uint64_t)every * 1000000u;
+            continue;
+        }
+        if (now < t->stats->next_check_ns)
+            continue;
+        t->stats->next_check_ns = now + (uint64_t)every * 1000000u;
+        spawn_check(e, g, t);
+    }
+    cps_gen_unref(g);
+}
+
 /* One turn of the loop: the queue, curl's timer, our timers, deadlines, then the sockets
  * that are ready, waiting at most max_wait_ms (0: not at all). Returns 1 once stopped, else 0;
  * *next_ms gets how long the loop may sleep before it has something due (-1: nothing). */
@@ -1494,8 +1601,11 @@ static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
         e->last_scan_ns = now;
         scan_deadlines(e, now);
     }
+    run_checks(e, now);
     /* how long may we sleep: the next of our timers, curl's timer, the deadline scan */
     uint64_t wake = now + (e->active ? SCAN_NS : 1000000000ull);
+    if (atomic_load(&e->has_checks) && e->next_health_scan_ns < wake)
+        wake = e->next_health_scan_ns > now ? e->next_health_scan_ns : now;
     if (e->n_timers && e->timers[0].due < wake)
         wake = e->timers[0].due;
     if (e->curl_timer_set && e->curl_due < wake)
@@ -1537,6 +1647,8 @@ static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
             due = e->curl_due;
         if (e->active && now + SCAN_NS < due)
             due = now + SCAN_NS;
+        if (atomic_load(&e->has_checks) && e->next_health_scan_ns < due)
+            due = e->next_health_scan_ns;
         *next_ms = due == UINT64_MAX ? -1 : due <= now ? 0 : (int)((due - now + 999999) / 1000000);
     }
     return 0;

@@ -38,6 +38,7 @@ static const struct {
     {"compass_router_errors_total", "Router plugin failures that fell back to priority order."},
     {"compass_lua_errors_total", "Lua policy failures that fell back to the default strategy."},
     {"compass_hedges_total", "Hedged requests, by route and which attempt won."},
+    {"compass_health_checks_total", "Active health checks, by deployment, model and result."},
     {"compass_circuit_breaker_state", "Breaker per deployment/model: 0 closed, 1 open, 2 half-open."},
 };
 

@@ -360,3 +360,49 @@ Test(resilience, hedged_request_takes_the_fast_candidate_and_cancels_the_slow_on
     th_resp_free(&r);
     th_stop(&d, SIGTERM, 5000);
 }
+
+/* Active health checks: a deployment is probed on its own, and a dead one's breaker opens
+ * before any client request meets it. */
+Test(resilience, health_checks_probe_and_open_the_breaker_without_client_traffic)
+{
+    static const char *CHECKS =
+        "server = { listen = \"127.0.0.1:0\";\n"
+        "  breaker = { consecutive_failures = 3; cooldowns_ms = [60000]; }; };\n"
+        "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+        "deployments = (\n"
+        "  { name = \"watched\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\"; models = [\"m\"];\n"
+        "    health_check_ms = 150; }\n"
+        ");\n";
+    th_proc d;
+    cr_assert_eq(th_compassd_start(&d, th_write_config(8, CHECKS, &m1, NULL)), 0);
+    long chats = 0;
+    for (int i = 0; i < 30 && chats < 3; i++) {
+        th_sleep_ms(100);
+        json_object *st = th_mock_stats(&m1);
+        chats = th_json_int(st, "chat");
+        if (chats >= 1)
+            cr_assert_str_eq(th_json_str(st, "last_request.body.messages.0.content"), "ping");
+        json_object_put(st);
+    }
+    cr_assert_geq(chats, 3, "no health checks reached the upstream (%ld)", chats);
+    /* the upstream starts failing: three failed checks open the breaker */
+    cr_assert_eq(th_mock_next(&m1, "[{\"status\":500},{\"status\":500},{\"status\":500},"
+                                   "{\"status\":500},{\"status\":500}]"),
+                 0);
+    int open = 0;
+    for (int i = 0; i < 40 && !open; i++) {
+        th_sleep_ms(100);
+        th_resp r;
+        th_http(d.port, "GET", "/api/v1/providers", NULL, NULL, 0, &r);
+        open = strstr(r.body, "\"breaker\":\"open\"") != NULL;
+        th_resp_free(&r);
+    }
+    cr_assert(open, "health checks did not open the breaker");
+    th_resp r;
+    th_http(d.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    cr_assert(strstr(r.body, "compass_health_checks_total{provider=\"watched\",model=\"m\","
+                             "result=\"failed\"}"),
+              "%s", r.body);
+    th_resp_free(&r);
+    th_stop(&d, SIGTERM, 5000);
+}
