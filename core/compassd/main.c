@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,7 +200,7 @@ static int run_single(compass_engine *e, cpd_http *h, const sigset_t *set, int d
 
 struct engine_thread {
     compass_engine *e;
-    volatile int stop;
+    atomic_int stop;
 };
 
 static void *engine_main(void *arg)
@@ -207,7 +208,7 @@ static void *engine_main(void *arg)
     struct engine_thread *t = arg;
     struct pollfd p = {compass_engine_fd(t->e), POLLIN, 0};
     int next = 0;
-    while (!t->stop) {
+    while (!atomic_load(&t->stop)) {
         poll(&p, 1, next < 0 || next > 100 ? 100 : next);
         next = compass_engine_run(t->e);
     }
@@ -217,7 +218,9 @@ static void *engine_main(void *arg)
 /* libmicrohttpd's thread pool, an engine thread, and signals taken here. */
 static int run_threaded(compass_engine *e, cpd_http *h, const sigset_t *set, int drain)
 {
-    struct engine_thread et = {e, 0};
+    struct engine_thread et;
+    et.e = e;
+    atomic_init(&et.stop, 0);
     pthread_t th;
     if (pthread_create(&th, NULL, engine_main, &et)) {
         log_json(COMPASS_LOG_ERROR, "cannot start the engine thread");
@@ -240,7 +243,7 @@ static int run_threaded(compass_engine *e, cpd_http *h, const sigset_t *set, int
         struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL);
     }
-    et.stop = 1;
+    atomic_store(&et.stop, 1);
     pthread_join(th, NULL);
     return 0;
 }

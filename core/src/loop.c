@@ -1551,6 +1551,9 @@ static void run_checks(compass_engine *e, uint64_t now)
         if (now < t->stats->next_check_ns)
             continue;
         t->stats->next_check_ns = now + (uint64_t)every * 1000000u;
+        /* an open breaker is waiting out its cooldown: nothing to learn from a check */
+        if (cps_breaker_state(t->stats, &t->dep->cfg->breaker, now) == COMPASS_BREAKER_OPEN)
+            continue;
         spawn_check(e, g, t);
     }
     cps_gen_unref(g);
