@@ -5,16 +5,21 @@
 #
 # Usage: scripts/bench.sh [BUILD_DIR]      (default: build; relative to the repo root)
 # Env:   BENCH_STREAMS=5000       concurrent slow streams in part 2
-#        BENCH_DURATION=10        seconds per wrk run in part 1
+#        BENCH_DURATION=10        seconds per wrk run in part 1 (9 runs; ~3 min in all)
 #        BENCH_MOCK_THREADS=2     mockllm worker threads (2 is the fastest on 2 cores)
 #        BENCH_COMPASS_THREADS=1  compassd server.threads for the main run (the shipped default)
 #
 # 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
 #    (b) nginx as a keepalive reverse proxy to it, (c) compassd's openai plugin pointed at it
 #    (request log off; again with the log on, written to /dev/null; again with 2 server
-#    threads), (d) compassd answering through the in-process mock provider (no upstream).
+#    threads), (d) compassd answering through the in-process mock provider (no upstream),
+#    (e) compassd's anthropic plugin against mockllm's /v1/messages (same client body; ratio
+#    to (c)), (f) one compassd with two routes over the same two openai deployments, one
+#    ranked by the Lua policy scripts/routing/cheapest_healthy.lua, one by priority (ratio).
 # 2. N concurrent ~10 s streams through compassd to mockllm, with compassd's threads and RSS.
 # 3. bench_routers / bench_lua from the build, when they were built.
+# 4. bench_translate from the build: CPU ns per chunk of each provider plugin's stream parser
+#    on a recorded 1,000-chunk stream in its wire format (fake host, no I/O).
 # Last line: "BENCH key=value ...".
 set -uo pipefail
 
@@ -148,15 +153,52 @@ routes = ( { name = "auto"; candidates = [ "local/$MODEL" ]; } );
 CONF
 }
 
+# (e): the anthropic plugin against mockllm's Anthropic endpoint (POST {base_url}/v1/messages).
+# mockllm wants some x-api-key: a dummy one, from a variable of our own.
+ANTHROPIC_MODEL=claude-3-5-haiku-latest
+export BENCH_ANTHROPIC_KEY=bench-dummy-key
+conf_anthropic() {
+  cat <<CONF
+server = { listen = "127.0.0.1:0"; threads = $CD_THREADS; log_requests = false; max_connections = 20000; };
+plugins = { paths = [ "$build/plugins" ]; };
+deployments = (
+  { name = "claude"; plugin = "anthropic"; base_url = "http://127.0.0.1:$ML_PORT";
+    api_key_env = "BENCH_ANTHROPIC_KEY"; models = [ "$ANTHROPIC_MODEL" ]; }
+);
+routes = ( { name = "auto"; candidates = [ "claude/$ANTHROPIC_MODEL" ]; } );
+CONF
+}
+# (f): Lua-ranked vs priority route over the same two deployments (different prices, so the
+# policy has something to rank: it sends everything to up2, priority to up1).
+LUA_POLICY=$root/scripts/routing/cheapest_healthy.lua
+conf_routes() {
+  cat <<CONF
+server = { listen = "127.0.0.1:0"; threads = $CD_THREADS; log_requests = false; max_connections = 20000; };
+plugins = { paths = [ "$build/plugins" ]; };
+deployments = (
+  { name = "up1"; plugin = "openai"; base_url = "http://127.0.0.1:$ML_PORT/v1"; models = [ "$MODEL" ];
+    price_in = 0.15; price_out = 0.60; },
+  { name = "up2"; plugin = "openai"; base_url = "http://127.0.0.1:$ML_PORT/v1"; models = [ "$MODEL" ];
+    price_in = 0.10; price_out = 0.40; }
+);
+routes = (
+  { name = "bench-lua"; strategy = "lua"; options = { policy = "$LUA_POLICY"; };
+    candidates = [ "up1/$MODEL", "up2/$MODEL" ]; },
+  { name = "bench-priority"; strategy = "priority"; candidates = [ "up1/$MODEL", "up2/$MODEL" ]; }
+);
+CONF
+}
+
 # ---- wrk
 declare -A RPS P50 P99 ERRS
 order=()
-# run_wrk KEY LABEL URL
+# run_wrk KEY LABEL URL [MODEL]   (MODEL replaces the body's model, through BENCH_MODEL)
 run_wrk() {
   local key=$1 label=$2 url=$3 out=$tmp/wrk.$1
+  export BENCH_MODEL=${4:-}
   # one warm-up request (and a check that the target answers 200)
   local code
-  code=$(curl -s -m 5 -o "$tmp/probe.$key" -w '%{http_code}' -H 'Content-Type: application/json' \
+  code=$(curl -s -m 5 -o "$tmp/probe.$key" -D "$tmp/probe_h.$key" -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary "$(lua_body)" "$url")
   [ "$code" = 200 ] || { head -c 400 "$tmp/probe.$key"; echo; die "$label: probe got HTTP $code from $url"; }
   timeout $((DUR + 30)) wrk -t2 -c64 -d"${DUR}s" --timeout 5s --latency -s "$LUA" "$url" >"$out" 2>&1 ||
@@ -177,9 +219,11 @@ run_wrk() {
     "$([ "$errs" -gt 0 ] && echo "  ($errs errors/non-2xx)")"
 }
 declare -A LABEL
-lua_body() { # the body chat.lua sends, for the probe
-  lua_text=$(sed -n "/^wrk.body/,\$p" "$LUA" | sed -e 's/^wrk.body = //' -e 's/^  \.\. //' |
-    sed -e "s/^'//" -e "s/'\$//" | tr -d '\n')
+lua_body() { # the body chat.lua sends, for the probe (with BENCH_MODEL applied, as chat.lua does)
+  lua_text=$(awk '/^wrk.body/ { on = 1 } on && !/^wrk.body/ && !/^  \.\. / { exit } on' "$LUA" |
+    sed -e 's/^wrk.body = //' -e 's/^  \.\. //' | sed -e "s/^'//" -e "s/'\$//" | tr -d '\n')
+  [ -n "${BENCH_MODEL:-}" ] &&
+    lua_text=$(printf '%s' "$lua_text" | sed "s/\"model\":\"[^\"]*\"/\"model\":\"$BENCH_MODEL\"/")
   printf '%s' "$lua_text"
 }
 
@@ -233,6 +277,14 @@ run_wrk c "(c) compassd openai->mockllm, log off, thr=$CD_THREADS" "http://127.0
 c_log=$tmp/c.log
 c_pid=$CD_PID
 stop "$c_pid"
+# (e) the same through the anthropic plugin: compassd translates the OpenAI body to a Messages
+# request, mockllm answers in Anthropic's format, compassd translates back. Same wrk body, with
+# the model named by the anthropic deployment.
+start_compassd e "$(conf_anthropic)"
+run_wrk e "(e) compassd anthropic->mockllm, log off, thr=$CD_THREADS" \
+  "http://127.0.0.1:$CD_PORT/v1/chat/completions" "$ANTHROPIC_MODEL"
+e_log=$tmp/e.log
+stop "$CD_PID"
 # (c2) the same with the per-request log on, written to /dev/null
 start_compassd clog "$(conf_upstream "$CD_THREADS" true)" /dev/null
 run_wrk clog "(c) same, log_requests=true to /dev/null" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
@@ -247,11 +299,25 @@ fi
 start_compassd d "$(conf_mock)"
 run_wrk d "(d) compassd in-process mock, log off, thr=$CD_THREADS" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
 stop "$CD_PID"
+# (f) one compassd, two routes over the same two openai deployments (both -> mockllm): one
+# ranked by a Lua policy, one by priority. wrk against each, the model being the route name.
+start_compassd f "$(conf_routes)"
+run_wrk flua "(f) compassd route strategy=lua (cheapest_healthy)" \
+  "http://127.0.0.1:$CD_PORT/v1/chat/completions" bench-lua
+run_wrk fprio "(f) compassd route strategy=priority, same 2 deps" \
+  "http://127.0.0.1:$CD_PORT/v1/chat/completions" bench-priority
+f_log=$tmp/f.log
+stop "$CD_PID"
 
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }'; }
 ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
 ratio_c_a=$(ratio "${RPS[c]}" "${RPS[a]}")
 p99_added=$(awk -v c="${P99[c]}" -v a="${P99[a]}" 'BEGIN { printf "%.2f", c - a }')
+ratio_anthropic_openai=$(ratio "${RPS[e]}" "${RPS[c]}")
+# where compassd sent each probe (x-compass-provider): e -> claude; the Lua policy picks the
+# cheaper up2, priority the first listed, up1 (up1 on the Lua route would mean a fallback)
+served_by() { tr -d '\r' <"$tmp/probe_h.$1" 2>/dev/null | awk -F': ' 'tolower($1)=="x-compass-provider" {print $2}'; }
+ratio_lua_priority=$(ratio "${RPS[flua]}" "${RPS[fprio]}")
 echo
 printf '   %-52s %9s %9s %9s\n' target "req/s" "p50 ms" "p99 ms"
 for k in "${order[@]}"; do
@@ -259,15 +325,19 @@ for k in "${order[@]}"; do
 done
 echo "   ratio c/b (req/s): $ratio_c_b   ratio c/a (req/s): $ratio_c_a   p99 added over direct (c-a): $p99_added ms"
 echo "   (c) is without per-request logs; with log_requests=true to /dev/null: ${RPS[clog]} req/s, p99 ${P99[clog]} ms"
+echo "   ratio anthropic/openai (e/c, req/s): $ratio_anthropic_openai   ratio lua/priority (f, req/s): $ratio_lua_priority   (goal for both: >= 0.9)"
+echo "   probes served by: (e) $(served_by e)  (f) lua route $(served_by flua), priority route $(served_by fprio)"
 total_errs=0; for k in "${order[@]}"; do total_errs=$((total_errs + ERRS[$k])); done
 [ "$total_errs" -gt 0 ] && for k in "${order[@]}"; do
   [ "${ERRS[$k]}" -gt 0 ] && echo "   WARNING: ${LABEL[$k]}: ${ERRS[$k]} socket errors or non-2xx responses (see wrk output below)" &&
     sed 's/^/     | /' "$tmp/wrk.$k"
 done
-if grep -q '"level":"\(error\|warn\)"' "$c_log" 2>/dev/null; then
-  echo "   compassd (c) logged $(grep -c '"level":"\(error\|warn\)"' "$c_log") warn/error lines, first:"
-  grep -m3 '"level":"\(error\|warn\)"' "$c_log" | sed 's/^/     | /'
-fi
+for l in c:"$c_log" e:"$e_log" f:"$f_log"; do
+  if grep -q '"level":"\(error\|warn\)"' "${l#*:}" 2>/dev/null; then
+    echo "   compassd (${l%%:*}) logged $(grep -c '"level":"\(error\|warn\)"' "${l#*:}") warn/error lines, first:"
+    grep -m3 '"level":"\(error\|warn\)"' "${l#*:}" | cut -c1-300 | sed 's/^/     | /'
+  fi
+done
 
 # ---- 2. concurrent slow streams
 echo
@@ -354,11 +424,27 @@ for b in bench_routers bench_lua; do
     awk '{split($1,a,"="); split($2,b,"="); printf " %s_%s_ns=%s", a[1], a[2], b[2]}')
 done
 
+# ---- 4. stream translation per provider plugin
+echo
+echo "== 4. stream translation: CPU ns per chunk, recorded 1,000-chunk stream per wire format (fake host, median of 50)"
+translate_lines=""
+exe=$(find "$build" -name bench_translate -type f -perm -u+x 2>/dev/null | head -1)
+if [ -z "$exe" ]; then
+  echo "   bench_translate: not built in $build (skipped)"
+else
+  if out=$(timeout 60 "$exe" "$build/plugins" 50 2>&1); then :; else echo "   bench_translate exited $?"; fi
+  printf '%s\n' "$out" | sed "s/^/   /"
+  translate_lines=$(printf '%s\n' "$out" | grep -o 'translate=[^ ]* ns_per_chunk=[0-9]*' |
+    awk '{split($1,a,"="); split($2,b,"="); printf " translate_%s_ns_per_chunk=%s", a[2], b[2]}')
+fi
+
 # ---- summary
 echo
 echo "   load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (at the start: $load_start)"
 echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} compassd_log_rps=${RPS[clog]}" \
   "${RPS[c2]:+compassd_thr2_rps=${RPS[c2]} }compassd_mock_rps=${RPS[d]}" \
+  "compassd_anthropic_rps=${RPS[e]} ratio_anthropic_openai=$ratio_anthropic_openai" \
+  "compassd_lua_rps=${RPS[flua]} compassd_priority_rps=${RPS[fprio]} ratio_lua_priority=$ratio_lua_priority" \
   "ratio_c_b=$ratio_c_b ratio_c_a=$ratio_c_a" \
   "direct_p50_ms=${P50[a]} direct_p99_ms=${P99[a]} nginx_p50_ms=${P50[b]} nginx_p99_ms=${P99[b]}" \
   "compassd_p50_ms=${P50[c]} compassd_p99_ms=${P99[c]} compassd_log_p99_ms=${P99[clog]} compassd_mock_p99_ms=${P99[d]}" \
@@ -366,5 +452,5 @@ echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} comp
   "streams=$N streams_ok=$streams_ok streams_failed=$streams_failed streams_p50_s=$streams_p50_s streams_max_s=$streams_max_s" \
   "streams_direct_ok=$sd_ok streams_direct_p50_s=$sd_p50 streams_direct_max_s=$sd_max" \
   "threads_idle=$threads_idle threads_peak=$threads_peak rss_idle_mb=$rss_idle_mb rss_peak_mb=$rss_peak_mb" \
-  "compassd_alive_after_streams=$alive load_start=$load_start load_end=$(load1)${router_lines}"
+  "compassd_alive_after_streams=$alive load_start=$load_start load_end=$(load1)${router_lines}${translate_lines}"
 exit 0
