@@ -5,6 +5,7 @@
  * also means the adapter sent something the real API accepts. */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1004,4 +1005,165 @@ Test(providers, gemini_3_replayed_function_calls_carry_a_thought_signature)
     cr_assert_str_eq(th_json_str(lr, "body.contents.1.parts.1.thoughtSignature"),
                      "skip_thought_signature_validator");
     json_object_put(st);
+}
+
+/* ================================================================ Gemini embeddings */
+
+/* What mockllm itself answers to batchEmbedContents for one text (dims 0: its default). The
+ * values array is copied out (json_object_put it). */
+static json_object *mock_gemini_vector(const char *text, int dims)
+{
+    static const char *const key[] = {"x-goog-api-key: gm-it-test", NULL};
+    char body[512];
+    char dim[64] = "";
+    th_resp r;
+    if (dims > 0)
+        snprintf(dim, sizeof(dim), ",\"outputDimensionality\":%d", dims);
+    snprintf(body, sizeof(body),
+             "{\"requests\":[{\"model\":\"models/gemini-test\",\"content\":{\"parts\":[{\"text\":"
+             "\"%s\"}]}%s}]}",
+             text, dim);
+    cr_assert_eq(th_http(m1.port, "POST", "/v1beta/models/gemini-test:batchEmbedContents", body,
+                         key, 0, &r),
+                 0, "transport error");
+    cr_assert_eq(r.status, 200, "mockllm: %s", r.body);
+    json_object *o = body_json(&r), *embs = NULL, *vals = NULL;
+    cr_assert(json_object_object_get_ex(o, "embeddings", &embs), "%s", r.body);
+    cr_assert(json_object_object_get_ex(json_object_array_get_idx(embs, 0), "values", &vals));
+    json_object_get(vals);
+    json_object_put(o);
+    th_resp_free(&r);
+    return vals;
+}
+
+static int b64_val(char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    return ch == '+' ? 62 : ch == '/' ? 63 : -1;
+}
+
+/* Decodes base64 little-endian float32s into out; returns how many floats. */
+static size_t b64_floats(const char *s, float *out, size_t cap)
+{
+    unsigned char bytes[4096];
+    size_t nb = 0, len = strlen(s);
+    cr_assert_eq(len % 4, 0, "base64 length %zu", len);
+    for (size_t i = 0; i < len; i += 4) {
+        int a = b64_val(s[i]), b = b64_val(s[i + 1]);
+        int c = s[i + 2] == '=' ? 0 : b64_val(s[i + 2]), d = s[i + 3] == '=' ? 0 : b64_val(s[i + 3]);
+        cr_assert(a >= 0 && b >= 0 && c >= 0 && d >= 0, "not base64: %s", s);
+        cr_assert_lt(nb + 3, sizeof(bytes));
+        bytes[nb++] = (unsigned char)(a << 2 | b >> 4);
+        if (s[i + 2] != '=')
+            bytes[nb++] = (unsigned char)(b << 4 | c >> 2);
+        if (s[i + 3] != '=')
+            bytes[nb++] = (unsigned char)(c << 6 | d);
+    }
+    cr_assert_eq(nb % 4, 0, "%zu bytes are not whole float32s", nb);
+    size_t n = nb / 4;
+    cr_assert_leq(n, cap);
+    for (size_t k = 0; k < n; k++) {
+        uint32_t u = (uint32_t)bytes[4 * k] | (uint32_t)bytes[4 * k + 1] << 8 |
+                     (uint32_t)bytes[4 * k + 2] << 16 | (uint32_t)bytes[4 * k + 3] << 24;
+        memcpy(&out[k], &u, sizeof(float));
+    }
+    return n;
+}
+
+Test(providers, gemini_embeddings_float_and_base64)
+{
+    th_resp r;
+    cr_assert_eq(th_http(cd.port, "POST", "/v1/embeddings",
+                         "{\"model\":\"r-gem\",\"input\":[\"hello\",\"world\"]}", NULL, 0, &r),
+                 0, "transport error");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    assert_header(&r, "x-compass-provider", "gem");
+    json_object *o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "object"), "list", "%s", r.body);
+    cr_assert_str_eq(th_json_str(o, "model"), "gemini-test", "%s", r.body);
+    json_object *data = json_object_object_get(o, "data");
+    cr_assert_eq(json_object_array_length(data), 2, "%s", r.body);
+    /* Gemini reports no usage for embeddings: the host estimates ceil(10 chars / 4) = 3 */
+    cr_assert_eq(th_json_int(o, "usage.prompt_tokens"), 3, "%s", r.body);
+    cr_assert_eq(th_json_int(o, "usage.total_tokens"), 3, "%s", r.body);
+
+    json_object *st, *lr = last_request(&m1, &st);
+    cr_assert_str_eq(th_json_str(lr, "path"), "/v1beta/models/gemini-test:batchEmbedContents");
+    cr_assert_str_eq(th_json_str(lr, "headers.x-goog-api-key"), "present");
+    cr_assert_str_eq(th_json_str(lr, "body.requests.0.model"), "models/gemini-test");
+    cr_assert_str_eq(th_json_str(lr, "body.requests.0.content.parts.0.text"), "hello");
+    cr_assert_str_eq(th_json_str(lr, "body.requests.1.content.parts.0.text"), "world");
+    json_object_put(st);
+
+    static const char *const texts[] = {"hello", "world"};
+    for (size_t i = 0; i < 2; i++) {
+        json_object *e = json_object_array_get_idx(data, i);
+        cr_assert_str_eq(th_json_str(e, "object"), "embedding");
+        cr_assert_eq(th_json_int(e, "index"), (long)i);
+        json_object *got = json_object_object_get(e, "embedding");
+        json_object *want = mock_gemini_vector(texts[i], 0);
+        size_t n = json_object_array_length(want);
+        cr_assert_eq(n, 8, "mockllm's default is 8 values");
+        cr_assert_eq(json_object_array_length(got), n, "%s", r.body);
+        for (size_t k = 0; k < n; k++)
+            cr_assert_float_eq(json_object_get_double(json_object_array_get_idx(got, k)),
+                               json_object_get_double(json_object_array_get_idx(want, k)), 1e-6,
+                               "data[%zu][%zu]: %s", i, k, r.body);
+        json_object_put(want);
+    }
+    json_object_put(o);
+    th_resp_free(&r);
+
+    /* base64 (little-endian float32) with dimensions → outputDimensionality */
+    cr_assert_eq(th_http(cd.port, "POST", "/v1/embeddings",
+                         "{\"model\":\"r-gem\",\"input\":\"hello\",\"dimensions\":5,"
+                         "\"encoding_format\":\"base64\"}",
+                         NULL, 0, &r),
+                 0, "transport error");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    lr = last_request(&m1, &st);
+    cr_assert_eq(th_json_int(lr, "body.requests.0.outputDimensionality"), 5);
+    json_object_put(st);
+    o = body_json(&r);
+    cr_assert_str_eq(th_json_str(o, "object"), "list", "%s", r.body);
+    cr_assert_eq(th_json_int(o, "data.0.index"), 0);
+    const char *b64 = th_json_str(o, "data.0.embedding");
+    cr_assert_not_null(b64, "%s", r.body);
+    float vals[64];
+    size_t n = b64_floats(b64, vals, 64);
+    json_object *want = mock_gemini_vector("hello", 5);
+    cr_assert_eq(n, 5, "%s", r.body);
+    cr_assert_eq(json_object_array_length(want), 5);
+    for (size_t k = 0; k < n; k++)
+        cr_assert_float_eq(vals[k], json_object_get_double(json_object_array_get_idx(want, k)),
+                           1e-6, "[%zu]: %s", k, r.body);
+    json_object_put(want);
+    json_object_put(o);
+    th_resp_free(&r);
+}
+
+Test(providers, gemini_embeddings_errors)
+{
+    /* more inputs than batchEmbedContents takes: refused before the upstream */
+    char body[2048];
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"model\":\"r-gem\",\"input\":[");
+    for (int i = 0; i < 101; i++)
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "%s\"x\"", i ? "," : "");
+    snprintf(body + n, sizeof(body) - n, "]}");
+    json_object *st0 = th_mock_stats(&m1);
+    long before = th_json_int(st0, "requests");
+    json_object_put(st0);
+    th_resp r;
+    cr_assert_eq(th_http(cd.port, "POST", "/v1/embeddings", body, NULL, 0, &r), 0);
+    cr_assert_eq(r.status, 400, "%ld %s", r.status, r.body);
+    cr_assert(strstr(r.body, "100"), "%s", r.body);
+    th_resp_free(&r);
+    st0 = th_mock_stats(&m1);
+    cr_assert_eq(th_json_int(st0, "requests"), before, "the upstream was called");
+    json_object_put(st0);
 }

@@ -15,11 +15,19 @@
  * turns, function response turns whose part count differs from the call turn's, and (for
  * gemini-3 models) replayed function calls without a thoughtSignature.
  *
+ * POST /{version}/models/{model}:batchEmbedContents takes {"requests":[EmbedContentRequest
+ * {model "models/{model}", content, outputDimensionality?}, ...]} (at most 100, each naming
+ * the URL's model) and answers {"embeddings":[{"values":[...]}, ...]}: deterministic unit
+ * vectors from a hash of each request's text, 8 values unless outputDimensionality says
+ * otherwise (8 gives the OpenAI handler's vector for the same text). No usage, like the real
+ * API. Same key rules and error shapes as the other routes; no knobs (not a chat route).
+ *
  * Knobs beyond the shared ones: content (with a function call: a text part before it),
  * tool_call, chunks.
  */
 #include "mockllm.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1087,6 +1095,144 @@ static void handle_sgc(const ml_request *req, ml_reply *rep)
     handle_generate(req, rep, true);
 }
 
+/* ---------------------------------------------------------------- embeddings */
+
+static const char *const batch_fields[] = {"requests"};
+static const char *const embed_fields[] = {"model", "content", "taskType", "title",
+                                           "outputDimensionality"};
+
+#define ML_EMBED_DIM 8        /* without outputDimensionality (the real default is larger) */
+#define ML_EMBED_MAX_DIM 3072 /* gemini-embedding-001's full size */
+#define ML_EMBED_MAX_BATCH 100
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* n deterministic values from a hash of the text, scaled to unit length; for n == 8 the same
+ * vector the OpenAI handler gives the same text. */
+static json_object *embed_values(const char *s, size_t len, size_t n)
+{
+    uint64_t seed = ml_hash(s, len);
+    double *v = calloc(n, sizeof *v), norm = 0;
+    json_object *a = json_object_new_array();
+    bool ok = v && a;
+    for (size_t i = 0; ok && i < n; i++) {
+        v[i] = (double)(splitmix(&seed) >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+        norm += v[i] * v[i];
+    }
+    norm = norm > 0 ? 1.0 / sqrt(norm) : 1.0;
+    for (size_t i = 0; ok && i < n; i++) {
+        double x = v[i] * norm;
+        char txt[32];
+        snprintf(txt, sizeof txt, "%.6f", x);
+        ok &= append(a, json_object_new_double_s(x, txt));
+    }
+    free(v);
+    if (!ok) {
+        json_object_put(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* Checks one EmbedContentRequest of a batch; *dim gets its vector size. */
+static bool valid_embed_request(ml_reply *rep, json_object *r, size_t i, const char *model,
+                                size_t *dim)
+{
+    char w[64], want[160];
+    if (!is_type(r, json_type_object)) {
+        bad_request(rep, "Invalid JSON payload received. Expected an object at 'requests[%zu]'.",
+                    i);
+        return false;
+    }
+    snprintf(w, sizeof w, "requests[%zu]", i);
+    if (!known_fields(rep, r, w, embed_fields, N_OF(embed_fields)))
+        return false;
+    const char *m = get_str(r, "model");
+    snprintf(want, sizeof want, "models/%s", model);
+    if (!m || strcmp(m, want) != 0) {
+        bad_request(rep, "* BatchEmbedContentsRequest.requests[%zu].model: the model of each "
+                    "request must be the model of the URL (%.100s), got %.100s", i, want,
+                    m ? m : "none");
+        return false;
+    }
+    json_object *content = get(r, "content");
+    if (!content) {
+        bad_request(rep, "* BatchEmbedContentsRequest.requests[%zu].content: content is not "
+                    "specified", i);
+        return false;
+    }
+    snprintf(w, sizeof w, "requests[%zu].content", i);
+    if (!valid_content(rep, content, w, false))
+        return false;
+    json_object *od = get(r, "outputDimensionality");
+    *dim = ML_EMBED_DIM;
+    if (od) {
+        long long d = is_type(od, json_type_int) ? json_object_get_int64(od) : -1;
+        if (d < 1 || d > ML_EMBED_MAX_DIM) {
+            bad_request(rep, "* BatchEmbedContentsRequest.requests[%zu].output_dimensionality: "
+                        "must be an integer from 1 to %d", i, ML_EMBED_MAX_DIM);
+            return false;
+        }
+        *dim = (size_t)d;
+    }
+    return true;
+}
+
+static void handle_batch_embed(const ml_request *req, ml_reply *rep)
+{
+    char model[128];
+    path_model(req->path, model, sizeof model);
+    if (!check_key(req, NULL, rep))
+        return;
+    json_object *j = req->json;
+    if (!is_type(j, json_type_object)) {
+        bad_request(rep, "Invalid JSON payload received. Unexpected token.");
+        return;
+    }
+    if (!known_fields(rep, j, "", batch_fields, N_OF(batch_fields)))
+        return;
+    json_object *reqs = get(j, "requests");
+    if (!is_type(reqs, json_type_array) || json_object_array_length(reqs) == 0) {
+        bad_request(rep, "* BatchEmbedContentsRequest.requests: requests is not specified");
+        return;
+    }
+    size_t n = json_object_array_length(reqs);
+    if (n > ML_EMBED_MAX_BATCH) {
+        bad_request(rep, "* BatchEmbedContentsRequest.requests: at most %d requests can be in "
+                    "one batch", ML_EMBED_MAX_BATCH);
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object *embs = json_object_new_array();
+    bool ok = put(o, "embeddings", embs);
+    for (size_t i = 0; ok && i < n; i++) {
+        json_object *r = json_object_array_get_idx(reqs, i);
+        size_t dim;
+        if (!valid_embed_request(rep, r, i, model, &dim)) {
+            json_object_put(o);
+            return;
+        }
+        sbuf text = {0};
+        parts_text(get(r, "content"), &text);
+        json_object *e = json_object_new_object();
+        ok &= !text.failed;
+        ok &= put(e, "values", embed_values(text.p ? text.p : "", text.n, dim));
+        ok &= append(embs, e);
+        free(text.p);
+    }
+    if (ok)
+        ml_reply_json(rep, 200, o);
+    else
+        send_error_d(rep, 500, "INTERNAL", "mockllm: out of memory", NULL);
+    json_object_put(o);
+}
+
 /* ---------------------------------------------------------------- routes */
 
 static bool ends_with(const char *s, const char *suffix)
@@ -1107,9 +1253,17 @@ static bool match_sgc(const char *method, const char *path)
            ends_with(path, ":streamGenerateContent");
 }
 
+static bool match_embed(const char *method, const char *path)
+{
+    return strcmp(method, "POST") == 0 && strstr(path, "/models/") &&
+           ends_with(path, ":batchEmbedContents");
+}
+
 static const ml_route routes[] = {
     {.match = match_gc, .handle = handle_gc, .is_chat = true},
     {.match = match_sgc, .handle = handle_sgc, .is_chat = true},
+    /* like the other wire formats' embeddings: not a chat (no knobs queue, no chat count) */
+    {.match = match_embed, .handle = handle_batch_embed},
 };
 
 const ml_provider ml_gemini_provider = {

@@ -288,6 +288,34 @@ gem 'streamGenerateContent?alt=sse' '{"contents":[{"role":"user","parts":[{"text
 python3 -c "$GSSE" "$TMP/body" >"$TMP/ev" 2>&1
 check "gemini stream: error_event_after sends {\"error\":{...}}" pyjson "$TMP/ev" 'len(d)==3 and d[2]["error"]["status"]=="INTERNAL" and d[2]["error"]["code"]==500'
 
+# batchEmbedContents: deterministic vectors per text, outputDimensionality, Google's errors
+ER='{"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]}},{"model":"models/gemini-x","content":{"parts":[{"text":"b"}]}}]}'
+s=$(gem batchEmbedContents "$ER" -H "$GK"); cp "$TMP/body" "$TMP/gemb"
+gem batchEmbedContents '{"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]}}]}' -H "$GK" >/dev/null
+curl -s "$U/v1/embeddings" -d '{"model":"text-embedding-3-small","input":"a"}' >"$TMP/oemb"
+check "gemini: batchEmbedContents deterministic, 8 values, one per request" python3 -c 'import json,sys
+a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); o=json.load(open(sys.argv[3]))
+assert sys.argv[4]=="200" and list(a)==["embeddings"] and len(a["embeddings"])==2, a
+e0=a["embeddings"][0]["values"]; e1=a["embeddings"][1]["values"]
+assert list(a["embeddings"][0])==["values"] and len(e0)==len(e1)==8 and e0!=e1
+assert b["embeddings"][0]["values"]==e0 and o["data"][0]["embedding"]==e0
+assert abs(sum(x*x for x in e0)-1)<1e-4' "$TMP/gemb" "$TMP/body" "$TMP/oemb" "$s"
+s=$(gem batchEmbedContents '{"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]},"outputDimensionality":3},{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]},"output_dimensionality":20}]}' -H "$GK")
+check "gemini: batchEmbedContents honours outputDimensionality" pyjson "$TMP/body" "$s==200 and [len(e['values']) for e in d['embeddings']]==[3,20] and abs(sum(x*x for x in d['embeddings'][1]['values'])-1)<1e-4"
+gerej() { # name body needle
+    local st; st=$(gem batchEmbedContents "$2" -H "$GK")
+    check "gemini batchEmbedContents rejects: $1" pyjson "$TMP/body" "$st==400 and d['error']['code']==400 and d['error']['status']=='INVALID_ARGUMENT' and $3 in d['error']['message']"
+}
+gerej "no requests" '{}' '"requests"'
+gerej "empty requests" '{"requests":[]}' '"requests"'
+gerej "unknown field" '{"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]},"dimensions":4}]}' '"dimensions"'
+gerej "a model other than the URL's" '{"requests":[{"model":"models/other","content":{"parts":[{"text":"a"}]}}]}' '"model"'
+gerej "no content" '{"requests":[{"model":"models/gemini-x"}]}' '"content"'
+gerej "outputDimensionality 0" '{"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]},"outputDimensionality":0}]}' '"output_dimensionality"'
+BIG=$(python3 -c 'import json;print(json.dumps({"requests":[{"model":"models/gemini-x","content":{"parts":[{"text":"a"}]}}]*101}))')
+gerej "more than 100 requests" "$BIG" '"at most 100"'
+s=$(gem batchEmbedContents "$ER")
+check "gemini: batchEmbedContents without key gives 403 PERMISSION_DENIED" pyjson "$TMP/body" "$s==403 and d['error']['status']=='PERMISSION_DENIED'"
 # --- hang: client gives up, in_flight goes back to 0
 curl -s -X POST "$U/_mock/reset" >/dev/null
 curl -s -m 1 -o /dev/null -H 'x-mock-hang: true' "$U/v1/chat/completions" -d "$SMSG"
@@ -360,6 +388,8 @@ s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'x-goog-api-key: wrong' "$U2/v1b
 check "--require-key: gemini wrong key gives 400 API_KEY_INVALID" sh -c "test $s = 400 && grep -q API_KEY_INVALID $TMP/body"
 s=$(curl -s -o "$TMP/body" -w '%{http_code}' "$U2/v1beta/models/g:generateContent?key=sk-test" -d '{"contents":[{"role":"user","parts":[{"text":"x"}]}]}')
 check "--require-key: gemini right key (query) gives 200" test "$s" = 200
+s=$(curl -s -o "$TMP/body" -w '%{http_code}' -H 'x-goog-api-key: wrong' "$U2/v1beta/models/g:batchEmbedContents" -d '{"requests":[{"model":"models/g","content":{"parts":[{"text":"x"}]}}]}')
+check "--require-key: gemini batchEmbedContents wrong key gives 400 API_KEY_INVALID" sh -c "test $s = 400 && grep -q API_KEY_INVALID $TMP/body"
 kill -TERM $PID2
 wait $PID2
 check "SIGTERM stops cleanly (exit 0)" test $? = 0

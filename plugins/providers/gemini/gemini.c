@@ -1,10 +1,11 @@
 /*
- * gemini: provider plugin for the Google Gemini API (generateContent and
- * streamGenerateContent?alt=sse). Pure translation between the canonical (OpenAI chat)
- * model and Gemini's wire format; the host owns all I/O.
+ * gemini: provider plugin for the Google Gemini API (generateContent,
+ * streamGenerateContent?alt=sse and batchEmbedContents). Pure translation between the
+ * canonical (OpenAI chat and embeddings) model and Gemini's wire format; the host owns all I/O.
  *
  * Wire reference: ai.google.dev/api (GenerateContentRequest, GenerateContentResponse,
- * Candidate.FinishReason, UsageMetadata, google.rpc error model).
+ * Candidate.FinishReason, UsageMetadata, BatchEmbedContentsRequest/Response, google.rpc error
+ * model).
  */
 #include <compass/plugin.h>
 
@@ -1675,6 +1676,257 @@ static int gm_parse_stream_event(void *vinst, compass_req *req, const compass_st
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Embeddings (batchEmbedContents)                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+/* batchEmbedContents refuses batches of more than 100 requests. */
+#define GM_MAX_EMBED_INPUTS 100
+
+/* What parse_embed_response needs from build_embed_request, kept through h->req_data. */
+typedef struct gm_embed_state {
+    size_t n_inputs;
+    compass_str model; /* the deployment's model, as the host gave it */
+} gm_embed_state;
+
+static int build_embed_body(const compass_embed_request *r, const char *model_name,
+                            json_object *root)
+{
+    json_object *reqs = json_object_new_array();
+    size_t i;
+
+    if (jadd(root, "requests", reqs))
+        return COMPASS_ENOMEM;
+    for (i = 0; i < r->n_inputs; i++) {
+        json_object *one = json_object_new_object(), *content, *parts;
+        if (jpush(reqs, one))
+            return COMPASS_ENOMEM;
+        if (jadd(one, "model", json_object_new_string(model_name)))
+            return COMPASS_ENOMEM;
+        content = json_object_new_object();
+        if (jadd(one, "content", content))
+            return COMPASS_ENOMEM;
+        parts = json_object_new_array();
+        if (jadd(content, "parts", parts))
+            return COMPASS_ENOMEM;
+        if (push_text_part(parts, r->inputs[i]))
+            return COMPASS_ENOMEM;
+        if (r->dimensions > 0 &&
+            jadd(one, "outputDimensionality", json_object_new_int64(r->dimensions)))
+            return COMPASS_ENOMEM;
+    }
+    return COMPASS_OK;
+}
+
+static int gm_build_embed_request(void *vinst, compass_req *req, const compass_embed_request *r,
+                                  compass_http_request *out, compass_err *err)
+{
+    gm_inst *in = vinst;
+    const compass_host *h;
+    compass_str model;
+    json_object *root;
+    const char *body;
+    char *url, *model_name;
+    size_t url_cap, name_cap, nh = 0;
+    compass_header *hdr;
+    gm_embed_state *st;
+    void **slot;
+    int rc;
+
+    if (!in || !req || !r || !out)
+        return compass_err_set(err, COMPASS_EINVAL,
+                               "gemini: build_embed_request: NULL argument");
+    h = in->h;
+    if (r->n_inputs == 0 || !r->inputs)
+        return compass_err_set(err, COMPASS_EUNSUPPORTED,
+                               "gemini: input: at least one text is needed");
+    if (r->n_inputs > GM_MAX_EMBED_INPUTS)
+        return fail(err, COMPASS_EUNSUPPORTED,
+                    "gemini: input: batchEmbedContents takes at most %d inputs, got %zu",
+                    GM_MAX_EMBED_INPUTS, r->n_inputs);
+    if (r->dimensions < 0)
+        return compass_err_set(err, COMPASS_EUNSUPPORTED,
+                               "gemini: dimensions: must be a positive integer");
+    model = r->model;
+    if (str_starts(model, "models/")) {
+        model.ptr += 7;
+        model.len -= 7;
+    }
+    if (!model_ok(model))
+        return compass_err_set(err, COMPASS_EUNSUPPORTED,
+                               "gemini: model: empty or has characters other than "
+                               "[A-Za-z0-9._-]");
+
+    name_cap = model.len + 8;
+    model_name = h->req_alloc(req, name_cap);
+    if (!model_name)
+        return oom(err);
+    snprintf(model_name, name_cap, "models/%.*s", (int)model.len, model.ptr);
+
+    root = json_object_new_object();
+    if (!root)
+        return oom(err);
+    if (build_embed_body(r, model_name, root)) {
+        json_object_put(root);
+        return oom(err);
+    }
+    body = json_object_to_json_string_ext(root,
+                                          JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!body) {
+        json_object_put(root);
+        return oom(err);
+    }
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    out->body = h->req_strdup(req, body, strlen(body));
+    json_object_put(root);
+    if (!out->body.ptr)
+        return oom(err);
+
+    url_cap = strlen(in->base) + strlen(in->api_version) + model.len + 64;
+    url = h->req_alloc(req, url_cap);
+    if (!url)
+        return oom(err);
+    snprintf(url, url_cap, "%s/%s/models/%.*s:batchEmbedContents", in->base, in->api_version,
+             (int)model.len, model.ptr);
+    out->url = compass_str_c(url);
+    out->method = COMPASS_HTTP_POST;
+    out->stream_format = COMPASS_STREAM_NONE;
+
+    hdr = h->req_alloc(req, 2 * sizeof(*hdr));
+    if (!hdr)
+        return oom(err);
+    hdr[nh].name = compass_str_c("content-type");
+    hdr[nh].value = compass_str_c("application/json");
+    nh++;
+    if (in->api_key) {
+        hdr[nh].name = compass_str_c("x-goog-api-key");
+        hdr[nh].value = compass_str_c(in->api_key);
+        nh++;
+    }
+    out->headers = hdr;
+    out->n_headers = nh;
+
+    /* parse_embed_response checks the count against the inputs and names the model */
+    st = h->req_alloc(req, sizeof(*st));
+    if (!st)
+        return oom(err);
+    memset(st, 0, sizeof(*st));
+    st->n_inputs = r->n_inputs;
+    if ((rc = req_dup(h, req, r->model, &st->model)) != 0)
+        return oom(err);
+    slot = h->req_data(req);
+    if (slot)
+        *slot = st;
+    return COMPASS_OK;
+}
+
+/* Reads one ContentEmbedding's values into request-arena floats. */
+static int read_embedding(const compass_host *h, compass_req *req, json_object *e,
+                          compass_embedding *out)
+{
+    json_object *vals = jget(e, "values");
+    size_t n, k;
+    float *f;
+
+    if (!vals || !json_object_is_type(vals, json_type_array))
+        return COMPASS_EPARSE;
+    n = json_object_array_length(vals);
+    if (n == 0)
+        return COMPASS_EPARSE;
+    f = h->req_alloc(req, n * sizeof(*f));
+    if (!f)
+        return COMPASS_ENOMEM;
+    for (k = 0; k < n; k++) {
+        json_object *v = json_object_array_get_idx(vals, k);
+        if (!v || !(json_object_is_type(v, json_type_double) ||
+                    json_object_is_type(v, json_type_int)))
+            return COMPASS_EPARSE;
+        f[k] = (float)json_object_get_double(v);
+    }
+    out->values = f;
+    out->n = n;
+    return COMPASS_OK;
+}
+
+static int gm_parse_embed_response(void *vinst, compass_req *req, const compass_http_response *resp,
+                                   compass_embed_response *out, compass_upstream_error *uerr,
+                                   compass_err *err)
+{
+    gm_inst *in = vinst;
+    const compass_host *h;
+    json_object *root = NULL, *eo, *embs;
+    const gm_embed_state *st;
+    void **slot;
+    size_t n, i;
+    int rc;
+
+    if (!in || !req || !resp || !out)
+        return compass_err_set(err, COMPASS_EINVAL,
+                               "gemini: parse_embed_response: NULL argument");
+    h = in->h;
+    if (resp->status != 0 && (resp->status < 200 || resp->status >= 300)) {
+        if (uerr)
+            gm_classify_error(vinst, req, resp, uerr);
+        return fail(err, COMPASS_EUPSTREAM, "gemini: upstream answered HTTP %d", resp->status);
+    }
+    rc = jparse(resp->body, &root);
+    if (rc == COMPASS_ENOMEM)
+        return oom(err);
+    if (rc || !root) {
+        if (root)
+            json_object_put(root);
+        return compass_err_set(err, COMPASS_EPARSE,
+                               "gemini: embeddings response body is not JSON");
+    }
+    if ((eo = error_object(root)) != NULL) {
+        if (uerr)
+            fill_uerr(uerr, eo, 0, resp->headers, resp->n_headers);
+        json_object_put(root);
+        return compass_err_set(err, COMPASS_EUPSTREAM, "gemini: upstream returned an error");
+    }
+    embs = jget(root, "embeddings");
+    if (!embs || !json_object_is_type(embs, json_type_array) ||
+        json_object_array_length(embs) == 0) {
+        json_object_put(root);
+        return compass_err_set(err, COMPASS_EPARSE,
+                               "gemini: embeddings response has no embeddings array");
+    }
+    n = json_object_array_length(embs);
+    slot = h->req_data(req);
+    st = slot ? *slot : NULL;
+    if (st && st->n_inputs != n) {
+        json_object_put(root);
+        return fail(err, COMPASS_EPARSE, "gemini: %zu embeddings came back for %zu inputs", n,
+                    st->n_inputs);
+    }
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    out->data = h->req_alloc(req, n * sizeof(*out->data));
+    if (!out->data) {
+        json_object_put(root);
+        return oom(err);
+    }
+    memset(out->data, 0, n * sizeof(*out->data));
+    for (i = 0; i < n; i++) {
+        rc = read_embedding(h, req, json_object_array_get_idx(embs, i), &out->data[i]);
+        if (rc) {
+            json_object_put(root);
+            out->data = NULL;
+            if (rc == COMPASS_ENOMEM)
+                return oom(err);
+            return fail(err, COMPASS_EPARSE,
+                        "gemini: embeddings[%zu].values is not a non-empty array of numbers", i);
+        }
+    }
+    json_object_put(root);
+    out->n_data = n;
+    /* batchEmbedContents reports no token usage: usage stays zero and the host estimates */
+    if (st)
+        out->model = st->model;
+    return COMPASS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Descriptor                                                                                */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -1696,6 +1948,9 @@ static const compass_provider_ops gm_ops = {
     .parse_stream_event = gm_parse_stream_event,
     .classify_error = gm_classify_error,
     .local_call = NULL,
+    .follow = NULL,
+    .build_embed_request = gm_build_embed_request,
+    .parse_embed_response = gm_parse_embed_response,
 };
 
 static const compass_plugin_desc gm_desc = {
@@ -1703,7 +1958,8 @@ static const compass_plugin_desc gm_desc = {
     .kind = COMPASS_PLUGIN_PROVIDER,
     .name = "gemini",
     .version = "0.1.0",
-    .summary = "Google Gemini API (generateContent, streamGenerateContent?alt=sse)",
+    .summary = "Google Gemini API (generateContent, streamGenerateContent?alt=sse, "
+               "batchEmbedContents)",
     .options = gm_option_table,
     .options_size = sizeof(gm_options),
     .init = gm_init,

@@ -954,6 +954,307 @@ Test(gemini, classify_unreadable_body_uses_status)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Embeddings: batchEmbedContents                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+static const compass_str EMB_INPUTS[3] = {{"hello", 5}, {"wor\"ld", 6}, {"third", 5}};
+static compass_req *ereq; /* the request embed_on built in; embed_parse parses in it */
+
+/* Builds an embeddings request for n of EMB_INPUTS on inst i, in the current request. */
+static int embed_on(void *i, const char *model, size_t n, int64_t dims, compass_err *e)
+{
+    compass_embed_request r;
+    int rc;
+    memset(&r, 0, sizeof(r));
+    r.size = sizeof(r);
+    r.model = compass_str_c(model);
+    r.inputs = EMB_INPUTS;
+    r.n_inputs = n;
+    r.dimensions = dims;
+    r.encoding_format = compass_str_c("base64"); /* the host's business, never sent */
+    r.user = compass_str_c("u-1");
+    memset(&hreq, 0, sizeof(hreq));
+    ereq = compass_fakehost_req(fh);
+    rc = ops()->build_embed_request(i, ereq, &r, &hreq, e);
+    if (rc == 0) {
+        if (body)
+            json_object_put(body);
+        body = json_tokener_parse(hreq.body.ptr);
+        cr_assert_not_null(body, "body is not JSON: %s", hreq.body.ptr);
+    }
+    return rc;
+}
+
+/* Parses an embeddings answer in the current request (no new request: keeps build's state). */
+static int embed_parse(int status, const char *json, compass_embed_response *out,
+                       compass_upstream_error *u, compass_err *e)
+{
+    compass_http_response resp = compass_fakehost_http(status, json);
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    compass_uerr_init(u, COMPASS_OUTCOME_OK, 0);
+    return ops()->parse_embed_response(inst, ereq, &resp, out, u, e);
+}
+
+Test(gemini, embed_ops_are_set)
+{
+    cr_assert(COMPASS_OPS_HAS(ops(), build_embed_request));
+    cr_assert(COMPASS_OPS_HAS(ops(), parse_embed_response));
+}
+
+Test(gemini, embed_url_headers_and_body)
+{
+    compass_err e = {0};
+    json_object *one;
+    cr_assert_eq(embed_on(inst, "gemini-embedding-001", 2, 0, &e), 0, "%s", e.msg);
+    cr_assert(str_eq(hreq.url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                               "gemini-embedding-001:batchEmbedContents"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    cr_assert_eq(hreq.method, COMPASS_HTTP_POST);
+    cr_assert_eq(hreq.stream_format, COMPASS_STREAM_NONE);
+    cr_assert(str_eq(hdr("x-goog-api-key"), "KEY123"));
+    cr_assert(str_eq(hdr("content-type"), "application/json"));
+    cr_assert_null(strstr(hreq.url.ptr, "KEY123"), "the key must not be in the URL");
+    /* {"requests":[{"model","content":{"parts":[{"text"}]}}, ...]} and nothing else */
+    cr_assert_eq(json_object_object_length(body), 1, "%s", hreq.body.ptr);
+    cr_assert_eq(n_at("/requests"), 2);
+    cr_assert_str_eq(s_at("/requests/0/model"), "models/gemini-embedding-001");
+    cr_assert_str_eq(s_at("/requests/0/content/parts/0/text"), "hello");
+    cr_assert_eq(n_at("/requests/0/content/parts"), 1);
+    cr_assert_str_eq(s_at("/requests/1/model"), "models/gemini-embedding-001");
+    cr_assert_str_eq(s_at("/requests/1/content/parts/0/text"), "wor\"ld");
+    one = at("/requests/0");
+    cr_assert_eq(json_object_object_length(one), 2, "%s", hreq.body.ptr);
+    cr_assert_null(at("/requests/0/outputDimensionality"));
+    cr_assert_null(at("/requests/0/content/role"));
+    cr_assert_null(strstr(hreq.body.ptr, "u-1"), "user is not a Gemini field");
+    cr_assert_null(strstr(hreq.body.ptr, "base64"), "encoding_format is not a Gemini field");
+}
+
+Test(gemini, embed_dimensions_and_models_prefix)
+{
+    compass_err e = {0};
+    cr_assert_eq(embed_on(inst, "models/text-embedding-004", 3, 256, &e), 0, "%s", e.msg);
+    cr_assert(str_eq(hreq.url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                               "text-embedding-004:batchEmbedContents"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    cr_assert_eq(n_at("/requests"), 3);
+    cr_assert_str_eq(s_at("/requests/2/model"), "models/text-embedding-004");
+    cr_assert_eq(i_at("/requests/0/outputDimensionality"), 256);
+    cr_assert_eq(i_at("/requests/1/outputDimensionality"), 256);
+    cr_assert_eq(i_at("/requests/2/outputDimensionality"), 256);
+    cr_assert_str_eq(s_at("/requests/2/content/parts/0/text"), "third");
+}
+
+Test(gemini, embed_base_url_api_version_and_no_key)
+{
+    compass_err e = {0};
+    const char *v1[] = {"api_version=v1", NULL};
+    void *i2 = compass_fakehost_instance(fh, "g2", "http://127.0.0.1:9/", NULL, v1, &e);
+    cr_assert_not_null(i2, "%s", e.msg);
+    cr_assert_eq(embed_on(i2, "gemini-embedding-001", 1, 0, &e), 0, "%s", e.msg);
+    cr_assert(str_eq(hreq.url, "http://127.0.0.1:9/v1/models/gemini-embedding-001:"
+                               "batchEmbedContents"),
+              "%.*s", (int)hreq.url.len, hreq.url.ptr);
+    cr_assert_null(hdr("x-goog-api-key").ptr);
+    cr_assert_eq(hreq.n_headers, 1);
+}
+
+Test(gemini, embed_refusals)
+{
+    compass_err e = {0};
+    compass_embed_request r;
+    compass_str many[101];
+    size_t i;
+    cr_assert_eq(embed_on(inst, "gemini-embedding-001", 0, 0, &e), COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(e.msg, "input"), "%s", e.msg);
+    cr_assert_eq(embed_on(inst, "../x", 1, 0, &e), COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(e.msg, "model"), "%s", e.msg);
+    cr_assert_eq(embed_on(inst, "", 1, 0, &e), COMPASS_EUNSUPPORTED);
+    cr_assert_eq(embed_on(inst, "gemini-embedding-001", 1, -3, &e), COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(e.msg, "dimensions"), "%s", e.msg);
+    for (i = 0; i < 101; i++)
+        many[i] = compass_str_c("x");
+    memset(&r, 0, sizeof(r));
+    r.size = sizeof(r);
+    r.model = compass_str_c("gemini-embedding-001");
+    r.inputs = many;
+    r.n_inputs = 101;
+    cr_assert_eq(ops()->build_embed_request(inst, compass_fakehost_req(fh), &r, &hreq, &e),
+                 COMPASS_EUNSUPPORTED);
+    cr_assert(strstr(e.msg, "100"), "%s", e.msg);
+    r.n_inputs = 100;
+    cr_assert_eq(ops()->build_embed_request(inst, compass_fakehost_req(fh), &r, &hreq, &e), 0,
+                 "%s", e.msg);
+    cr_assert_eq(ops()->build_embed_request(inst, compass_fakehost_req(fh), NULL, &hreq, &e),
+                 COMPASS_EINVAL);
+}
+
+Test(gemini, embed_parses_two_embeddings)
+{
+    compass_embed_response out;
+    compass_upstream_error u;
+    compass_err e = {0};
+    cr_assert_eq(embed_on(inst, "gemini-embedding-001", 2, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(embed_parse(200,
+                             "{\"embeddings\":[{\"values\":[0.25,-0.5,1e-3,0]},"
+                             "{\"values\":[1,-2]}]}",
+                             &out, &u, &e),
+                 0, "%s", e.msg);
+    cr_assert_eq(out.n_data, 2);
+    cr_assert_eq(out.data[0].n, 4);
+    cr_assert_float_eq(out.data[0].values[0], 0.25f, 1e-7);
+    cr_assert_float_eq(out.data[0].values[1], -0.5f, 1e-7);
+    cr_assert_float_eq(out.data[0].values[2], 0.001f, 1e-9);
+    cr_assert_float_eq(out.data[0].values[3], 0.0f, 1e-9);
+    cr_assert_eq(out.data[1].n, 2);
+    cr_assert_float_eq(out.data[1].values[0], 1.0f, 1e-7);
+    cr_assert_float_eq(out.data[1].values[1], -2.0f, 1e-7);
+    cr_assert(str_eq(out.model, "gemini-embedding-001"), "%.*s", (int)out.model.len,
+              out.model.ptr);
+    /* Gemini reports no usage here: zero, for the host to estimate */
+    cr_assert_not(out.usage.present);
+    cr_assert_eq(out.usage.prompt_tokens, 0);
+    cr_assert_eq(out.usage.total_tokens, 0);
+}
+
+Test(gemini, embed_parse_without_build_leaves_model_to_the_host)
+{
+    compass_embed_response out;
+    compass_upstream_error u;
+    compass_err e = {0};
+    ereq = compass_fakehost_req(fh);
+    cr_assert_eq(embed_parse(200, "{\"embeddings\":[{\"values\":[0.5]}]}", &out, &u, &e), 0,
+                 "%s", e.msg);
+    cr_assert_eq(out.n_data, 1);
+    cr_assert_eq(out.model.len, 0);
+}
+
+Test(gemini, embed_count_mismatch_is_a_parse_error)
+{
+    compass_embed_response out;
+    compass_upstream_error u;
+    compass_err e = {0};
+    cr_assert_eq(embed_on(inst, "gemini-embedding-001", 2, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(embed_parse(200, "{\"embeddings\":[{\"values\":[0.5]}]}", &out, &u, &e),
+                 COMPASS_EPARSE);
+    cr_assert(strstr(e.msg, "1 embeddings came back for 2 inputs"), "%s", e.msg);
+}
+
+Test(gemini, embed_error_bodies_are_upstream_errors)
+{
+    compass_embed_response out;
+    compass_upstream_error u;
+    compass_err e = {0};
+    ereq = compass_fakehost_req(fh);
+    cr_assert_eq(embed_parse(200,
+                             "{\"error\":{\"code\":429,\"message\":\"quota\",\"status\":"
+                             "\"RESOURCE_EXHAUSTED\",\"details\":[{\"@type\":\"type.googleapis."
+                             "com/google.rpc.RetryInfo\",\"retryDelay\":\"2s\"}]}}",
+                             &out, &u, &e),
+                 COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RATE_LIMITED);
+    cr_assert_str_eq(u.message, "quota");
+    cr_assert_eq(u.retry_after_ms, 2000);
+    cr_assert_eq(embed_parse(400,
+                             "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please "
+                             "pass a valid API key.\",\"status\":\"INVALID_ARGUMENT\",\"details\":"
+                             "[{\"@type\":\"type.googleapis.com/google.rpc.ErrorInfo\",\"reason\":"
+                             "\"API_KEY_INVALID\"}]}}",
+                             &out, &u, &e),
+                 COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_AUTH);
+    cr_assert_str_eq(u.code, "invalid_api_key");
+    cr_assert_eq(u.http_status, 400);
+    cr_assert_eq(embed_parse(200,
+                             "{\"error\":{\"code\":400,\"message\":\"* BatchEmbedContentsRequest."
+                             "requests: at most 100 requests\",\"status\":\"INVALID_ARGUMENT\"}}",
+                             &out, &u, &e),
+                 COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_BAD_REQUEST);
+    cr_assert_str_eq(u.type, "invalid_request_error");
+    /* a non-2xx answer with an unreadable body still classifies from the status */
+    cr_assert_eq(embed_parse(503, "<html>down</html>", &out, &u, &e), COMPASS_EUPSTREAM);
+    cr_assert_eq(u.outcome, COMPASS_OUTCOME_RETRYABLE);
+    cr_assert_eq(u.http_status, 503);
+}
+
+Test(gemini, embed_garbage_is_a_parse_error)
+{
+    static const char *const bad[] = {
+        "not json",
+        "",
+        "{\"embeddings\":[{\"values\":[1]}]} trailing",
+        "[]",
+        "{}",
+        "{\"embeddings\":{}}",
+        "{\"embeddings\":[]}",
+        "{\"embeddings\":[{}]}",
+        "{\"embeddings\":[{\"values\":\"x\"}]}",
+        "{\"embeddings\":[{\"values\":[]}]}",
+        "{\"embeddings\":[{\"values\":[0.1,\"0.2\"]}]}",
+        "{\"embeddings\":[{\"values\":[0.1,null]}]}",
+        "{\"embeddings\":[7]}",
+        NULL};
+    size_t i;
+    for (i = 0; bad[i]; i++) {
+        compass_embed_response out;
+        compass_upstream_error u;
+        compass_err e = {0};
+        ereq = compass_fakehost_req(fh);
+        cr_assert_eq(embed_parse(200, bad[i], &out, &u, &e), COMPASS_EPARSE, "body %s", bad[i]);
+        cr_assert_eq(e.code, COMPASS_EPARSE);
+        cr_assert_gt(strlen(e.msg), 0);
+    }
+}
+
+Test(gemini, oom_embed_build_and_parse)
+{
+    static const char *resp_json =
+        "{\"embeddings\":[{\"values\":[0.1,0.2]},{\"values\":[0.3]},{\"values\":[0.4,0.5,0.6]}]}";
+    long nth;
+    int saw_oom = 0, ok = 0;
+    for (nth = 1; nth <= 40 && !ok; nth++) {
+        compass_err e = {0};
+        int rc;
+        compass_fakehost_req(fh);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = embed_on(inst, "gemini-embedding-001", 3, 64, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == 0)
+            ok = 1;
+        else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth=%ld rc=%d %s", nth, rc, e.msg);
+            cr_assert_eq(e.code, COMPASS_ENOMEM);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom && ok, "build: saw_oom=%d ok=%d", saw_oom, ok);
+
+    saw_oom = ok = 0;
+    for (nth = 1; nth <= 40 && !ok; nth++) {
+        compass_embed_response out;
+        compass_upstream_error u;
+        compass_err e = {0};
+        int rc;
+        cr_assert_eq(embed_on(inst, "gemini-embedding-001", 3, 0, &e), 0, "%s", e.msg);
+        compass_fakehost_fail_alloc_at(fh, nth);
+        rc = embed_parse(200, resp_json, &out, &u, &e);
+        compass_fakehost_fail_alloc_at(fh, 0);
+        if (rc == 0) {
+            ok = 1;
+            cr_assert_eq(out.n_data, 3);
+            cr_assert_eq(out.data[2].n, 3);
+            cr_assert_float_eq(out.data[2].values[2], 0.6f, 1e-7);
+        } else {
+            cr_assert_eq(rc, COMPASS_ENOMEM, "nth=%ld rc=%d %s", nth, rc, e.msg);
+            saw_oom = 1;
+        }
+    }
+    cr_assert(saw_oom && ok, "parse: saw_oom=%d ok=%d", saw_oom, ok);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Out of memory                                                                             */
 /* ---------------------------------------------------------------------------------------- */
 
