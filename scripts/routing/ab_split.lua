@@ -29,14 +29,9 @@ local function arm_of(request)
 end
 
 function route(request, candidates)
-  if #candidates < 2 then
-    return candidates   -- nothing to split
+  if #candidates >= 2 and arm_of(request) == "b" then
+    -- `candidates` is this call's own array: reorder it in place rather than build another.
+    candidates[1], candidates[2] = candidates[2], candidates[1]
   end
-  local order
-  if arm_of(request) == "b" then order = {2, 1} else order = {1, 2} end
-  -- Returning indexes (1-based) works as well as returning the candidate tables.
-  for i = 3, #candidates do
-    order[#order + 1] = i
-  end
-  return order
+  return candidates   -- then the remaining candidates in the configured order
 end

@@ -32,11 +32,25 @@ local function can_serve(request, c)
   return true
 end
 
--- Comparators for table.sort: defined once, here, rather than inside route(), where a
--- new closure would be made on every call.
-local function by_cost(a, b)
-  if a.cost ~= b.cost then return a.cost < b.cost end
-  return a.index < b.index   -- equal price: keep the configured order
+-- Sorts list in place, ascending by the number in field k1 of each entry and, where those
+-- are equal, by field k2 (optional). The sort is stable: entries that tie on both keep the
+-- order they came in, which here is the configured order. table.sort(list, less) would do
+-- as well, but it calls `less` once per comparison; for a dozen candidates this insertion
+-- sort, which compares the fields in place, is several times faster.
+local function sort_by(list, k1, k2)
+  for i = 2, #list do
+    local c = list[i]
+    local a1, a2 = c[k1], k2 and c[k2]
+    local j = i - 1
+    while j >= 1 do
+      local p = list[j]
+      local b1 = p[k1]
+      if b1 < a1 or (b1 == a1 and (not k2 or p[k2] <= a2)) then break end
+      list[j + 1] = p   -- p goes after c: move it up one
+      j = j - 1
+    end
+    list[j + 1] = c
+  end
 end
 
 -- The function compass calls. `request` and `candidates` are fresh tables on every call,
@@ -55,10 +69,11 @@ function route(request, candidates)
   end
 
   -- Work the price out once per candidate, not in every comparison.
+  local tokens = request.est_tokens   -- a local: read once, not once per candidate
   for i = 1, #healthy do
     local c = healthy[i]
-    c.cost = (request.est_tokens * c.price_in + EXPECTED_OUTPUT_TOKENS * c.price_out) / 1e6
+    c.cost = (tokens * c.price_in + EXPECTED_OUTPUT_TOKENS * c.price_out) / 1e6
   end
-  table.sort(healthy, by_cost)
+  sort_by(healthy, "cost")   -- equal price: the configured order
   return healthy
 end

@@ -40,6 +40,7 @@
 #define LR_MAX_POLICY (1u << 20) /* largest policy file read, bytes */
 #define LR_MIN_MEMORY_KB 64      /* an empty state with the libraries needs ~25 KB */
 #define LR_STACK_CANDS 64        /* candidates handled with stack buffers */
+#define LR_VIEW_ROOM 1           /* own fields a view holds before it must grow (c.cost) */
 
 /* ---------------------------------------------------------------------------------------- */
 /* Options                                                                                   */
@@ -560,10 +561,11 @@ static void update_backing(lua_State *L, int b, lr_slot *sl, const compass_candi
 }
 
 /*
- * The candidates: a fresh array of fresh, empty view tables, one per candidate, each reading
- * through a protected metatable (__index) to the backing table of its position. The policy
- * reads c.price_in as usual and may add its own fields, which live in the view and die with
- * the call; the backing tables persist in the state and are only patched.
+ * The candidates: a fresh array of fresh, empty view tables (with room for LR_VIEW_ROOM of the
+ * policy's own fields, so the usual c.cost = ... does not regrow them), one per candidate,
+ * each reading through a protected metatable (__index) to the backing table of its position.
+ * The policy reads c.price_in as usual and may add its own fields, which live in the view and
+ * die with the call; the backing tables persist in the state and are only patched.
  */
 static void push_candidates(lua_State *L, lr_call *c)
 {
@@ -596,7 +598,7 @@ static void push_candidates(lua_State *L, lr_call *c)
         lua_rawgeti(L, slots, mi + 1);
         update_backing(L, lua_gettop(L), sl, c->cands[i], i);
         lua_pop(L, 1);
-        lua_createtable(L, 0, 0);             /* the view */
+        lua_createtable(L, 0, LR_VIEW_ROOM); /* the view */
         lua_insert(L, -2);
         lua_setmetatable(L, -2);
         c->ptrs[i] = lua_topointer(L, -1);

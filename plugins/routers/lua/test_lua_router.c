@@ -750,3 +750,96 @@ Test(lua, rank_does_not_allocate)
         rank_ok(i, &rr, c, 10, order);
     cr_assert_eq(compass_fakehost_alloc_count(fh), 0);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* The example policies' decisions, pinned (a speed-up must not change them)                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Ten candidates with ties in tier, latency and price, an open and a half-open breaker, a
+ * flaky one, one without tools, small context windows and an unset tier. */
+static size_t golden_cands(compass_candidate *c)
+{
+    static const char *const ids[10] = {"p0/m0", "p1/m1", "p2/m2", "p3/m3", "p4/m4",
+                                        "p5/m5", "p6/m6", "p7/m7", "p8/m8", "p9/m9"};
+    static const int tiers[10] = {1, 2, 3, 4, 0, 2, 1, 3, 2, 3};
+    static const double pin[10] = {2.5, 0.15, 0.05, 1.0, 0.3, 0.15, 3.0, 0.05, 0.6, 0.02};
+    static const double pout[10] = {10, 0.6, 0.08, 2.0, 1.2, 0.6, 15, 0.2, 2.4, 0.02};
+    static const double lat[10] = {900, 400, 200, 600, 300, 400, 700, 250, 400, 150};
+    static const double err[10] = {0.01, 0.02, 0, 0.05, 0.01, 0.02, 0.3, 0, 0.09, 0.0};
+    static const int brk[10] = {COMPASS_BREAKER_CLOSED, COMPASS_BREAKER_CLOSED,
+                                COMPASS_BREAKER_CLOSED, COMPASS_BREAKER_HALF_OPEN,
+                                COMPASS_BREAKER_CLOSED, COMPASS_BREAKER_CLOSED,
+                                COMPASS_BREAKER_CLOSED, COMPASS_BREAKER_CLOSED,
+                                COMPASS_BREAKER_CLOSED, COMPASS_BREAKER_OPEN};
+    static const unsigned caps[10] = {ALLCAPS, ALLCAPS, COMPASS_CAP_JSON, ALLCAPS,
+                                      COMPASS_CAP_TOOLS, ALLCAPS, ALLCAPS, COMPASS_CAP_TOOLS,
+                                      ALLCAPS, ALLCAPS};
+    static const int64_t ctx[10] = {128000, 128000, 8192, 0, 32000, 128000, 200000, 4096,
+                                    16000, 8192};
+    for (int k = 0; k < 10; k++)
+        c[k] = cand(ids[k], tiers[k], pin[k], pout[k], lat[k], err[k], brk[k], caps[k], ctx[k]);
+    return 10;
+}
+
+/* Ranks rr with policy over the golden candidates; the order as "1,2,3" (0-based). */
+static void golden(void *i, const compass_route_request *rr, const char *want)
+{
+    compass_candidate c[10];
+    size_t n = golden_cands(c), order[10];
+    size_t no = rank_ok(i, rr, c, n, order);
+    char got[64] = "";
+    size_t len = 0;
+    for (size_t k = 0; k < no && len < sizeof(got); k++)
+        len += (size_t)snprintf(got + len, sizeof(got) - len, k ? ",%zu" : "%zu", order[k]);
+    cr_assert_str_eq(got, want);
+}
+
+Test(lua, example_policy_decisions_are_pinned)
+{
+    compass_header md[1];
+    void *i = inst(ROUTING "cheapest_healthy.lua", NULL, NULL);
+    compass_route_request rr = req("r", 100, "k", MON_10H);
+    golden(i, &rr, "2,7,1,5,4,8,0");
+    rr = req("r", 20000, "k", MON_10H);
+    golden(i, &rr, "2,7,1,5,4,8,0");
+    rr.has_tools = 1;
+    golden(i, &rr, "7,1,5,4,8,0");
+    rr.has_images = 1;
+    golden(i, &rr, "1,5,8,0");
+
+    i = inst(ROUTING "tier_by_size.lua", NULL, NULL);
+    rr = req("r", 100, "k", MON_10H);
+    golden(i, &rr, "9,2,7,1,5,8,3,6,0,4");
+    rr = req("r", 5000, "k", MON_10H);
+    golden(i, &rr, "1,5,8,6,0,9,2,3,4");
+    rr = req("r", 20000, "k", MON_10H);
+    golden(i, &rr, "6,0,1,5,3,4");
+    rr = req("r", 500000, "k", MON_10H);
+    golden(i, &rr, "3");
+
+    i = inst(ROUTING "ab_split.lua", NULL, NULL);
+    static const char *const keys[] = {"", "key-1", "key-7", "key-42", "key-1000", "alice"};
+    static const char *const key_order[] = {
+        "0,1,2,3,4,5,6,7,8,9", "0,1,2,3,4,5,6,7,8,9", "0,1,2,3,4,5,6,7,8,9",
+        "1,0,2,3,4,5,6,7,8,9", "0,1,2,3,4,5,6,7,8,9", "0,1,2,3,4,5,6,7,8,9"};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        rr = req("r", 100, keys[k], MON_10H);
+        golden(i, &rr, key_order[k]);
+    }
+    md[0].name = compass_str_c("ab_arm");
+    md[0].value = compass_str_c("b");
+    rr = req("r", 100, "", MON_10H);
+    rr.metadata = md;
+    rr.n_metadata = 1;
+    golden(i, &rr, "1,0,2,3,4,5,6,7,8,9");
+
+    i = inst(ROUTING "office_hours.lua", NULL, NULL);
+    static const int64_t whens[] = {MON_10H, MON_20H, SAT_10H, FRI_17H59, FRI_18H};
+    static const char *const when_order[] = {
+        "6,0,1,5,8,9,2,7,3,4", "9,2,7,1,5,4,3,8,0,6",
+        "9,2,7,1,5,4,3,8,0,6", "6,0,1,5,8,9,2,7,3,4", "9,2,7,1,5,4,3,8,0,6"};
+    for (size_t k = 0; k < sizeof(whens) / sizeof(whens[0]); k++) {
+        rr = req("r", 100, "k", whens[k]);
+        golden(i, &rr, when_order[k]);
+    }
+}
