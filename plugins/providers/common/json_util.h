@@ -1,0 +1,91 @@
+/*
+ * Small json-c helpers shared by provider plugins (header-only: each plugin compiles its own
+ * copy, since a plugin may link no other plugin). Include after <compass/plugin.h> and
+ * <json-c/json.h>.
+ */
+#ifndef COMPASS_PROVIDERS_JSON_UTIL_H
+#define COMPASS_PROVIDERS_JSON_UTIL_H
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Adds v under key; on failure releases v. A NULL v (a failed constructor) fails too. */
+static inline int jset(json_object *o, const char *key, json_object *v)
+{
+    if (!v)
+        return -1;
+    if (json_object_object_add(o, key, v) != 0) {
+        json_object_put(v);
+        return -1;
+    }
+    return 0;
+}
+
+static inline json_object *jstr(compass_str s)
+{
+    if (s.len > (size_t)INT_MAX)
+        return NULL;
+    return json_object_new_string_len(s.ptr ? s.ptr : "", (int)s.len);
+}
+
+/* A double that serialises as the shortest text that reads back the same. */
+static inline json_object *jdouble(double d)
+{
+    char buf[40];
+    int prec;
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    return json_object_new_double_s(d, buf);
+}
+
+static inline json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
+        return v;
+    return NULL;
+}
+
+/* The string at key, or NULL when absent or not a string. */
+static inline const char *jgets(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static inline compass_str jgetstr(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    compass_str s = {NULL, 0};
+    if (v && json_object_is_type(v, json_type_string)) {
+        s.ptr = json_object_get_string(v);
+        s.len = (size_t)json_object_get_string_len(v);
+    }
+    return s;
+}
+
+/* The integer at key; *found says whether it was there as a number. */
+static inline int64_t jgeti(json_object *o, const char *key, int *found)
+{
+    json_object *v = jget(o, key);
+    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))) {
+        if (found)
+            *found = 1;
+        return json_object_get_int64(v);
+    }
+    if (found)
+        *found = 0;
+    return 0;
+}
+
+static inline int streq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+#endif
