@@ -3,6 +3,7 @@
 # under AddressSanitizer+UndefinedBehaviorSanitizer, and compassd's request path under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 scripts/deps.sh
 jobs=$(nproc)
 
@@ -18,7 +19,7 @@ cmake --build build-asan -j"$jobs"
 echo "== tests under ASan+UBSan"
 # the install test re-builds out of tree with the system toolchain; it runs in the plain pass
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-   LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
+   LSAN_OPTIONS=suppressions=$root/tests/lsan.supp \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j"$jobs" -E '^install$')
 
