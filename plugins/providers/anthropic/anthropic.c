@@ -66,40 +66,9 @@ typedef struct anthropic {
 /* Small helpers                                                                            */
 /* ---------------------------------------------------------------------------------------- */
 
-static int fail(compass_err *err, int code, const char *fmt, ...) COMPASS_PRINTF(3, 4);
-static int fail(compass_err *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-        va_end(ap);
-        err->code = code;
-    }
-    return code;
-}
-
 static int oom(compass_err *err, const char *what)
 {
     return fail(err, COMPASS_ENOMEM, "anthropic: out of memory %s", what);
-}
-
-/* A compass_str as printf "%.*s" arguments. */
-#define STR_ARG(s) (int)((s).len > 200 ? 200 : (s).len), ((s).ptr ? (s).ptr : "")
-
-static int str_has_prefix(compass_str s, const char *p)
-{
-    size_t n = strlen(p);
-    return s.len >= n && strncasecmp(s.ptr, p, n) == 0;
-}
-
-static int str_is_blank(compass_str s)
-{
-    size_t i;
-    for (i = 0; i < s.len; i++)
-        if (s.ptr[i] != ' ' && s.ptr[i] != '\t' && s.ptr[i] != '\r' && s.ptr[i] != '\n')
-            return 0;
-    return 1;
 }
 
 /* Appends v to an array; on failure releases v. */

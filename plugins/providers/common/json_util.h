@@ -1,5 +1,5 @@
 /*
- * Small json-c helpers shared by provider plugins (header-only: each plugin compiles its own
+ * Small helpers (error text, strings, json-c) shared by provider plugins (header-only: each plugin compiles its own
  * copy, since a plugin may link no other plugin). Include after <compass/plugin.h> and
  * <json-c/json.h>.
  */
@@ -7,6 +7,8 @@
 #define COMPASS_PROVIDERS_JSON_UTIL_H
 
 #include <limits.h>
+#include <stdarg.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,38 @@ static inline int64_t jgeti(json_object *o, const char *key, int *found)
 static inline int streq(const char *a, const char *b)
 {
     return a && b && strcmp(a, b) == 0;
+}
+
+/* A compass_str as printf "%.*s" arguments. */
+#define STR_ARG(s) (int)((s).len > 200 ? 200 : (s).len), ((s).ptr ? (s).ptr : "")
+
+/* Fills err (may be NULL) with code and a formatted message; returns code. */
+static inline int fail(compass_err *err, int code, const char *fmt, ...) COMPASS_PRINTF(3, 4);
+static inline int fail(compass_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+static inline int str_has_prefix(compass_str s, const char *p)
+{
+    size_t n = strlen(p);
+    return s.len >= n && strncasecmp(s.ptr, p, n) == 0;
+}
+
+static inline int str_is_blank(compass_str s)
+{
+    size_t i;
+    for (i = 0; i < s.len; i++)
+        if (s.ptr[i] != ' ' && s.ptr[i] != '\t' && s.ptr[i] != '\r' && s.ptr[i] != '\n')
+            return 0;
+    return 1;
 }
 
 #endif
