@@ -18,6 +18,7 @@
  * content_block_delta).
  */
 #include "mockllm.h"
+#include "ml_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,29 +40,6 @@ static bool put(json_object *o, const char *k, json_object *v)
     return true;
 }
 
-static bool put_null(json_object *o, const char *k)
-{
-    return o && json_object_object_add(o, k, NULL) == 0;
-}
-
-static bool append(json_object *a, json_object *v)
-{
-    if (!a || !v) {
-        json_object_put(v);
-        return false;
-    }
-    if (json_object_array_add(a, v) != 0) {
-        json_object_put(v);
-        return false;
-    }
-    return true;
-}
-
-static json_object *str(const char *s)
-{
-    return json_object_new_string(s ? s : "");
-}
-
 static json_object *get(json_object *o, const char *k)
 {
     json_object *v = NULL;
@@ -76,49 +54,7 @@ static const char *get_str(json_object *o, const char *k)
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
-static bool is_type(json_object *v, json_type t)
-{
-    return v && json_object_is_type(v, t);
-}
-
-static bool streq(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
-}
-
 /* ---------------------------------------------------------------- text helpers */
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 64;
-        while (ncap < b->n + n + 1)
-            ncap *= 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
 
 static size_t count_words(const char *s)
 {
@@ -164,15 +100,6 @@ static size_t utf8_prefix(const char *s, size_t n)
         i++;
     }
     return i;
-}
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
 }
 
 /* Text of a content (string, or array of blocks: the text of "text" blocks). Returns chars. */
@@ -1097,12 +1024,6 @@ static void handle_messages(const ml_request *req, ml_reply *rep)
 }
 
 /* ---------------------------------------------------------------- routes */
-
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && memcmp(s + a - b, suffix, b) == 0;
-}
 
 static bool match_messages(const char *method, const char *path)
 {

@@ -14,6 +14,7 @@
  * chat knobs (status, hang, body...), so error injection works on any request.
  */
 #include "mockllm.h"
+#include "ml_util.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -26,6 +26,7 @@
  * tool_call, chunks.
  */
 #include "mockllm.h"
+#include "ml_util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -46,34 +47,6 @@ static bool put(json_object *o, const char *k, json_object *v)
         return false;
     }
     return true;
-}
-
-static bool append(json_object *a, json_object *v)
-{
-    if (!a || !v) {
-        json_object_put(v);
-        return false;
-    }
-    if (json_object_array_add(a, v) != 0) {
-        json_object_put(v);
-        return false;
-    }
-    return true;
-}
-
-static json_object *str(const char *s)
-{
-    return json_object_new_string(s ? s : "");
-}
-
-static bool is_type(json_object *v, json_type t)
-{
-    return v && json_object_is_type(v, t);
-}
-
-static bool streq(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
 }
 
 /* Field k, also under its proto snake_case spelling (the API accepts both). */
@@ -125,38 +98,6 @@ static const char *camel(const char *k, char *buf, size_t cap)
 
 /* ---------------------------------------------------------------- text helpers */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 64;
-        while (ncap < b->n + n + 1)
-            ncap *= 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 static size_t count_words(const char *s)
 {
     size_t n = 0;
@@ -201,15 +142,6 @@ static size_t utf8_prefix(const char *s, size_t n)
         i++;
     }
     return i;
-}
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
 }
 
 /* Text of a Content's parts; returns chars. */
@@ -1105,14 +1037,6 @@ static const char *const embed_fields[] = {"model", "content", "taskType", "titl
 #define ML_EMBED_MAX_DIM 3072 /* gemini-embedding-001's full size */
 #define ML_EMBED_MAX_BATCH 100
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* n deterministic values from a hash of the text, scaled to unit length; for n == 8 the same
  * vector the OpenAI handler gives the same text. */
 static json_object *embed_values(const char *s, size_t len, size_t n)
@@ -1234,12 +1158,6 @@ static void handle_batch_embed(const ml_request *req, ml_reply *rep)
 }
 
 /* ---------------------------------------------------------------- routes */
-
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && memcmp(s + a - b, suffix, b) == 0;
-}
 
 static bool match_gc(const char *method, const char *path)
 {

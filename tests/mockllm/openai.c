@@ -5,6 +5,7 @@
  * error bodies {"error":{"message","type","param","code"}}.
  */
 #include "mockllm.h"
+#include "ml_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -28,29 +29,6 @@ static bool put(json_object *o, const char *k, json_object *v)
         return false;
     }
     return true;
-}
-
-static bool put_null(json_object *o, const char *k)
-{
-    return o && json_object_object_add(o, k, NULL) == 0;
-}
-
-static bool append(json_object *a, json_object *v)
-{
-    if (!a || !v) {
-        json_object_put(v);
-        return false;
-    }
-    if (json_object_array_add(a, v) != 0) {
-        json_object_put(v);
-        return false;
-    }
-    return true;
-}
-
-static json_object *str(const char *s)
-{
-    return json_object_new_string(s ? s : "");
 }
 
 static json_object *get(json_object *o, const char *k)
@@ -210,33 +188,6 @@ static void parse_error(ml_reply *rep)
 /* ---------------------------------------------------------------- text helpers */
 
 /* Append the text of a message content (string or array of {type:"text",text}) to buf. */
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 64;
-        while (ncap < b->n + n + 1)
-            ncap *= 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
 static size_t content_text(json_object *content, sbuf *out)
 {
     size_t total = 0;
@@ -305,11 +256,6 @@ static size_t count_words(const char *s)
     return n;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 /* Cut s in place after max_words words. */
 static void cut_words(char *s, size_t max_words)
 {
@@ -344,15 +290,6 @@ static size_t utf8_prefix(const char *s, size_t n)
         i++;
     }
     return i;
-}
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
 }
 
 /* ---------------------------------------------------------------- chat */
@@ -945,14 +882,6 @@ static void handle_models(const ml_request *req, ml_reply *rep)
     json_object_put(o);
 }
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static json_object *embedding(const char *s, size_t len)
 {
     uint64_t seed = ml_hash(s, len);
@@ -1037,12 +966,6 @@ static void handle_embeddings(const ml_request *req, ml_reply *rep)
 }
 
 /* ---------------------------------------------------------------- routes */
-
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && memcmp(s + a - b, suffix, b) == 0;
-}
 
 static bool match_chat(const char *method, const char *path)
 {

@@ -25,6 +25,7 @@
  * "does-not-exist" is a 404.
  */
 #include "mockllm.h"
+#include "ml_util.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -47,16 +48,6 @@ static bool put(json_object *o, const char *k, json_object *v)
         return false;
     }
     return true;
-}
-
-static bool put_null(json_object *o, const char *k)
-{
-    return o && json_object_object_add(o, k, NULL) == 0;
-}
-
-static json_object *str(const char *s)
-{
-    return json_object_new_string(s ? s : "");
 }
 
 static json_object *get(json_object *o, const char *k)
@@ -224,11 +215,6 @@ static char *rp_last_user_text(const ml_request *req)
     return r;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 static size_t count_words(const char *s)
 {
     size_t n = 0;
@@ -273,15 +259,6 @@ static size_t utf8_prefix(const char *s, size_t n)
         i++;
     }
     return i;
-}
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
 }
 
 /* The reply text (malloc'd), cut to the max_tokens input. */
