@@ -3,11 +3,15 @@
 #include <criterion/criterion.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
 
 #include "compass_fakehost.h"
+#include "openai_wire.h"
+
+#include "../common/stream_diff.h"
 
 static compass_fakehost *fh;
 static const compass_plugin_desc *desc;
@@ -615,4 +619,103 @@ Test(azure, oom_build_embed_request_fails_cleanly)
             cr_assert_eq(rc, COMPASS_ENOMEM, "nth %ld: rc %d (%s)", nth, rc, err.msg);
     }
     cr_assert(saw_ok);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The stream's two readers agree (openai_wire's scanner reader against its json-c tree        */
+/* reader) on Azure's chunks: members in alphabetical order, content filter annotations        */
+/* ---------------------------------------------------------------------------------------- */
+
+#define D(json) "data: " json "\n\n"
+#define FILTERS                                                                               \
+    "\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"         \
+    "\"protected_material_code\":{\"filtered\":false,\"detected\":false},"                     \
+    "\"protected_material_text\":{\"filtered\":false,\"detected\":false},\"self_harm\":"        \
+    "{\"filtered\":false,\"severity\":\"safe\"},\"sexual\":{\"filtered\":false,\"severity\":"   \
+    "\"safe\"},\"violence\":{\"filtered\":false,\"severity\":\"safe\"}}"
+#define AZ(choice, tail)                                                                      \
+    "{\"choices\":[{" choice "}],\"created\":1732036488,\"id\":\"chatcmpl-AVN\",\"model\":"     \
+    "\"gpt-4o-2024-08-06\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":"        \
+    "\"fp_04751d0b65\"" tail "}"
+
+static const sd_case AZ_CORPUS[] = {
+    {"prompt_filter_then_text", 0,
+     D("{\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
+       "\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{\"hate\":"
+       "{\"filtered\":false,\"severity\":\"safe\"},\"jailbreak\":{\"filtered\":false,"
+       "\"detected\":false},\"custom_blocklists\":{\"filtered\":false,\"details\":[]}}}]}")
+     D(AZ("\"content_filter_results\":{},\"delta\":{\"content\":\"\",\"refusal\":null,\"role\":"
+          "\"assistant\"},\"finish_reason\":null,\"index\":0,\"logprobs\":null", ",\"usage\":null"))
+     D(AZ(FILTERS ",\"delta\":{\"content\":\"Caf\\u00e9 \\\"Z\\\"\\n\"},\"finish_reason\":null,"
+          "\"index\":0,\"logprobs\":null", ",\"usage\":null"))
+     D(AZ(FILTERS ",\"content_filter_offsets\":{\"check_offset\":35,\"start_offset\":35,"
+          "\"end_offset\":70},\"delta\":{},\"finish_reason\":\"stop\",\"index\":0,"
+          "\"logprobs\":null",
+          ",\"usage\":null"))
+     D("{\"choices\":[],\"created\":1732036488,\"id\":\"chatcmpl-AVN\",\"model\":\"gpt-4o\","
+       "\"usage\":{\"completion_tokens\":10,\"completion_tokens_details\":{\"reasoning_tokens\":3},"
+       "\"prompt_tokens\":19,\"prompt_tokens_details\":{\"cached_tokens\":8},\"total_tokens\":29}}")
+     D("[DONE]")},
+    {"filtered_completion", 0,
+     D(AZ("\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
+          "\"violence\":{\"filtered\":true,\"severity\":\"medium\"}},\"delta\":{},"
+          "\"finish_reason\":\"content_filter\",\"index\":0,\"logprobs\":null", ""))},
+    {"tool_calls_alphabetical", 0,
+     D(AZ("\"content_filter_results\":{},\"delta\":{\"content\":null,\"role\":\"assistant\","
+          "\"tool_calls\":[{\"function\":{\"arguments\":\"\",\"name\":\"get_weather\"},\"id\":"
+          "\"call_x\",\"index\":0,\"type\":\"function\"}]},\"finish_reason\":null,\"index\":0",
+          ""))
+     D(AZ("\"content_filter_results\":{},\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":"
+          "\"{\\\"city\\\":\\\"Paris\\\"}\"},\"index\":0}]},\"finish_reason\":null,"
+          "\"index\":0", ""))
+     D(AZ("\"content_filter_results\":{},\"delta\":{},\"finish_reason\":\"tool_calls\","
+          "\"index\":0", ""))},
+    {"error_in_stream", 1,
+     D(AZ(FILTERS ",\"delta\":{\"content\":\"partial\"},\"finish_reason\":null,\"index\":0", ""))
+     D("{\"error\":{\"code\":\"content_filter\",\"message\":\"The response was filtered\","
+       "\"status\":400,\"innererror\":{\"code\":\"ResponsibleAIPolicyViolation\"}}}")},
+    {"error_server", 1,
+     D("{\"error\":{\"code\":\"500\",\"message\":\"The server had an error while processing "
+       "your request.\"}}")},
+    {"malformed_filter", 1,
+     D(AZ("\"content_filter_results\":{\"hate\":{\"filtered\":fals}},\"delta\":{\"content\":"
+          "\"x\"},\"index\":0", ""))},
+};
+
+static int az_fast(void *w, compass_req *req, const compass_stream_event *ev, compass_err *err)
+{
+    return oai_wire_parse_stream_event_fast(w, req, ev, err);
+}
+
+static int az_full(void *w, compass_req *req, const compass_stream_event *ev,
+                   compass_upstream_error *u, compass_err *err)
+{
+    return oai_wire_parse_stream_event_full(w, req, ev, u, err);
+}
+
+Test(azure, stream_readers_agree_on_azure_chunks)
+{
+    compass_str rec = compass_fakehost_read_file(fh, AZURE_TESTDATA "/stream_chat.sse");
+    char *copy = rec.ptr ? strndup(rec.ptr, rec.len) : NULL;
+    const sd_case recorded = {"recorded_stream_chat", 0, copy};
+    oai_wire wa, wb;
+    compass_err err;
+    sd_readers r;
+    cr_assert_not_null(copy);
+    memset(&err, 0, sizeof(err));
+    sd_open(&r, "azure");
+    cr_assert_eq(oai_wire_init(&wa, compass_fakehost_host(r.fast_fh), "azure", "dep1", &err), 0);
+    cr_assert_eq(oai_wire_init(&wb, compass_fakehost_host(r.full_fh), "azure", "dep1", &err), 0);
+    r.fast_ctx = &wa;
+    r.full_ctx = &wb;
+    r.fast = az_fast;
+    r.full = az_full;
+    r.declined = OAI_WIRE_DECLINED;
+    /* the recording: role, 9 texts, finish, usage */
+    cr_assert_eq(sd_compare_all(&r, &recorded, 1), 12);
+    cr_assert_eq(sd_compare_all(&r, AZ_CORPUS, sizeof(AZ_CORPUS) / sizeof(AZ_CORPUS[0])), 10);
+    oai_wire_release(&wa);
+    oai_wire_release(&wb);
+    sd_close(&r);
+    free(copy);
 }

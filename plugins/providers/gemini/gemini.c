@@ -11,6 +11,9 @@
 
 #include <json-c/json.h>
 
+#include "../common/json_scan.h"
+#include "gemini.h"
+
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1345,11 +1348,12 @@ static int read_usage(json_object *um, compass_usage *u)
     cand = jint(jget(um, "candidatesTokenCount"));
     thoughts = jint(jget(um, "thoughtsTokenCount"));
     u->prompt_tokens = jint(jget(um, "promptTokenCount"));
-    u->completion_tokens = cand + thoughts;
+    u->completion_tokens = js_add_sat(cand, thoughts);
     u->reasoning_tokens = thoughts;
     u->cached_tokens = jint(jget(um, "cachedContentTokenCount"));
     u->total_tokens = jget(um, "totalTokenCount") ? jint(jget(um, "totalTokenCount"))
-                                                  : u->prompt_tokens + u->completion_tokens;
+                                                  : js_add_sat(u->prompt_tokens,
+                                                               u->completion_tokens);
     return 1;
 }
 
@@ -1536,76 +1540,61 @@ static int emit(const compass_host *h, compass_req *req, const compass_chat_delt
     return rc < 0 ? rc : COMPASS_OK;
 }
 
-static int stream_event(const compass_host *h, compass_req *req, gm_stream *st, json_object *root)
+/* Emits one part of candidates[0]: a functionCall (fc not NULL) or a text (none when empty). */
+static int emit_part(const compass_host *h, compass_req *req, gm_stream *st, compass_str id,
+                     compass_str model, json_object *fc, compass_str text)
 {
-    compass_str id = jstrval(jget(root, "responseId"));
-    compass_str model = jstrval(jget(root, "modelVersion"));
-    json_object *cands = jget(root, "candidates"), *cand = NULL, *parts;
     compass_chat_delta d;
-    compass_str finish = {NULL, 0};
+    if (fc) {
+        char idbuf[32];
+        const char *args = "{}";
+        json_object *a = jget(fc, "args");
+        int k = snprintf(idbuf, sizeof(idbuf), "call_%d", st->n_tools);
+        if (a && json_object_is_type(a, json_type_object)) {
+            args = json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
+                                                         JSON_C_TO_STRING_NOSLASHESCAPE);
+            if (!args)
+                return COMPASS_ENOMEM;
+        }
+        delta_base(&d, st, id, model);
+        d.tool_index = st->n_tools;
+        d.tool_id.ptr = idbuf;
+        d.tool_id.len = (size_t)k;
+        d.tool_name = jstrval(jget(fc, "name"));
+        d.tool_arguments = compass_str_c(args);
+        st->n_tools++;
+        return emit(h, req, &d);
+    }
+    if (text.len == 0)
+        return COMPASS_OK;
+    delta_base(&d, st, id, model);
+    d.content = text;
+    return emit(h, req, &d);
+}
+
+/* After the parts: the finish (or the prompt's block reason when there is no candidate), the
+ * opening of the assistant message when nothing opened it yet, and the usage once finished.
+ * usage_meta is usageMetadata (may be NULL). */
+static int emit_end(const compass_host *h, compass_req *req, gm_stream *st, compass_str id,
+                    compass_str model, int has_cand, compass_str finish, compass_str block,
+                    json_object *usage_meta)
+{
+    compass_chat_delta d;
     compass_usage usage;
-    int have_usage = read_usage(jget(root, "usageMetadata"), &usage);
-    size_t i, n = 0;
+    int have_usage = read_usage(usage_meta, &usage);
     int rc, fin = 0;
 
-    if (cands && !json_object_is_type(cands, json_type_array))
-        return COMPASS_EPARSE;
-    if (cands && json_object_array_length(cands) > 0)
-        cand = json_object_array_get_idx(cands, 0);
-    parts = jget(jget(cand, "content"), "parts");
-    if (parts && !json_object_is_type(parts, json_type_array))
-        return COMPASS_EPARSE;
-    if (parts)
-        n = json_object_array_length(parts);
-
-    for (i = 0; i < n; i++) {
-        json_object *p = json_object_array_get_idx(parts, i), *fc = jget(p, "functionCall");
-        if (fc) {
-            char idbuf[32];
-            const char *args = "{}";
-            json_object *a = jget(fc, "args");
-            int k = snprintf(idbuf, sizeof(idbuf), "call_%d", st->n_tools);
-            if (a && json_object_is_type(a, json_type_object)) {
-                args = json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
-                if (!args)
-                    return COMPASS_ENOMEM;
-            }
-            delta_base(&d, st, id, model);
-            d.tool_index = st->n_tools;
-            d.tool_id.ptr = idbuf;
-            d.tool_id.len = (size_t)k;
-            d.tool_name = jstrval(jget(fc, "name"));
-            d.tool_arguments = compass_str_c(args);
-            st->n_tools++;
-            if ((rc = emit(h, req, &d)) != 0)
-                return rc;
-        } else if (!part_is_thought(p)) {
-            compass_str t = jstrval(jget(p, "text"));
-            if (t.len == 0)
-                continue;
-            delta_base(&d, st, id, model);
-            d.content = t;
-            if ((rc = emit(h, req, &d)) != 0)
-                return rc;
-        }
-    }
-
-    finish = jstrval(jget(cand, "finishReason"));
-    if (finish.len) {
+    if (finish.len)
         fin = map_finish(finish, st->n_tools > 0);
-    } else if (!cand) {
-        compass_str block = jstrval(jget(jget(root, "promptFeedback"), "blockReason"));
-        if (block.len)
-            fin = COMPASS_FINISH_CONTENT_FILTER;
-    }
+    else if (!has_cand && block.len)
+        fin = COMPASS_FINISH_CONTENT_FILTER;
     if (fin) {
         delta_base(&d, st, id, model);
         d.finish_reason = fin;
         st->finished = 1;
         if ((rc = emit(h, req, &d)) != 0)
             return rc;
-    } else if (!st->role_sent && cand) {
+    } else if (!st->role_sent && has_cand) {
         /* an opening event with no text still opens the assistant message */
         delta_base(&d, st, id, model);
         if ((rc = emit(h, req, &d)) != 0)
@@ -1620,25 +1609,76 @@ static int stream_event(const compass_host *h, compass_req *req, gm_stream *st, 
     return COMPASS_OK;
 }
 
-static int gm_parse_stream_event(void *vinst, compass_req *req, const compass_stream_event *ev,
-                                 compass_upstream_error *uerr, compass_err *err)
+/* Maps a stream reader's result to the hook's return. */
+static int stream_result(int rc, compass_err *err)
 {
-    gm_inst *in = vinst;
-    const compass_host *h;
+    if (rc == COMPASS_ENOMEM)
+        return oom(err);
+    if (rc == COMPASS_EPARSE)
+        return compass_err_set(err, rc, "gemini: stream event has a bad candidates shape");
+    if (rc)
+        return fail(err, rc, "gemini: stream_emit failed (%d)", rc);
+    return COMPASS_OK;
+}
+
+/* The event's JSON text. Returns 1 when there is JSON to read, else 0 (a keep-alive). */
+static int event_json(const compass_stream_event *ev, compass_str *data)
+{
+    *data = ev->data;
+    while (data->len &&
+           (data->ptr[0] == ' ' || data->ptr[0] == '\r' || data->ptr[0] == '\n')) {
+        data->ptr++;
+        data->len--;
+    }
+    return data->len > 0;
+}
+
+/* ---- the tree reader: json-c parses the whole event */
+
+static int stream_event(const compass_host *h, compass_req *req, gm_stream *st, json_object *root)
+{
+    compass_str id = jstrval(jget(root, "responseId"));
+    compass_str model = jstrval(jget(root, "modelVersion"));
+    compass_str none = {NULL, 0};
+    json_object *cands = jget(root, "candidates"), *cand = NULL, *parts;
+    size_t i, n = 0;
+    int rc;
+
+    if (cands && !json_object_is_type(cands, json_type_array))
+        return COMPASS_EPARSE;
+    if (cands && json_object_array_length(cands) > 0)
+        cand = json_object_array_get_idx(cands, 0);
+    parts = jget(jget(cand, "content"), "parts");
+    if (parts && !json_object_is_type(parts, json_type_array))
+        return COMPASS_EPARSE;
+    if (parts)
+        n = json_object_array_length(parts);
+
+    for (i = 0; i < n; i++) {
+        json_object *p = json_object_array_get_idx(parts, i), *fc = jget(p, "functionCall");
+        if (fc)
+            rc = emit_part(h, req, st, id, model, fc, none);
+        else if (!part_is_thought(p))
+            rc = emit_part(h, req, st, id, model, NULL, jstrval(jget(p, "text")));
+        else
+            continue;
+        if (rc != 0)
+            return rc;
+    }
+    return emit_end(h, req, st, id, model, cand != NULL, jstrval(jget(cand, "finishReason")),
+                    cand ? none : jstrval(jget(jget(root, "promptFeedback"), "blockReason")),
+                    jget(root, "usageMetadata"));
+}
+
+int gm_stream_event_full(const compass_host *h, compass_req *req, const compass_stream_event *ev,
+                         compass_upstream_error *uerr, compass_err *err)
+{
     json_object *root = NULL, *eo;
     gm_stream *st;
     compass_str data;
     int rc;
 
-    if (!in || !req || !ev)
-        return compass_err_set(err, COMPASS_EINVAL, "gemini: parse_stream_event: NULL argument");
-    h = in->h;
-    data = ev->data;
-    while (data.len && (data.ptr[0] == ' ' || data.ptr[0] == '\r' || data.ptr[0] == '\n')) {
-        data.ptr++;
-        data.len--;
-    }
-    if (data.len == 0)
+    if (!event_json(ev, &data))
         return COMPASS_OK; /* keep-alive or comment-only event */
     rc = jparse(data, &root);
     if (rc == COMPASS_ENOMEM)
@@ -1666,13 +1706,233 @@ static int gm_parse_stream_event(void *vinst, compass_req *req, const compass_st
     }
     rc = stream_event(h, req, st, root);
     json_object_put(root);
-    if (rc == COMPASS_ENOMEM)
+    return stream_result(rc, err);
+}
+
+/* ---- the scanner reader: walks the event in place, decodes only what a chunk keeps */
+
+#define GM_SCAN_MAX_PARTS 16
+#define GM_JSON_DEPTH 32 /* json-c's default, which jparse uses */
+
+/* A GenerateContentResponse as the scanner reader found it. Views borrow the event's data or
+ * json-c objects in keep. */
+typedef struct gm_scan {
+    compass_str id, model, finish;
+    int has_cand;                          /* candidates[0] is an object */
+    js_val usage, feedback;                /* usageMetadata, promptFeedback */
+    size_t n_parts;                        /* parts that emit, in order */
+    struct {
+        json_object *fc;                   /* a functionCall, or NULL for text */
+        compass_str text;
+    } parts[GM_SCAN_MAX_PARTS];
+} gm_scan;
+
+/* One element of parts: kept in g when it emits (a functionCall, or a non-empty text that is
+ * not a thought). */
+static int scan_part(json_scan *s, js_keep *keep, gm_scan *g)
+{
+    js_val k, fc = {0}, thought = {0}, text = {0};
+    json_object *o = NULL;
+    compass_str t = {NULL, 0};
+    int r;
+    if (js_peek(s) != JS_OBJECT)
+        return js_skip(s); /* no functionCall, no text: nothing to emit */
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        js_val *slot = js_key_is(&k, "text")           ? &text
+                       : js_key_is(&k, "functionCall") ? &fc
+                       : js_key_is(&k, "thought")      ? &thought
+                                                       : NULL;
+        if (k.escaped || (slot ? js_take(s, slot) : js_skip(s)))
+            return -1;
+    }
+    if (r < 0)
+        return -1;
+    if (fc.type != JS_NONE && fc.type != JS_NULL) {
+        if (js_decode(keep, &fc, &o))
+            return -1;
+    } else if (thought.type == JS_TRUE || text.type != JS_STRING) {
+        return 0;
+    } else if (js_string(keep, &text, &t)) {
+        return -1;
+    } else if (!t.len) {
+        return 0;
+    }
+    if (g->n_parts >= GM_SCAN_MAX_PARTS)
+        return -1;
+    g->parts[g->n_parts].fc = o;
+    g->parts[g->n_parts].text = t;
+    g->n_parts++;
+    return 0;
+}
+
+static int scan_candidate(json_scan *s, js_keep *keep, gm_scan *g)
+{
+    js_val k, finish = {0};
+    int r, seen_content = 0, seen_parts = 0;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "finishReason")) {
+            if (js_take(s, &finish))
+                return -1;
+            continue;
+        }
+        if (!js_key_is(&k, "content") || js_peek(s) != JS_OBJECT) {
+            if ((js_key_is(&k, "content") && seen_content++) || js_skip(s))
+                return -1;
+            continue;
+        }
+        if (seen_content++ || js_begin(s, '{'))
+            return -1;
+        while ((r = js_member(s, &k)) > 0) {
+            if (k.escaped)
+                return -1;
+            if (!js_key_is(&k, "parts") || js_peek(s) == JS_NULL) {
+                if ((js_key_is(&k, "parts") && seen_parts++) || js_skip(s))
+                    return -1;
+                continue;
+            }
+            /* parts that is not an array is a bad shape: the tree reader says so */
+            if (seen_parts++ || js_begin(s, '['))
+                return -1;
+            while ((r = js_elem(s)) > 0)
+                if (scan_part(s, keep, g))
+                    return -1;
+            if (r < 0)
+                return -1;
+        }
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0)
+        return -1;
+    g->has_cand = 1;
+    return finish.type == JS_STRING ? js_string(keep, &finish, &g->finish) : 0;
+}
+
+/* Reads data into g; -1 when the tree reader must take the event (not strict JSON, an error,
+ * a duplicate or escaped key, a shape the scanner reader does not follow). */
+static int scan_event(compass_str data, js_keep *keep, gm_scan *g)
+{
+    json_scan s;
+    js_val k, id = {0}, model = {0}, error = {0};
+    int r, seen_cands = 0;
+
+    memset(g, 0, sizeof(*g));
+    if (data.len > (size_t)INT_MAX - 1)
+        return -1;
+    js_init(&s, data.ptr, data.len, GM_JSON_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = js_member(&s, &k)) > 0) {
+        js_val *slot;
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "candidates")) {
+            int first = 1;
+            if (seen_cands++)
+                return -1;
+            if (js_peek(&s) == JS_NULL) {
+                if (js_skip(&s))
+                    return -1;
+                continue;
+            }
+            if (js_begin(&s, '['))
+                return -1; /* not an array: a bad shape */
+            while ((r = js_elem(&s)) > 0) {
+                js_type t = js_peek(&s);
+                /* candidates[0]: an object, or null (no candidate); the rest are skipped */
+                if (first && t == JS_OBJECT)
+                    r = scan_candidate(&s, keep, g);
+                else if (first && t != JS_NULL)
+                    r = -1;
+                else
+                    r = js_skip(&s);
+                if (r)
+                    return -1;
+                first = 0;
+            }
+            if (r < 0)
+                return -1;
+            continue;
+        }
+        slot = js_key_is(&k, "responseId")       ? &id
+               : js_key_is(&k, "modelVersion")   ? &model
+               : js_key_is(&k, "usageMetadata")  ? &g->usage
+               : js_key_is(&k, "promptFeedback") ? &g->feedback
+               : js_key_is(&k, "error")          ? &error
+                                                 : NULL;
+        if (slot ? js_take(&s, slot) : js_skip(&s))
+            return -1;
+    }
+    if (r < 0 || js_end(&s) || error.type == JS_OBJECT) /* an error: fill_uerr reads it */
+        return -1;
+    if ((id.type == JS_STRING && js_string(keep, &id, &g->id)) ||
+        (model.type == JS_STRING && js_string(keep, &model, &g->model)))
+        return -1;
+    return 0;
+}
+
+int gm_stream_event_fast(const compass_host *h, compass_req *req, const compass_stream_event *ev,
+                         compass_err *err)
+{
+    js_keep keep;
+    gm_scan g;
+    gm_stream *st;
+    compass_str data, block = {NULL, 0};
+    json_object *usage = NULL;
+    size_t i;
+    int rc = COMPASS_OK;
+
+    if (!event_json(ev, &data))
+        return COMPASS_OK; /* keep-alive or comment-only event */
+    js_keep_init(&keep, GM_JSON_DEPTH);
+    if (scan_event(data, &keep, &g)) {
+        js_keep_release(&keep);
+        return GM_DECLINED;
+    }
+    st = stream_state(h, req);
+    if (!st) {
+        js_keep_release(&keep);
         return oom(err);
-    if (rc == COMPASS_EPARSE)
-        return compass_err_set(err, rc, "gemini: stream event has a bad candidates shape");
-    if (rc)
-        return fail(err, rc, "gemini: stream_emit failed (%d)", rc);
-    return COMPASS_OK;
+    }
+    /* what the end of the event reads, decoded before anything is emitted */
+    if (!g.finish.len && !g.has_cand && g.feedback.type == JS_OBJECT) {
+        json_object *pf;
+        if (js_decode(&keep, &g.feedback, &pf)) {
+            js_keep_release(&keep);
+            return GM_DECLINED;
+        }
+        block = jstrval(jget(pf, "blockReason"));
+    }
+    if ((st->finished || g.finish.len || block.len) && g.usage.type == JS_OBJECT &&
+        js_decode(&keep, &g.usage, &usage)) {
+        js_keep_release(&keep);
+        return GM_DECLINED;
+    }
+    for (i = 0; i < g.n_parts && !rc; i++)
+        rc = emit_part(h, req, st, g.id, g.model, g.parts[i].fc, g.parts[i].text);
+    if (!rc)
+        rc = emit_end(h, req, st, g.id, g.model, g.has_cand, g.finish, block, usage);
+    js_keep_release(&keep);
+    return stream_result(rc, err);
+}
+
+static int gm_parse_stream_event(void *vinst, compass_req *req, const compass_stream_event *ev,
+                                 compass_upstream_error *uerr, compass_err *err)
+{
+    gm_inst *in = vinst;
+    int rc;
+    if (!in || !req || !ev)
+        return compass_err_set(err, COMPASS_EINVAL, "gemini: parse_stream_event: NULL argument");
+    rc = gm_stream_event_fast(in->h, req, ev, err);
+    if (rc != GM_DECLINED)
+        return rc;
+    return gm_stream_event_full(in->h, req, ev, uerr, err);
 }
 
 /* ---------------------------------------------------------------------------------------- */

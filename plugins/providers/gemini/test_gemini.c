@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/stream_diff.h"
+#include "gemini.h"
+
 static compass_fakehost *fh;
 static void *inst;
 static json_object *body;
@@ -1410,4 +1413,174 @@ Test(gemini, stream_lf_framing_text_and_finish_in_one_event)
     d = compass_fakehost_delta(fh, 3);
     cr_assert(d->usage.present);
     cr_assert_eq(d->usage.total_tokens, 4);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The stream's two readers agree: the scanner reader (what parse_stream_event tries first)  */
+/* against the json-c tree reader, on GenerateContentResponse events                          */
+/* ---------------------------------------------------------------------------------------- */
+
+#define D(json) "data: " json "\r\n\r\n"
+#define TAIL ",\"usageMetadata\":{\"promptTokenCount\":6,\"totalTokenCount\":6}," \
+             "\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"r-1\"}"
+#define CAND(parts, rest) "{\"candidates\":[{\"content\":{\"parts\":" parts ",\"role\":\"model\"}" \
+                          rest ",\"index\":0}]" TAIL
+#define SAFETY ",\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_HATE_SPEECH\",\"probability\":" \
+               "\"NEGLIGIBLE\"},{\"category\":\"HARM_CATEGORY_DANGEROUS_CONTENT\"," \
+               "\"probability\":\"NEGLIGIBLE\",\"blocked\":false}]"
+#define FIN(reason) CAND("[{\"text\":\"\"}]", ",\"finishReason\":\"" reason "\"")
+
+static const sd_case GM_CORPUS[] = {
+    {"text", 0,
+     D(CAND("[{\"text\":\"The quick\"}]", SAFETY)) D(CAND("[{\"text\":\" brown fox\"}]", ""))
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" jumps.\"}],\"role\":\"model\"},"
+       "\"finishReason\":\"STOP\",\"index\":0" SAFETY "}],\"usageMetadata\":{\"promptTokenCount\":"
+       "6,\"candidatesTokenCount\":5,\"thoughtsTokenCount\":2,\"cachedContentTokenCount\":1,"
+       "\"totalTokenCount\":13,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":6}]},"
+       "\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"r-1\"}")},
+    {"escapes", 0,
+     D(CAND("[{\"text\":\"a\\nb \\\"q\\\" back\\\\slash \\/ caf\\u00e9 \\ud83d\\ude00 "
+            "ctl\\u0001\\t\"}]", ""))
+     D(CAND("[{\"text\":\"\\u0000nul\"},{\"text\":\"lone \\ud800\"}]", ""))
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"finishReason\":"
+       "\"MAX_\\u0054OKENS\"}],\"modelVersion\":\"gemini-\\u0032.5\",\"responseId\":\"r\\/2\"}")},
+    {"role_only_first_chunk", 0,
+     D(CAND("[{\"text\":\"\"}]", "")) D(CAND("[{\"text\":\"hi\"}]", "")) D(FIN("STOP"))},
+    {"opening_without_parts", 0,
+     D("{\"candidates\":[{\"content\":{\"role\":\"model\"},\"index\":0}]" TAIL)
+     D("{\"candidates\":[{\"index\":0}]" TAIL) D(FIN("STOP"))},
+    {"function_calls", 0,
+     D(CAND("[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"city\":\"Paris\","
+            "\"units\":[\"c\",{\"x\":null}],\"n\":1.5E-2,\"s\":\"a/b\\u00e9\"}}}]", ""))
+     D(CAND("[{\"text\":\"and \"},{\"functionCall\":{\"name\":\"a\",\"args\":{}}},"
+            "{\"functionCall\":{\"name\":\"b\"}},{\"functionCall\":{\"name\":\"c\",\"args\":[1]}},"
+            "{\"functionCall\":\"odd\"},{\"functionCall\":{\"id\":\"x\",\"name\":\"d\",\"args\":"
+            "{\"q\":\"\\\"\"}},\"thoughtSignature\":\"c2ln\"}]", ""))
+     D(FIN("STOP"))},
+    {"thoughts", 0,
+     D(CAND("[{\"text\":\"thinking...\",\"thought\":true},{\"text\":\"visible\",\"thought\":"
+            "false},{\"text\":\"also\",\"thought\":null},{\"text\":\"str\",\"thought\":\"true\"}]",
+            ""))
+     D(CAND("[{\"thought\":true,\"functionCall\":{\"name\":\"t\"}},{\"thought\":true}]", ""))},
+    {"finish_reasons", 0,
+     D(FIN("STOP")) D(FIN("MAX_TOKENS")) D(FIN("SAFETY")) D(FIN("RECITATION"))
+     D(FIN("BLOCKLIST")) D(FIN("PROHIBITED_CONTENT")) D(FIN("SPII")) D(FIN("IMAGE_SAFETY"))
+     D(FIN("OTHER")) D(FIN("LANGUAGE")) D(FIN("MALFORMED_FUNCTION_CALL"))
+     D(FIN("FINISH_REASON_UNSPECIFIED"))
+     D(CAND("[{\"text\":\"\"}]", ",\"finishReason\":null"))
+     D(CAND("[{\"text\":\"\"}]", ",\"finishReason\":3"))},
+    {"tool_finish", 0,
+     D(CAND("[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]", ",\"finishReason\":\"STOP\""))},
+    {"blocked_prompt", 0,
+     D("{\"promptFeedback\":{\"blockReason\":\"SAFETY\",\"safetyRatings\":[{\"category\":"
+       "\"HARM_CATEGORY_HARASSMENT\",\"probability\":\"HIGH\"}]},\"usageMetadata\":"
+       "{\"promptTokenCount\":8,\"totalTokenCount\":8},\"modelVersion\":\"gemini-2.0-flash\"}")},
+    {"blocked_escaped_reason", 0,
+     D("{\"candidates\":[],\"promptFeedback\":{\"blockReason\":\"OTH\\u0045R\"}}")},
+    {"feedback_without_block", 0,
+     D("{\"promptFeedback\":{\"safetyRatings\":[]},\"usageMetadata\":{\"promptTokenCount\":1}}")
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}],\"promptFeedback\":"
+       "{\"blockReason\":\"SAFETY\"}}")
+     D("{\"promptFeedback\":null}") D("{\"promptFeedback\":\"SAFETY\"}")},
+    {"usage_after_finish", 0,
+     D(CAND("[{\"text\":\"done\"}]", ",\"finishReason\":\"STOP\""))
+     D("{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":\"62\",\"candidatesTokenCount\":"
+       "\"1000\",\"totalTokenCount\":1e3},\"responseId\":\"r-1\"}")
+     D("{\"usageMetadata\":{\"promptTokenCount\":123456789012345678901,\"candidatesTokenCount\":"
+       "-0,\"thoughtsTokenCount\":2.5}}")
+     D("{\"usageMetadata\":{\"candidatesTokenCount\":9223372036854775807,\"thoughtsTokenCount\":"
+       "9,\"promptTokenCount\":-9223372036854775808}}")
+     D("{\"usageMetadata\":[]}") D("{\"usageMetadata\":null}") D("{}")},
+    {"null_members", 0,
+     D("{\"candidates\":null,\"usageMetadata\":null,\"responseId\":null,\"modelVersion\":null}")
+     D("{\"candidates\":[null,{\"content\":{\"parts\":[{\"text\":\"second\"}]}}]}")
+     D("{\"candidates\":[{\"content\":null,\"finishReason\":null}]}")
+     D("{\"candidates\":[{\"content\":{\"parts\":null}}]}")
+     D("{\"candidates\":[{\"content\":{\"parts\":[null,7,\"s\",[],{\"text\":null},"
+       "{\"functionCall\":null,\"text\":\"kept\"}]}}]}")
+     D("{\"candidates\":[{\"content\":\"text\"}],\"error\":null}")
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}],"
+       "\"error\":\"not an object\"}")},
+    {"unknown_members_and_whitespace", 0,
+     D(" { \"candidates\" : [ { \"content\" : { \"parts\" : [ { \"text\" : \"spaced\" , "
+       "\"inlineData\" : { \"mimeType\" : \"image/png\" , \"data\" : \"iVBO\" } } ] , \"role\" :"
+       " \"model\" } , \"citationMetadata\" : { \"citationSources\" : [ { \"startIndex\" : 0 , "
+       "\"endIndex\" : 1e2 , \"uri\" : \"https://x\" } ] } , \"avgLogprobs\" : -0.5E-3 , "
+       "\"index\" : 0 } , { \"content\" : { \"parts\" : [ { \"text\" : \"candidate 1\" } ] } } ] ,"
+       "\t\"createTime\" : \"2025-01-01T00:00:00Z\" , \"x\" : [ [ ] , { } , [ [ true ] ] ] } \t")},
+    {"many_parts", 0,
+     D(CAND("[{\"text\":\"1\"},{\"text\":\"2\"},{\"text\":\"3\"},{\"text\":\"4\"},{\"text\":\"5\"},"
+            "{\"text\":\"6\"},{\"text\":\"7\"},{\"text\":\"8\"},{\"text\":\"9\"},{\"text\":\"10\"},"
+            "{\"text\":\"11\"},{\"text\":\"12\"},{\"text\":\"13\"},{\"text\":\"14\"},"
+            "{\"text\":\"15\"},{\"text\":\"16\"},{\"text\":\"\"},"
+            "{\"thought\":true,\"text\":\"t\"}]",
+            ""))},
+    {"too_many_parts", 1,
+     D(CAND("[{\"text\":\"1\"},{\"text\":\"2\"},{\"text\":\"3\"},{\"text\":\"4\"},{\"text\":\"5\"},"
+            "{\"text\":\"6\"},{\"text\":\"7\"},{\"text\":\"8\"},{\"text\":\"9\"},{\"text\":\"10\"},"
+            "{\"text\":\"11\"},{\"text\":\"12\"},{\"text\":\"13\"},{\"text\":\"14\"},"
+            "{\"text\":\"15\"},{\"text\":\"16\"},{\"text\":\"17\"}]", ""))},
+    {"error_event", 1,
+     D(CAND("[{\"text\":\"partial\"}]", ""))
+     D("{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted\",\"status\":"
+       "\"RESOURCE_EXHAUSTED\",\"details\":[{\"@type\":\"type.googleapis.com/google.rpc."
+       "RetryInfo\",\"retryDelay\":\"7s\"}]}}")},
+    {"error_array", 1,
+     D("[{\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":"
+       "\"UNAVAILABLE\"}}]")},
+    {"error_beside_candidates", 1,
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}],\"error\":{\"code\":500,"
+       "\"message\":\"internal\",\"status\":\"INTERNAL\"}}")},
+    {"candidates_not_an_array", 1, D("{\"candidates\":{\"content\":{}}}")},
+    {"parts_not_an_array", 1, D("{\"candidates\":[{\"content\":{\"parts\":{}}}]}")},
+    {"candidate_a_number", 1, D("{\"candidates\":[5]}")},
+    {"candidate_a_string", 1, D("{\"candidates\":[\"s\"]}")},
+    {"event_an_array", 1, D("[]")},
+    {"event_a_string", 1, D("\"text\"")},
+    {"truncated", 1, D(CAND("[{\"text\":\"ok\"}]", "")) D("{\"candidates\":[{\"content\":{")},
+    {"trailing_comma", 1, D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"t\"},]}}],}")},
+    {"raw_control_character", 1,
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\tb\"}]}}]}")},
+    {"bad_escape", 1, D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\\q\"}]}}]}")},
+    {"leading_zero", 1, D("{\"candidates\":[],\"n\":01}")},
+    {"fraction_without_digits", 1, D("{\"candidates\":[],\"n\":1.}")},
+    {"nan", 1, D("{\"candidates\":[],\"n\":NaN}")},
+    {"trailing_bytes", 1, D("{\"candidates\":[]}x")},
+    {"duplicate_and_escaped_keys", 3,
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\",\"text\":\"b\"}]}}]}")
+     D("{\"responseId\":\"1\",\"responseId\":\"2\"}")
+     D("{\"candidates\":[{\"content\":{\"parts\":[{\"te\\u0078t\":\"esc\"}]}}]}")},
+    {"keepalives", 0, "data: \r\n\r\n: comment\r\n\r\n" D("  \n {\"candidates\":[]}")},
+};
+
+static int gm_fast(void *h, compass_req *req, const compass_stream_event *ev, compass_err *err)
+{
+    return gm_stream_event_fast(h, req, ev, err);
+}
+
+static int gm_full(void *h, compass_req *req, const compass_stream_event *ev,
+                   compass_upstream_error *u, compass_err *err)
+{
+    return gm_stream_event_full(h, req, ev, u, err);
+}
+
+Test(gemini, stream_readers_agree_on_the_wire_corpus)
+{
+    static const char head[] = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":"
+                               "\"deep\"}]}}],\"x\":";
+    char at[200], over[200];
+    /* the root object and 31 arrays are json-c's default 32 levels; one more is past them */
+    const sd_case depth[] = {{"depth_at_limit", 0, sd_nested(at, sizeof(at), head, 31, "}")},
+                             {"depth_over_limit", 1, sd_nested(over, sizeof(over), head, 32, "}")},
+                             {"recorded_text_stream", 0, TEXT_STREAM}};
+    sd_readers r;
+    sd_open(&r, "gemini");
+    r.fast_ctx = (void *)compass_fakehost_host(r.fast_fh);
+    r.full_ctx = (void *)compass_fakehost_host(r.full_fh);
+    r.fast = gm_fast;
+    r.full = gm_full;
+    r.declined = GM_DECLINED;
+    cr_assert_gt(sd_compare_all(&r, GM_CORPUS, sizeof(GM_CORPUS) / sizeof(GM_CORPUS[0])), 60);
+    cr_assert_eq(sd_compare_all(&r, depth, 3), 1 + 5); /* "deep"; 3 texts, finish, usage */
+    sd_close(&r);
 }

@@ -15,6 +15,8 @@
  */
 #include "openai_wire.h"
 
+#include "../common/json_scan.h"
+
 #include <inttypes.h>
 #include <math.h> /* isfinite only: no libm */
 #include <stdarg.h>
@@ -452,124 +454,6 @@ static void jw_kbool(jw *w, const char *k, int v)
     jw_lit(w, v ? "true" : "false");
 }
 
-/* ---------------------------------------------------------------------------------------- */
-/* A small JSON scanner: validates embedded fragments and walks the client's top level        */
-/* ---------------------------------------------------------------------------------------- */
-
-static size_t skip_ws(const char *p, size_t n, size_t i)
-{
-    while (i < n && is_space(p[i]))
-        i++;
-    return i;
-}
-
-static int is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-/* Whether p[0..n) is true, false, null or a JSON number. */
-static int is_literal(const char *p, size_t n)
-{
-    size_t i = 0, d;
-    if ((n == 4 && !memcmp(p, "true", 4)) || (n == 5 && !memcmp(p, "false", 5)) ||
-        (n == 4 && !memcmp(p, "null", 4)))
-        return 1;
-    if (i < n && p[i] == '-')
-        i++;
-    if (i >= n || !is_digit(p[i]))
-        return 0;
-    if (p[i] == '0')
-        i++;
-    else
-        while (i < n && is_digit(p[i]))
-            i++;
-    if (i < n && p[i] == '.') {
-        for (d = ++i; i < n && is_digit(p[i]); i++)
-            ;
-        if (i == d)
-            return 0;
-    }
-    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
-        i++;
-        if (i < n && (p[i] == '+' || p[i] == '-'))
-            i++;
-        for (d = i; i < n && is_digit(p[i]); i++)
-            ;
-        if (i == d)
-            return 0;
-    }
-    return i == n;
-}
-
-/* Skips one JSON value starting at *i (after whitespace). Returns 0 or -1 on bad JSON. */
-static int skip_value(const char *p, size_t n, size_t *i, int depth)
-{
-    size_t k = skip_ws(p, n, *i);
-    if (k >= n || depth > OAI_MAX_DEPTH)
-        return -1;
-    if (p[k] == '"') {
-        for (k++; k < n && p[k] != '"'; k++)
-            if (p[k] == '\\')
-                k++;
-        if (k >= n)
-            return -1;
-        *i = k + 1;
-        return 0;
-    }
-    if (p[k] == '{' || p[k] == '[') {
-        char close = p[k] == '{' ? '}' : ']';
-        int obj = p[k] == '{';
-        k = skip_ws(p, n, k + 1);
-        if (k < n && p[k] == close) {
-            *i = k + 1;
-            return 0;
-        }
-        for (;;) {
-            if (obj) {
-                k = skip_ws(p, n, k);
-                if (k >= n || p[k] != '"' || skip_value(p, n, &k, depth + 1))
-                    return -1;
-                k = skip_ws(p, n, k);
-                if (k >= n || p[k] != ':')
-                    return -1;
-                k++;
-            }
-            if (skip_value(p, n, &k, depth + 1))
-                return -1;
-            k = skip_ws(p, n, k);
-            if (k >= n)
-                return -1;
-            if (p[k] == close) {
-                *i = k + 1;
-                return 0;
-            }
-            if (p[k] != ',')
-                return -1;
-            k++;
-        }
-    }
-    {
-        size_t s = k;
-        while (k < n && ((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'a' && p[k] <= 'z') ||
-                         p[k] == '-' || p[k] == '+' || p[k] == '.' || p[k] == 'E'))
-            k++;
-        if (!is_literal(p + s, k - s))
-            return -1;
-        *i = k;
-        return 0;
-    }
-}
-
-/* Whether s is exactly one JSON value (surrounding whitespace allowed). */
-static int is_json(compass_str s)
-{
-    size_t i = 0;
-    if (!s.ptr || skip_value(s.ptr, s.len, &i, 0))
-        return 0;
-    return skip_ws(s.ptr, s.len, i) == s.len;
-}
-
 /* Fields of the request body that build_request writes from the canonical model. */
 static const char *const oai_named[] = {
     "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature",
@@ -591,46 +475,27 @@ static int is_named(const char *k, size_t n, const compass_chat_request *in)
     return 0;
 }
 
-/* Copies the top-level members of the client's body that the canonical model does not name. */
+/* Copies the top-level members of the client's body that the canonical model does not name
+ * (up to the first byte that is not strict JSON). */
 static void write_passthrough(jw *w, const compass_chat_request *in, size_t *n_passed)
 {
-    const char *p = in->raw.ptr;
-    size_t n = in->raw.len, i;
+    json_scan s;
+    js_val k, v;
     *n_passed = 0;
-    if (!p || !n)
+    if (!in->raw.ptr || !in->raw.len)
         return;
-    i = skip_ws(p, n, 0);
-    if (i >= n || p[i] != '{')
+    js_init(&s, in->raw.ptr, in->raw.len, OAI_MAX_DEPTH);
+    if (js_begin(&s, '{'))
         return;
-    i = skip_ws(p, n, i + 1);
-    if (i < n && p[i] == '}')
-        return;
-    while (i < n) {
-        size_t ks = i, ke, vs, ve;
-        if (p[i] != '"' || skip_value(p, n, &i, 0))
-            return;
-        ke = i; /* one past the closing quote */
-        i = skip_ws(p, n, i);
-        if (i >= n || p[i] != ':')
-            return;
-        vs = skip_ws(p, n, i + 1);
-        i = vs;
-        if (skip_value(p, n, &i, 0))
-            return;
-        ve = i;
+    while (js_member(&s, &k) > 0 && !js_value(&s, &v)) {
         /* keys with escapes never match a named field: drop them rather than guess */
-        if (!memchr(p + ks + 1, '\\', ke - ks - 2) &&
-            !is_named(p + ks + 1, ke - ks - 2, in)) {
+        if (!k.escaped && !is_named(k.ptr + 1, k.len - 2, in)) {
             jw_sep(w);
-            jw_put(w, p + ks, ke - ks);
+            jw_put(w, k.ptr, k.len);
             jw_put(w, ":", 1);
-            jw_put(w, p + vs, ve - vs);
+            jw_put(w, v.ptr, v.len);
             (*n_passed)++;
         }
-        i = skip_ws(p, n, i);
-        if (i >= n || p[i] != ',')
-            return;
-        i = skip_ws(p, n, i + 1);
     }
 }
 
@@ -721,7 +586,7 @@ static int write_raw_member(jw *w, const char *pl, const char *key, compass_str 
     compass_str t = str_trim(raw.ptr ? raw.ptr : "", raw.ptr ? raw.len : 0);
     if (!t.len)
         return COMPASS_OK;
-    if (!is_json(t))
+    if (!js_is_json(t.ptr, t.len, OAI_MAX_DEPTH))
         return err_fmt(err, COMPASS_EINVAL, "%s: %s is not valid JSON", pl, what);
     jw_key(w, key);
     jw_put(w, t.ptr, t.len);
@@ -980,7 +845,7 @@ json_object *parse_json(const char *p, size_t n, char *why, size_t why_cap)
             snprintf(why, why_cap, "%s at byte %zu", json_tokener_error_desc(e), end);
         return NULL;
     }
-    if (skip_ws(p, n, end) != n) {
+    if (js_skip_ws(p, n, end) != n) {
         json_object_put(o);
         snprintf(why, why_cap, "trailing bytes after the JSON value at byte %zu", end);
         return NULL;
@@ -1073,7 +938,7 @@ static void read_usage(json_object *u, compass_usage *out)
     out->completion_tokens = jint(u, "completion_tokens");
     out->total_tokens = jint(u, "total_tokens");
     if (!out->total_tokens)
-        out->total_tokens = out->prompt_tokens + out->completion_tokens;
+        out->total_tokens = js_add_sat(out->prompt_tokens, out->completion_tokens);
     out->cached_tokens = jint(jget(u, "prompt_tokens_details"), "cached_tokens");
     if (!out->cached_tokens) /* DeepSeek reports its cache this way */
         out->cached_tokens = jint(u, "prompt_cache_hit_tokens");
@@ -1695,26 +1560,92 @@ static int emit_tool_deltas(const oai_wire *inst, compass_req *req, json_object 
     return COMPASS_OK;
 }
 
-int oai_wire_parse_stream_event(const oai_wire *inst, compass_req *req,
-                                const compass_stream_event *ev, compass_upstream_error *uerr,
-                                compass_err *err)
+/* What one chat.completion.chunk says, as either reader found it. The views borrow the
+ * event's data or json-c objects that live until the chunk has been emitted. */
+typedef struct oai_chunk {
+    compass_str id, model;
+    int has_choice; /* choice 0 is there (an object) */
+    compass_str role, content, refusal, finish;
+    json_object *tool_calls;    /* the delta's tool_calls, when an array */
+    json_object *function_call; /* the delta's function_call, when an object */
+    json_object *usage;         /* usage (or Groq's x_groq.usage), when an object */
+} oai_chunk;
+
+/* Emits the deltas of a chunk; 0 or the host's refusal. */
+static int emit_chunk(const oai_wire *inst, compass_req *req, const oai_chunk *c)
 {
-    const compass_host *h;
-    compass_str data;
-    json_object *root, *choices, *c0, *usage;
+    const compass_host *h = inst->h;
     compass_chat_delta base, d;
-    char why[128];
     int rc = COMPASS_OK;
 
-    if (!inst || !req || !ev)
-        return err_fmt(err, COMPASS_EINVAL, "%s: parse_stream_event: NULL argument",
-                       PLUGIN_OF(inst));
-    h = inst->h;
-    data = str_trim(ev->data.ptr ? ev->data.ptr : "", ev->data.ptr ? ev->data.len : 0);
-    if (!data.len)
-        return COMPASS_OK; /* comments, keep-alives, bare "event:" lines */
-    if (compass_str_eq(data, "[DONE]"))
-        return COMPASS_STREAM_END;
+    compass_delta_init(&base);
+    base.id = c->id;
+    base.model = c->model;
+    if (c->has_choice) {
+        int finish = finish_from(c->finish);
+        d = base;
+        d.role = role_from(c->role);
+        d.content = c->content;
+        d.refusal = c->refusal;
+        if (d.role || d.content.len || d.refusal.len)
+            rc = h->stream_emit(req, &d);
+        if (!rc && c->tool_calls)
+            rc = emit_tool_deltas(inst, req, c->tool_calls, &base);
+        else if (!rc && c->function_call) {
+            d = base;
+            d.tool_index = 0;
+            d.tool_name = jstr(c->function_call, "name");
+            d.tool_arguments = args_of(c->function_call);
+            rc = h->stream_emit(req, &d);
+        }
+        if (!rc && finish) {
+            d = base;
+            d.finish_reason = finish;
+            rc = h->stream_emit(req, &d);
+        }
+    }
+    if (!rc && c->usage) {
+        d = base;
+        read_usage(c->usage, &d.usage);
+        rc = h->stream_emit(req, &d);
+    }
+    return rc;
+}
+
+static int emit_failed(const oai_wire *inst, int rc, compass_err *err)
+{
+    return err_fmt(err, rc, "%s: deployment %s: the host refused a stream delta (%d)",
+                   inst->plugin, inst->name, rc);
+}
+
+/* The event's JSON text, trimmed. Returns 1 when there is JSON to read, else 0 with *rc the
+ * answer (a NULL argument, a keep-alive, the [DONE] marker). */
+static int event_json(const oai_wire *inst, compass_req *req, const compass_stream_event *ev,
+                      compass_err *err, compass_str *data, int *rc)
+{
+    if (!inst || !req || !ev) {
+        *rc = err_fmt(err, COMPASS_EINVAL, "%s: parse_stream_event: NULL argument",
+                      PLUGIN_OF(inst));
+        return 0;
+    }
+    *data = str_trim(ev->data.ptr ? ev->data.ptr : "", ev->data.ptr ? ev->data.len : 0);
+    *rc = !data->len ? COMPASS_OK /* comments, keep-alives, bare "event:" lines */
+          : compass_str_eq(*data, "[DONE]") ? COMPASS_STREAM_END
+                                            : COMPASS_OK;
+    return data->len && *rc == COMPASS_OK;
+}
+
+/* ---- the tree reader: json-c parses the whole event */
+
+static int stream_event_tree(const oai_wire *inst, compass_req *req,
+                             const compass_stream_event *ev, compass_str data,
+                             compass_upstream_error *uerr, compass_err *err)
+{
+    const compass_host *h = inst->h;
+    json_object *root, *choices, *c0, *usage;
+    oai_chunk c;
+    char why[128];
+    int rc;
 
     root = parse_json(data.ptr, data.len, why, sizeof(why));
     if (!root || !json_object_is_type(root, json_type_object)) {
@@ -1747,50 +1678,262 @@ int oai_wire_parse_stream_event(const oai_wire *inst, compass_req *req,
                        inst->plugin, inst->name);
     }
 
-    compass_delta_init(&base);
-    base.id = jstr(root, "id");
-    base.model = jstr(root, "model");
-
+    memset(&c, 0, sizeof(c));
+    c.id = jstr(root, "id");
+    c.model = jstr(root, "model");
     choices = jget(root, "choices");
     c0 = choices && json_object_is_type(choices, json_type_array) ? choice0(choices) : NULL;
     if (c0) {
         json_object *delta = jget(c0, "delta"), *tcs = jget(delta, "tool_calls"),
                     *fc = jget(delta, "function_call");
-        int finish = finish_from(jstr(c0, "finish_reason"));
-        d = base;
-        d.role = role_from(jstr(delta, "role"));
-        d.content = jstr(delta, "content");
-        d.refusal = jstr(delta, "refusal");
-        if (d.role || d.content.len || d.refusal.len)
-            rc = h->stream_emit(req, &d);
-        if (!rc && tcs && json_object_is_type(tcs, json_type_array))
-            rc = emit_tool_deltas(inst, req, tcs, &base);
-        else if (!rc && fc && json_object_is_type(fc, json_type_object)) {
-            d = base;
-            d.tool_index = 0;
-            d.tool_name = jstr(fc, "name");
-            d.tool_arguments = args_of(fc);
-            rc = h->stream_emit(req, &d);
-        }
-        if (!rc && finish) {
-            d = base;
-            d.finish_reason = finish;
-            rc = h->stream_emit(req, &d);
-        }
+        c.has_choice = 1;
+        c.role = jstr(delta, "role");
+        c.content = jstr(delta, "content");
+        c.refusal = jstr(delta, "refusal");
+        c.finish = jstr(c0, "finish_reason");
+        if (tcs && json_object_is_type(tcs, json_type_array))
+            c.tool_calls = tcs;
+        if (fc && json_object_is_type(fc, json_type_object))
+            c.function_call = fc;
     }
     usage = jget(root, "usage");
     if (!usage) /* Groq puts the final usage under x_groq */
         usage = jget(jget(root, "x_groq"), "usage");
-    if (!rc && usage && json_object_is_type(usage, json_type_object)) {
-        d = base;
-        read_usage(usage, &d.usage);
-        rc = h->stream_emit(req, &d);
-    }
+    if (usage && json_object_is_type(usage, json_type_object))
+        c.usage = usage;
+    rc = emit_chunk(inst, req, &c);
     json_object_put(root);
-    if (rc)
-        return err_fmt(err, rc, "%s: deployment %s: the host refused a stream delta (%d)",
-                       inst->plugin, inst->name, rc);
-    return COMPASS_OK;
+    return rc ? emit_failed(inst, rc, err) : COMPASS_OK;
+}
+
+/* ---- the scanner reader: walks the event in place, decodes only what a chunk keeps */
+
+/* Members of a choice (and of its delta) as the scanner found them; JS_NONE when absent. */
+typedef struct scan_choice {
+    js_val index, finish, delta;
+    js_val role, content, refusal, tool_calls, function_call;
+} scan_choice;
+
+static int scan_delta(json_scan *s, scan_choice *c)
+{
+    js_val k;
+    int r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        js_val *slot = js_key_is(&k, "content")         ? &c->content
+                       : js_key_is(&k, "role")          ? &c->role
+                       : js_key_is(&k, "refusal")       ? &c->refusal
+                       : js_key_is(&k, "tool_calls")    ? &c->tool_calls
+                       : js_key_is(&k, "function_call") ? &c->function_call
+                                                        : NULL;
+        if (k.escaped || (slot ? js_take(s, slot) : js_skip(s)))
+            return -1;
+    }
+    return r;
+}
+
+static int scan_choice_obj(json_scan *s, scan_choice *c)
+{
+    js_val k;
+    int r;
+    memset(c, 0, sizeof(*c));
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "delta")) {
+            if (c->delta.type != JS_NONE)
+                return -1;
+            if (js_peek(s) == JS_OBJECT) {
+                c->delta.type = JS_OBJECT;
+                if (scan_delta(s, c))
+                    return -1;
+            } else if (js_value(s, &c->delta)) {
+                return -1;
+            }
+        } else if (js_key_is(&k, "index")) {
+            if (js_take(s, &c->index))
+                return -1;
+        } else if (js_key_is(&k, "finish_reason")) {
+            if (js_take(s, &c->finish))
+                return -1;
+        } else if (js_skip(s)) {
+            return -1;
+        }
+    }
+    return r;
+}
+
+/* choices: finds choice 0 as choice0() does (the first element whose index is 0 or absent;
+ * none when an element before it is not an object). *found says whether c0 was filled. */
+static int scan_choices(json_scan *s, js_keep *keep, scan_choice *c0, int *found)
+{
+    int r, stop = 0;
+    *found = 0;
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        int64_t ix = 0;
+        if (stop) {
+            if (js_skip(s))
+                return -1;
+            continue;
+        }
+        if (js_peek(s) != JS_OBJECT) {
+            stop = 1;
+            if (js_skip(s))
+                return -1;
+            continue;
+        }
+        if (scan_choice_obj(s, c0))
+            return -1;
+        if (c0->index.type == JS_NUMBER) {
+            if (js_int64(keep, &c0->index, &ix))
+                return -1;
+        } else if (c0->index.type != JS_NONE && c0->index.type != JS_NULL) {
+            return -1; /* json-c's reading of a string or a bool as an index: leave it */
+        }
+        if (ix == 0)
+            stop = *found = 1;
+    }
+    return r;
+}
+
+/* A string member as jstr() reads it: empty unless it is a string. */
+static int scan_str(js_keep *keep, const js_val *v, compass_str *out)
+{
+    out->ptr = NULL;
+    out->len = 0;
+    return v->type == JS_STRING ? js_string(keep, v, out) : 0;
+}
+
+/* A member decoded by json-c when it has type t (else left NULL). */
+static int scan_tree(js_keep *keep, const js_val *v, js_type t, json_object **out)
+{
+    *out = NULL;
+    return v->type == t ? js_decode(keep, v, out) : 0;
+}
+
+/* Reads data into c; -1 when the tree reader must take the event (not strict JSON, an error,
+ * a duplicate or escaped key, a shape the scanner reader does not follow). */
+static int scan_chunk(compass_str data, js_keep *keep, oai_chunk *c)
+{
+    json_scan s;
+    js_val k, id = {0}, model = {0}, error = {0}, object = {0}, usage = {0}, groq = {0};
+    scan_choice c0;
+    int r, found = 0, seen_choices = 0;
+
+    memset(c, 0, sizeof(*c));
+    if (data.len > (size_t)INT32_MAX)
+        return -1;
+    js_init(&s, data.ptr, data.len, OAI_JSON_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = js_member(&s, &k)) > 0) {
+        js_val *slot = NULL;
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "choices")) {
+            if (seen_choices++)
+                return -1;
+            if (js_peek(&s) == JS_ARRAY ? scan_choices(&s, keep, &c0, &found) : js_skip(&s))
+                return -1;
+            continue;
+        }
+        slot = js_key_is(&k, "id")       ? &id
+               : js_key_is(&k, "model")  ? &model
+               : js_key_is(&k, "usage")  ? &usage
+               : js_key_is(&k, "object") ? &object
+               : js_key_is(&k, "error")  ? &error
+               : js_key_is(&k, "x_groq") ? &groq
+                                         : NULL;
+        if (slot ? js_take(&s, slot) : js_skip(&s))
+            return -1;
+    }
+    if (r < 0 || js_end(&s))
+        return -1;
+    /* an error event: the tree reader words and classifies it */
+    if ((error.type != JS_NONE && error.type != JS_NULL) ||
+        (object.type == JS_STRING && (object.escaped || js_key_is(&object, "error"))))
+        return -1;
+
+    if (scan_str(keep, &id, &c->id) || scan_str(keep, &model, &c->model))
+        return -1;
+    if (found) {
+        c->has_choice = 1;
+        if (scan_str(keep, &c0.role, &c->role) || scan_str(keep, &c0.content, &c->content) ||
+            scan_str(keep, &c0.refusal, &c->refusal) ||
+            scan_str(keep, &c0.finish, &c->finish) ||
+            scan_tree(keep, &c0.tool_calls, JS_ARRAY, &c->tool_calls) ||
+            scan_tree(keep, &c0.function_call, JS_OBJECT, &c->function_call))
+            return -1;
+    }
+    if (usage.type == JS_NONE || usage.type == JS_NULL) {
+        json_object *g;
+        if (scan_tree(keep, &groq, JS_OBJECT, &g))
+            return -1;
+        c->usage = jget(g, "usage");
+        if (c->usage && !json_object_is_type(c->usage, json_type_object))
+            c->usage = NULL;
+    } else if (scan_tree(keep, &usage, JS_OBJECT, &c->usage)) {
+        return -1;
+    }
+    return 0;
+}
+
+static int stream_event_scan(const oai_wire *inst, compass_req *req,
+                             const compass_stream_event *ev, compass_str data, compass_err *err)
+{
+    js_keep keep;
+    oai_chunk c;
+    int rc;
+    if (compass_str_eq(ev->event, "error"))
+        return OAI_WIRE_DECLINED;
+    js_keep_init(&keep, OAI_JSON_DEPTH);
+    if (scan_chunk(data, &keep, &c)) {
+        js_keep_release(&keep);
+        return OAI_WIRE_DECLINED;
+    }
+    rc = emit_chunk(inst, req, &c);
+    js_keep_release(&keep);
+    return rc ? emit_failed(inst, rc, err) : COMPASS_OK;
+}
+
+int oai_wire_parse_stream_event(const oai_wire *inst, compass_req *req,
+                                const compass_stream_event *ev, compass_upstream_error *uerr,
+                                compass_err *err)
+{
+    compass_str data;
+    int rc;
+    if (!event_json(inst, req, ev, err, &data, &rc))
+        return rc;
+    rc = stream_event_scan(inst, req, ev, data, err);
+    if (rc != OAI_WIRE_DECLINED)
+        return rc;
+    return stream_event_tree(inst, req, ev, data, uerr, err);
+}
+
+int oai_wire_parse_stream_event_full(const oai_wire *inst, compass_req *req,
+                                     const compass_stream_event *ev,
+                                     compass_upstream_error *uerr, compass_err *err)
+{
+    compass_str data;
+    int rc;
+    if (!event_json(inst, req, ev, err, &data, &rc))
+        return rc;
+    return stream_event_tree(inst, req, ev, data, uerr, err);
+}
+
+int oai_wire_parse_stream_event_fast(const oai_wire *inst, compass_req *req,
+                                     const compass_stream_event *ev, compass_err *err)
+{
+    compass_str data;
+    int rc;
+    if (!event_json(inst, req, ev, err, &data, &rc))
+        return rc;
+    return stream_event_scan(inst, req, ev, data, err);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -85,10 +85,26 @@ int oai_wire_build_chat(const oai_wire *w, compass_req *req, const compass_chat_
 int oai_wire_parse_response(const oai_wire *w, compass_req *req,
                             const compass_http_response *resp, compass_chat_response *out,
                             compass_upstream_error *uerr, compass_err *err);
-/** parse_stream_event for chat.completion.chunk events and [DONE]. */
+/** parse_stream_event for chat.completion.chunk events and [DONE]. A chunk is first read by
+ *  the scanner reader (common/json_scan.h: only what a chunk keeps is decoded, by json-c);
+ *  what it leaves (errors, bytes that are not strict JSON, duplicate or escaped keys, odd
+ *  shapes) goes to the json-c tree reader, which reads every event the same way. */
 int oai_wire_parse_stream_event(const oai_wire *w, compass_req *req,
                                 const compass_stream_event *ev, compass_upstream_error *uerr,
                                 compass_err *err);
+
+/* The two readers behind oai_wire_parse_stream_event, for the tests that compare them. */
+
+/** What oai_wire_parse_stream_event_fast returns for an event it leaves to the tree reader
+ *  (having emitted nothing). */
+#define OAI_WIRE_DECLINED 2
+/** The json-c tree reader alone. */
+int oai_wire_parse_stream_event_full(const oai_wire *w, compass_req *req,
+                                     const compass_stream_event *ev,
+                                     compass_upstream_error *uerr, compass_err *err);
+/** The scanner reader alone: as oai_wire_parse_stream_event, or OAI_WIRE_DECLINED. */
+int oai_wire_parse_stream_event_fast(const oai_wire *w, compass_req *req,
+                                     const compass_stream_event *ev, compass_err *err);
 /** classify_error for OpenAI-shaped (and compatible servers') error bodies. w may be NULL. */
 void oai_wire_classify_error(const oai_wire *w, compass_req *req,
                              const compass_http_response *resp, compass_upstream_error *u);

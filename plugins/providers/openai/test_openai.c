@@ -8,6 +8,9 @@
 #include <json-c/json.h>
 
 #include "compass_fakehost.h"
+#include "openai_wire.h"
+
+#include "../common/stream_diff.h"
 
 static compass_fakehost *fh;
 static const compass_plugin_desc *desc;
@@ -1293,4 +1296,226 @@ Test(openai, oom_instance_new_fails_cleanly)
             cr_assert_eq(err.code, COMPASS_ENOMEM, "nth %ld: %s", nth, err.msg);
     }
     cr_assert(saw_ok);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The stream's two readers agree: the scanner reader (what parse_stream_event tries first)  */
+/* against the json-c tree reader, on chat.completion.chunk wire bytes                        */
+/* ---------------------------------------------------------------------------------------- */
+
+#define D(json) "data: " json "\n\n"
+#define HEAD                                                                                  \
+    "{\"id\":\"chatcmpl-9x\",\"object\":\"chat.completion.chunk\",\"created\":1732240000,"     \
+    "\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_1\",\"choices\":["
+#define CH(delta, finish) HEAD "{\"index\":0,\"delta\":" delta ",\"logprobs\":null," \
+                               "\"finish_reason\":" finish "}]}"
+
+/* Real wire shapes (api.openai.com and compatible servers), then what goes wrong on the wire.
+ * fast=1: the scanner reader must take every event itself; fast=0: it must leave at least one
+ * to the tree reader (errors, bytes that are not strict JSON, duplicates, odd shapes). */
+static const sd_case OAI_CORPUS[] = {
+    {"text", 0,
+     D(CH("{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}", "null"))
+     D(CH("{\"content\":\"Hello\"}", "null")) D(CH("{\"content\":\" world\"}", "null"))
+     D(CH("{}", "\"stop\"")) D(HEAD "],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,"
+         "\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":4,\"audio_tokens\":0},"
+         "\"completion_tokens_details\":{\"reasoning_tokens\":1}}}") "data: [DONE]\n\n"},
+    {"escapes", 0,
+     D(CH("{\"content\":\"a\\nb \\\"q\\\" back\\\\slash \\/ caf\\u00e9 \\ud83d\\ude00 "
+          "ctl\\u0001\\b\\f\\r\\t end\"}", "null"))
+     D(CH("{\"content\":\"\\u0000nul inside\"}", "null"))
+     D("{\"id\":\"id\\u002d1\",\"model\":\"m\\/x\",\"choices\":[{\"index\":0,\"delta\":"
+       "{\"role\":\"assist\\u0061nt\",\"refusal\":\"no\\n\"},\"finish_reason\":\"st\\u006fp\"}]}")
+     D(CH("{\"content\":\"lone \\ud800 surrogate \\udc00\"}", "null"))},
+    {"empty_and_role_only", 0,
+     D(CH("{\"role\":\"assistant\"}", "null")) D(CH("{\"content\":\"\"}", "null"))
+     D(CH("{\"role\":\"user\",\"content\":null}", "null"))
+     D(CH("{\"role\":\"tool\"}", "null")) D(CH("{\"role\":\"system\"}", "null"))
+     D(CH("{\"role\":\"developer\"}", "null")) D(CH("{\"role\":\"wizard\"}", "null"))
+     D(CH("{\"role\":7,\"content\":8,\"refusal\":[]}", "null"))},
+    {"tool_calls", 0,
+     D(CH("{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":"
+          "\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+          "\"arguments\":\"\"}}]}", "null"))
+     D(CH("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"lo\"}}]}", "null"))
+     D(CH("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"cation\\\": \\\"P\"}}]}",
+          "null"))
+     D(CH("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"aris\\\"}\"}}]}", "null"))
+     D(CH("{}", "\"tool_calls\""))},
+    {"parallel_tool_calls", 0,
+     D(CH("{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":"
+          "\"function\",\"function\":{\"name\":\"a\",\"arguments\":\"\"}},{\"index\":1,\"id\":"
+          "\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"b\",\"arguments\":\"{}\"}}]}",
+          "null"))
+     D(CH("{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{\\\"x\\\":1}\"}}]}",
+          "null"))
+     D(CH("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":{\"obj\":[1,2]}}}]}", "null"))
+     D(CH("{}", "\"tool_calls\""))},
+    {"tool_calls_without_index", 0,
+     D(CH("{\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+          "{\"id\":\"c2\",\"function\":{\"name\":\"g\",\"arguments\":\"{\\\"a\\\":1}\"}}]}",
+          "null"))
+     D(CH("{\"tool_calls\":[{\"function\":{\"arguments\":\"more\"}},7,null]}", "null"))
+     D(CH("{\"tool_calls\":[{\"index\":-3,\"id\":\"c3\",\"function\":null}]}", "\"stop\""))},
+    {"function_call_legacy", 0,
+     D(CH("{\"role\":\"assistant\",\"content\":null,\"function_call\":{\"name\":\"lookup\","
+          "\"arguments\":\"\"}}", "null"))
+     D(CH("{\"function_call\":{\"arguments\":\"{\\\"q\\\":\"}}", "null"))
+     D(CH("{\"function_call\":{\"arguments\":{\"q\":\"x\"}}}", "null"))
+     D(CH("{\"function_call\":\"not an object\"}", "null"))
+     D(CH("{\"tool_calls\":null,\"function_call\":{\"name\":\"n\"}}", "null"))
+     D(CH("{\"tool_calls\":[],\"function_call\":{\"name\":\"ignored\"}}", "null"))
+     D(CH("{}", "\"function_call\""))},
+    {"refusal", 0,
+     D(CH("{\"role\":\"assistant\",\"content\":null,\"refusal\":\"\"}", "null"))
+     D(CH("{\"refusal\":\"I'm sorry, I can't\"}", "null"))
+     D(CH("{\"refusal\":\" help with that.\"}", "null")) D(CH("{}", "\"stop\""))},
+    {"every_finish_reason", 0,
+     D(CH("{}", "\"stop\"")) D(CH("{}", "\"length\"")) D(CH("{}", "\"tool_calls\""))
+     D(CH("{}", "\"function_call\"")) D(CH("{}", "\"content_filter\"")) D(CH("{}", "\"error\""))
+     D(CH("{}", "\"eos\"")) D(CH("{}", "\"end_turn\"")) D(CH("{}", "\"\""))
+     D(CH("{}", "null")) D(CH("{}", "42")) D(CH("{}", "{\"x\":1}"))},
+    {"usage", 0,
+     D(HEAD "],\"usage\":{\"prompt_tokens\":62,\"completion_tokens\":1000}}")
+     D(HEAD "],\"usage\":{\"prompt_tokens\":5,\"prompt_cache_hit_tokens\":3,"
+         "\"completion_tokens\":1e3,\"total_tokens\":-0,\"completion_tokens_details\":null}}")
+     D(HEAD "],\"usage\":{\"prompt_tokens\":123456789012345678901,\"completion_tokens\":1.5E-2,"
+         "\"total_tokens\":\"7\"}}")
+     D(HEAD "],\"usage\":{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":5}}")
+     D(HEAD "],\"usage\":{\"prompt_tokens\":-9223372036854775808,\"completion_tokens\":-5}}")
+     D(HEAD "],\"usage\":7}") D(HEAD "],\"usage\":[]}")
+     D("{\"id\":\"g\",\"choices\":[],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":3,"
+       "\"completion_tokens\":4,\"total_tokens\":7}}}")
+     D("{\"id\":\"g\",\"choices\":[],\"usage\":null,\"x_groq\":{\"usage\":{\"prompt_tokens\":1}}}")
+     D("{\"id\":\"g\",\"choices\":[],\"usage\":{\"prompt_tokens\":2},\"x_groq\":{\"usage\":"
+       "{\"prompt_tokens\":1}}}")
+     D("{\"id\":\"g\",\"x_groq\":{\"usage\":5}}") D("{\"id\":\"g\",\"x_groq\":[1]}")},
+    {"null_members", 0,
+     D("{\"id\":null,\"model\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],"
+       "\"error\":null,\"object\":null}")
+     D("{\"id\":\"a\",\"choices\":[{\"index\":null,\"delta\":null,\"finish_reason\":\"stop\"}]}")
+     D("{\"id\":\"a\",\"choices\":null,\"usage\":null}")
+     D("{\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"no index\"}}]}")
+     D("{\"id\":\"a\",\"choices\":{\"0\":{}}}") D("{}")},
+    {"unknown_members_and_nesting", 0,
+     D("{\"id\":\"u\",\"extra\":[[1,[2,{}]],{\"a\":[]},\"s\",true,false,null,-0.5e+3],"
+       "\"choices\":[{\"index\":0,\"logprobs\":{\"content\":[{\"token\":\"Hi\",\"logprob\":"
+       "-0.0001,\"bytes\":[72,105],\"top_logprobs\":[]}]},\"delta\":{\"content\":\"Hi\","
+       "\"audio\":{\"id\":\"x\"}},\"finish_reason\":null,\"matched_stop\":null}],"
+       "\"service_tier\":\"default\",\"obfuscation\":\"Xq\"}")
+     D("{\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+       "\"!\"}}],\"created\":1e3,\"n\":-0,\"t\":1.5E-2,\"big\":1E+400,\"neg\":-1e-400}")},
+    {"choice_selection", 0,
+     D("{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"one\"}},{\"index\":0,\"delta\":"
+       "{\"content\":\"zero\"}},{\"index\":0,\"delta\":{\"content\":\"again\"}}]}")
+     D("{\"choices\":[{\"index\":2,\"delta\":{\"content\":\"two\"}}]}")
+     D("{\"choices\":[7,{\"index\":0,\"delta\":{\"content\":\"after a number\"}}]}")
+     D("{\"choices\":[{\"index\":1},null,{\"index\":0,\"delta\":{\"content\":\"z\"}}]}")
+     D("{\"choices\":[{\"index\":-0,\"delta\":{\"content\":\"minus zero\"}}]}")
+     D("{\"choices\":[{\"index\":0.0,\"delta\":{\"content\":\"a double\"}}]}")
+     D("{\"choices\":[{\"index\":1e0,\"delta\":{\"content\":\"1e0\"}},{\"index\":0.9,\"delta\":"
+       "{\"content\":\"0.9\"}}]}")
+     D("{\"choices\":[{\"index\":18446744073709551616,\"delta\":{\"content\":\"big\"}},"
+       "{\"delta\":{\"content\":\"next\"}}]}")},
+    {"whitespace", 0,
+     D(" \t{ \"id\" : \"w\" , \"choices\" :\t[ { \"index\" : 0 , \"delta\" : { \"content\""
+       " : \"spaced\" } , \"finish_reason\" : \"length\" } ] , \"usage\" : { \"prompt_tokens\""
+       " : 1 } } \t")
+     /* data lines are joined with '\n': whitespace between tokens */
+     "data: {\"id\":\"multi\",\ndata:  \"choices\":[{\"delta\":\ndata: {\"content\":\"x\"}}]\n"
+     "data: }\n\n"},
+    {"azure_filters", 0,
+     D("{\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
+       "\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{\"hate\":"
+       "{\"filtered\":false,\"severity\":\"safe\"},\"jailbreak\":{\"filtered\":false,"
+       "\"detected\":false}}}]}")
+     D("{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":"
+       "\"safe\"}},\"delta\":{\"content\":\"ok\"},\"finish_reason\":null,\"index\":0,"
+       "\"logprobs\":null}],\"created\":1,\"id\":\"chatcmpl-az\",\"model\":\"gpt-4o\"}")
+     D("{\"choices\":[{\"content_filter_results\":{},\"delta\":{},\"finish_reason\":"
+       "\"content_filter\",\"index\":0}],\"id\":\"chatcmpl-az\",\"model\":\"gpt-4o\","
+       "\"usage\":{\"completion_tokens\":1,\"prompt_tokens\":2,\"total_tokens\":3}}")},
+    {"error_objects", 1,
+     D(CH("{\"content\":\"partial\"}", "null"))
+     D("{\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\","
+       "\"param\":null,\"code\":null}}")},
+    {"error_rate_limit", 1,
+     D("{\"id\":\"x\",\"choices\":[],\"error\":{\"message\":\"Rate limit reached\",\"type\":"
+       "\"requests\",\"code\":\"rate_limit_exceeded\",\"param\":\"model\"}}")},
+    {"error_vllm_object", 1,
+     D("{\"object\":\"error\",\"message\":\"bad\",\"type\":\"BadRequestError\",\"code\":400}")},
+    {"error_string", 1, D("{\"error\":\"overloaded\",\"error_type\":\"overloaded\"}")},
+    {"error_event_not_json", 1, "event: error\ndata: upstream exploded\n\n"},
+    {"error_event_json", 1,
+     "event: error\ndata: {\"message\":\"boom\",\"choices\":[{\"delta\":{\"content\":"
+     "\"x\"}}]}\n\n"},
+    {"error_false_alarm", 0,
+     D("{\"object\":\"errors\",\"choices\":[{\"delta\":{\"content\":\"fine\"}}]}")},
+    {"truncated", 1,
+     D(CH("{\"content\":\"ok\"}", "null")) D("{\"id\":\"x\",\"choices\":[{\"delta\"")},
+    {"truncated_string", 1, D("{\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"abc}}]}")},
+    {"trailing_comma", 2,
+     D("{\"choices\":[{\"delta\":{\"content\":\"tc\"},}],}")
+     D("{\"choices\":[{\"delta\":{\"content\":\"in a skipped member\"},\"logprobs\":"
+       "{\"content\":[1,],}}]}")},
+    {"raw_control_character", 1, D("{\"choices\":[{\"delta\":{\"content\":\"tab\there\"}}]}")},
+    {"bad_escape", 1, D("{\"choices\":[{\"delta\":{\"content\":\"\\x41\"}}]}")},
+    {"leading_zero", 1, D("{\"choices\":[{\"index\":00,\"delta\":{\"content\":\"z\"}}]}")},
+    {"single_quotes", 1, D("{'choices':[{'delta':{'content':'q'}}]}")},
+    {"comment", 1, D("{/* c */\"choices\":[{\"delta\":{\"content\":\"c\"}}]}")},
+    {"trailing_bytes", 1, D("{\"choices\":[]} {}")},
+    {"not_an_object_array", 1, D("[1,2]")},
+    {"not_an_object_string", 1, D("\"text\"")},
+    {"not_an_object_number", 1, D("42")},
+    {"literal_case", 1, D("{\"choices\":[{\"delta\":{\"content\":\"t\"},\"x\":True}]}")},
+    {"duplicate_keys", 3,
+     D("{\"choices\":[{\"delta\":{\"content\":\"first\"}}],\"choices\":[{\"delta\":{\"content\":"
+       "\"second\"}}]}")
+     D("{\"choices\":[{\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}")
+     D("{\"id\":\"1\",\"id\":\"2\",\"choices\":[]}")},
+    {"escaped_keys", 2,
+     D("{\"choices\":[{\"delta\":{\"con\\u0074ent\":\"escaped key\"}}]}")
+     D("{\"\\u0069d\":\"x\",\"choices\":[]}")},
+    {"index_not_a_number", 2,
+     D("{\"choices\":[{\"index\":\"0\",\"delta\":{\"content\":\"s\"}}]}")
+     D("{\"choices\":[{\"index\":true,\"delta\":{\"content\":\"b\"}}]}")},
+    {"keepalives_and_done", 0, "data: \n\n: comment\n\nevent: ping\n\n" D("[DONE]")},
+};
+
+static int oai_fast(void *w, compass_req *req, const compass_stream_event *ev, compass_err *err)
+{
+    return oai_wire_parse_stream_event_fast(w, req, ev, err);
+}
+
+static int oai_full(void *w, compass_req *req, const compass_stream_event *ev,
+                    compass_upstream_error *u, compass_err *err)
+{
+    return oai_wire_parse_stream_event_full(w, req, ev, u, err);
+}
+
+Test(openai, stream_readers_agree_on_the_wire_corpus)
+{
+    static const char head[] = "{\"choices\":[{\"delta\":{\"content\":\"deep\"}}],\"x\":";
+    char at[600], over[600];
+    /* the root object and 127 arrays are json-c's 128 levels; one more is past them */
+    const sd_case depth[] = {
+        {"depth_at_limit", 0, sd_nested(at, sizeof(at), head, 127, "}")},
+        {"depth_over_limit", 1, sd_nested(over, sizeof(over), head, 128, "}")}};
+    oai_wire wa, wb;
+    compass_err err;
+    sd_readers r;
+    memset(&err, 0, sizeof(err));
+    sd_open(&r, "openai");
+    cr_assert_eq(oai_wire_init(&wa, compass_fakehost_host(r.fast_fh), "openai", "dep1", &err), 0);
+    cr_assert_eq(oai_wire_init(&wb, compass_fakehost_host(r.full_fh), "openai", "dep1", &err), 0);
+    r.fast_ctx = &wa;
+    r.full_ctx = &wb;
+    r.fast = oai_fast;
+    r.full = oai_full;
+    r.declined = OAI_WIRE_DECLINED;
+    cr_assert_gt(sd_compare_all(&r, OAI_CORPUS, sizeof(OAI_CORPUS) / sizeof(OAI_CORPUS[0])), 60);
+    cr_assert_eq(sd_compare_all(&r, depth, 2), 1); /* "deep"; the second is an error */
+    oai_wire_release(&wa);
+    oai_wire_release(&wb);
+    sd_close(&r);
 }

@@ -1,0 +1,513 @@
+/*
+ * json_scan: a strict JSON (RFC 8259) structure scanner shared by provider plugins
+ * (header-only, like json_util.h: each plugin compiles its own copy, since a plugin may link
+ * no other plugin). Include after <compass/plugin.h>.
+ *
+ * It walks the bytes in place: js_member yields an object's members one key at a time,
+ * js_elem an array's elements, and js_value consumes one value (skipping a container whole)
+ * and says where it lies and what type it is. Nothing is allocated and nothing is decoded;
+ * every byte walked over, skipped or not, is validated against the grammar, so a value it
+ * accepts is one json-c accepts too. It is stricter than json-c (which takes comments,
+ * trailing commas, raw control characters in strings, NaN, single quotes...): to a caller,
+ * a refusal only means "take the general path". Like json-c it does not validate UTF-8:
+ * bytes >= 0x80 pass through as they are.
+ *
+ * Strings with no backslash can be used as views of the input; a string with escapes, a
+ * number that is not a plain short integer, or a whole sub-value the caller wants as a tree
+ * is handed to json-c with js_decode, on just that value's bytes.
+ *
+ * Use:
+ *   json_scan s; js_val k, v; int r;
+ *   js_init(&s, p, n, 128);
+ *   if (js_begin(&s, '{')) goto bad;
+ *   while ((r = js_member(&s, &k)) > 0) {
+ *       if (js_key_is(&k, "id")) { if (js_value(&s, &v)) goto bad; ... }
+ *       else if (js_skip(&s)) goto bad;
+ *   }
+ *   if (r < 0 || js_end(&s)) goto bad;
+ */
+#ifndef COMPASS_PROVIDERS_JSON_SCAN_H
+#define COMPASS_PROVIDERS_JSON_SCAN_H
+
+#include <json-c/json.h>
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef enum js_type {
+    JS_NONE = 0, /* absent (a member not seen) */
+    JS_NULL,
+    JS_FALSE,
+    JS_TRUE,
+    JS_NUMBER,
+    JS_STRING,
+    JS_ARRAY,
+    JS_OBJECT
+} js_type;
+
+/* A value (or a key) found by the scanner: its raw bytes in the input (a string with its
+ * quotes, a container with its brackets). Borrowed from the scanned buffer. */
+typedef struct js_val {
+    js_type type;
+    int escaped; /* a string (or key) that holds a backslash escape */
+    const char *ptr;
+    size_t len;
+} js_val;
+
+typedef struct json_scan {
+    const char *p;
+    size_t n;
+    size_t i;      /* the next byte to read */
+    int depth;     /* containers entered with js_begin and not yet closed */
+    int max_depth; /* nesting allowed, counting every container from the top */
+    int first;     /* just after '{' or '[': no ',' may come yet */
+} json_scan;
+
+static inline void js_init(json_scan *s, const char *p, size_t n, int max_depth)
+{
+    s->p = p;
+    s->n = p ? n : 0;
+    s->i = 0;
+    s->depth = 0;
+    s->max_depth = max_depth;
+    s->first = 0;
+}
+
+static inline int js_is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The index of the first byte at or after i that is not JSON whitespace. */
+static inline size_t js_skip_ws(const char *p, size_t n, size_t i)
+{
+    while (i < n && js_is_ws(p[i]))
+        i++;
+    return i;
+}
+
+static inline int js_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline int js_hex(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* A string whose opening quote is at p[*i]; *i ends one past the closing quote. Sets
+ * *escaped when it holds a backslash. 0, or -1 when it is not a valid JSON string. */
+static inline int js_scan_string(const char *p, size_t n, size_t *i, int *escaped)
+{
+    size_t k = *i + 1;
+    *escaped = 0;
+    for (;;) {
+        unsigned char c;
+        if (k >= n)
+            return -1;
+        c = (unsigned char)p[k];
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (++k >= n)
+                return -1;
+            switch (p[k]) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                break;
+            case 'u':
+                if (n - k < 5 || !js_hex(p[k + 1]) || !js_hex(p[k + 2]) || !js_hex(p[k + 3]) ||
+                    !js_hex(p[k + 4]))
+                    return -1;
+                k += 4;
+                break;
+            default:
+                return -1;
+            }
+        }
+        k++;
+    }
+    *i = k + 1;
+    return 0;
+}
+
+/* A number at p[*i] (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?); *i ends after it. What
+ * may follow it is checked by the caller's grammar (a ',', a bracket, whitespace, the end). */
+static inline int js_scan_number(const char *p, size_t n, size_t *i)
+{
+    size_t k = *i, d;
+    if (k < n && p[k] == '-')
+        k++;
+    if (k >= n || !js_is_digit(p[k]))
+        return -1;
+    if (p[k] == '0')
+        k++;
+    else
+        while (k < n && js_is_digit(p[k]))
+            k++;
+    if (k < n && p[k] == '.') {
+        for (d = ++k; k < n && js_is_digit(p[k]); k++)
+            ;
+        if (k == d)
+            return -1;
+    }
+    if (k < n && (p[k] == 'e' || p[k] == 'E')) {
+        k++;
+        if (k < n && (p[k] == '+' || p[k] == '-'))
+            k++;
+        for (d = k; k < n && js_is_digit(p[k]); k++)
+            ;
+        if (k == d)
+            return -1;
+    }
+    *i = k;
+    return 0;
+}
+
+/* One value at p[*i] (whitespace already skipped) inside depth open containers; *i ends one
+ * past it. Fills v (may be NULL). 0, or -1 on bad JSON or nesting deeper than max_depth. */
+static inline int js_scan_value(const char *p, size_t n, size_t *i, int depth, int max_depth,
+                                js_val *v)
+{
+    size_t k = *i, start = k;
+    int escaped = 0;
+    js_type t;
+    if (k >= n)
+        return -1;
+    switch (p[k]) {
+    case '"':
+        if (js_scan_string(p, n, &k, &escaped))
+            return -1;
+        t = JS_STRING;
+        break;
+    case '{':
+    case '[': {
+        char close = p[k] == '{' ? '}' : ']';
+        t = p[k] == '{' ? JS_OBJECT : JS_ARRAY;
+        if (depth >= max_depth)
+            return -1;
+        k = js_skip_ws(p, n, k + 1);
+        if (k < n && p[k] == close) {
+            k++;
+            break;
+        }
+        for (;;) {
+            if (t == JS_OBJECT) {
+                int key_escaped;
+                if (k >= n || p[k] != '"' || js_scan_string(p, n, &k, &key_escaped))
+                    return -1;
+                k = js_skip_ws(p, n, k);
+                if (k >= n || p[k] != ':')
+                    return -1;
+                k = js_skip_ws(p, n, k + 1);
+            }
+            if (js_scan_value(p, n, &k, depth + 1, max_depth, NULL))
+                return -1;
+            k = js_skip_ws(p, n, k);
+            if (k >= n)
+                return -1;
+            if (p[k] == close) {
+                k++;
+                break;
+            }
+            if (p[k] != ',')
+                return -1;
+            k = js_skip_ws(p, n, k + 1);
+        }
+        break;
+    }
+    case 't':
+    case 'f':
+    case 'n': {
+        static const char *const lit[] = {"null", "false", "true"};
+        size_t ll;
+        t = p[k] == 't' ? JS_TRUE : p[k] == 'f' ? JS_FALSE : JS_NULL;
+        ll = strlen(lit[t - JS_NULL]);
+        if (n - k < ll || memcmp(p + k, lit[t - JS_NULL], ll))
+            return -1;
+        k += ll;
+        break;
+    }
+    default:
+        if (js_scan_number(p, n, &k))
+            return -1;
+        t = JS_NUMBER;
+        break;
+    }
+    if (v) {
+        v->type = t;
+        v->escaped = escaped;
+        v->ptr = p + start;
+        v->len = k - start;
+    }
+    *i = k;
+    return 0;
+}
+
+/* Whether p[0..n) is exactly one JSON value, whitespace around it allowed. */
+static inline int js_is_json(const char *p, size_t n, int max_depth)
+{
+    size_t i;
+    if (!p)
+        return 0;
+    i = js_skip_ws(p, n, 0);
+    if (js_scan_value(p, n, &i, 0, max_depth, NULL))
+        return 0;
+    return js_skip_ws(p, n, i) == n;
+}
+
+/* ---- walking */
+
+/* The type of the next value, without consuming it; JS_NONE when no value can start there. */
+static inline js_type js_peek(json_scan *s)
+{
+    s->i = js_skip_ws(s->p, s->n, s->i);
+    if (s->i >= s->n)
+        return JS_NONE;
+    switch (s->p[s->i]) {
+    case '{': return JS_OBJECT;
+    case '[': return JS_ARRAY;
+    case '"': return JS_STRING;
+    case 't': return JS_TRUE;
+    case 'f': return JS_FALSE;
+    case 'n': return JS_NULL;
+    default: return s->p[s->i] == '-' || js_is_digit(s->p[s->i]) ? JS_NUMBER : JS_NONE;
+    }
+}
+
+/* Consumes one whole value; v (may be NULL) says where it lies. 0 or -1. */
+static inline int js_value(json_scan *s, js_val *v)
+{
+    s->i = js_skip_ws(s->p, s->n, s->i);
+    if (js_scan_value(s->p, s->n, &s->i, s->depth, s->max_depth, v))
+        return -1;
+    s->first = 0;
+    return 0;
+}
+
+static inline int js_skip(json_scan *s)
+{
+    return js_value(s, NULL);
+}
+
+/* Enters the object ('{') or array ('[') that comes next. 0, or -1 when something else comes
+ * or the nesting is too deep. */
+static inline int js_begin(json_scan *s, char open)
+{
+    s->i = js_skip_ws(s->p, s->n, s->i);
+    if (s->i >= s->n || s->p[s->i] != open || s->depth >= s->max_depth)
+        return -1;
+    s->i++;
+    s->depth++;
+    s->first = 1;
+    return 0;
+}
+
+/* Before the next member or element: 1 when one follows, 0 when close was consumed (the
+ * container is left), -1 on bad JSON. */
+static inline int js_next(json_scan *s, char close)
+{
+    size_t i = js_skip_ws(s->p, s->n, s->i);
+    if (i >= s->n)
+        return -1;
+    if (s->p[i] == close) {
+        s->i = i + 1;
+        s->depth--;
+        s->first = 0;
+        return 0;
+    }
+    if (!s->first) {
+        if (s->p[i] != ',')
+            return -1;
+        i = js_skip_ws(s->p, s->n, i + 1);
+    }
+    s->i = i;
+    s->first = 0;
+    return 1;
+}
+
+/* The next member of the object entered with js_begin(s, '{'): 1 with key filled (its value
+ * comes next: read it with js_value/js_skip or enter it with js_begin), 0 at the end of the
+ * object, -1 on bad JSON. */
+static inline int js_member(json_scan *s, js_val *key)
+{
+    int r = js_next(s, '}');
+    if (r <= 0)
+        return r;
+    if (s->i >= s->n || s->p[s->i] != '"' ||
+        js_scan_value(s->p, s->n, &s->i, s->depth, s->max_depth, key))
+        return -1;
+    s->i = js_skip_ws(s->p, s->n, s->i);
+    if (s->i >= s->n || s->p[s->i] != ':')
+        return -1;
+    s->i++;
+    return 1;
+}
+
+/* The next element of the array entered with js_begin(s, '['): 1 when one follows (read it
+ * next), 0 at the end of the array, -1 on bad JSON. */
+static inline int js_elem(json_scan *s)
+{
+    return js_next(s, ']');
+}
+
+/* 0 when nothing but whitespace is left after the top-level value, else -1. */
+static inline int js_end(json_scan *s)
+{
+    return s->depth == 0 && js_skip_ws(s->p, s->n, s->i) == s->n ? 0 : -1;
+}
+
+/* Reads a member's value into slot; -1 when slot is already filled: the key came twice
+ * (json-c keeps the last value; a caller leaves such input to its general path). */
+static inline int js_take(json_scan *s, js_val *slot)
+{
+    return slot->type != JS_NONE ? -1 : js_value(s, slot);
+}
+
+/* ---- reading what was found */
+
+/* Whether key (or string value) k is exactly lit, with no escapes. */
+static inline int js_key_is(const js_val *k, const char *lit)
+{
+    size_t n = strlen(lit);
+    return k->type == JS_STRING && !k->escaped && k->len == n + 2 && !memcmp(k->ptr + 1, lit, n);
+}
+
+/* The text of a string without escapes (the bytes between its quotes). */
+static inline compass_str js_text(const js_val *v)
+{
+    compass_str r;
+    r.ptr = v->ptr + 1;
+    r.len = v->len - 2;
+    return r;
+}
+
+/* A number that is a plain integer of at most 18 digits (so exact in an int64): 1 with *out
+ * set, as json-c would read it; 0 for any other number (decode those with json-c). */
+static inline int js_small_int(const js_val *v, int64_t *out)
+{
+    size_t i = 0;
+    int neg = 0;
+    int64_t r = 0;
+    if (v->type != JS_NUMBER)
+        return 0;
+    if (v->ptr[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (v->len - i > 18)
+        return 0;
+    for (; i < v->len; i++) {
+        if (!js_is_digit(v->ptr[i]))
+            return 0;
+        r = r * 10 + (v->ptr[i] - '0');
+    }
+    *out = neg ? -r : r;
+    return 1;
+}
+
+/* a + b held at the int64 range, for sums of numbers read from upstream bytes (json-c reads
+ * a too large integer as INT64_MAX). */
+static inline int64_t js_add_sat(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    if (b < 0 && a < INT64_MIN - b)
+        return INT64_MIN;
+    return a + b;
+}
+
+/* ---- decoding spans with json-c */
+
+#define JS_KEEP_MAX 16
+
+/* The json-c objects decoded while reading one event, released together by js_keep_release
+ * once nothing borrows from them any more. */
+typedef struct js_keep {
+    json_tokener *tok;
+    int max_depth;
+    int n;
+    json_object *objs[JS_KEEP_MAX];
+} js_keep;
+
+static inline void js_keep_init(js_keep *k, int max_depth)
+{
+    k->tok = NULL;
+    k->max_depth = max_depth;
+    k->n = 0;
+}
+
+static inline void js_keep_release(js_keep *k)
+{
+    int i;
+    for (i = 0; i < k->n; i++)
+        json_object_put(k->objs[i]);
+    k->n = 0;
+    if (k->tok)
+        json_tokener_free(k->tok);
+    k->tok = NULL;
+}
+
+/* Decodes the value v with json-c; *out (NULL for a JSON null) lives until js_keep_release.
+ * 0, or -1 when json-c refuses it, runs out of memory, or k is full. */
+static inline int js_decode(js_keep *k, const js_val *v, json_object **out)
+{
+    json_object *o;
+    *out = NULL;
+    if (v->type == JS_NULL)
+        return 0;
+    if (k->n >= JS_KEEP_MAX || v->len > (size_t)INT_MAX - 1)
+        return -1;
+    if (!k->tok) {
+        k->tok = json_tokener_new_ex(k->max_depth);
+        if (!k->tok)
+            return -1;
+    } else {
+        json_tokener_reset(k->tok);
+    }
+    o = json_tokener_parse_ex(k->tok, v->ptr, (int)v->len);
+    if (json_tokener_get_error(k->tok) == json_tokener_continue)
+        o = json_tokener_parse_ex(k->tok, "", 1); /* a number needs its end signalled */
+    if (json_tokener_get_error(k->tok) != json_tokener_success || !o) {
+        json_object_put(o);
+        return -1;
+    }
+    k->objs[k->n++] = o;
+    *out = o;
+    return 0;
+}
+
+/* The text of string v: a view of the input when it has no escapes, else decoded by json-c
+ * (kept in k). 0 or -1. */
+static inline int js_string(js_keep *k, const js_val *v, compass_str *out)
+{
+    json_object *o;
+    if (!v->escaped) {
+        *out = js_text(v);
+        return 0;
+    }
+    if (js_decode(k, v, &o) || !json_object_is_type(o, json_type_string))
+        return -1;
+    out->ptr = json_object_get_string(o);
+    out->len = (size_t)json_object_get_string_len(o);
+    return 0;
+}
+
+/* The int64 json-c's json_object_get_int64 gives for number v. 0 or -1. */
+static inline int js_int64(js_keep *k, const js_val *v, int64_t *out)
+{
+    json_object *o;
+    if (js_small_int(v, out))
+        return 0;
+    if (v->type != JS_NUMBER || js_decode(k, v, &o))
+        return -1;
+    *out = json_object_get_int64(o);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,338 @@
+/* Unit tests of json_scan.h: what the scanner accepts and refuses, the spans it yields, and
+ * that everything it accepts json-c accepts too. */
+#include <compass/plugin.h>
+
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_scan.h"
+
+/* Whether json-c parses exactly p[0..n) as one value (the oracle: parsed from a
+ * NUL-terminated copy, a bare number ended by the NUL, whitespace after it allowed). */
+static int jsonc_accepts(const char *p, size_t n, int depth)
+{
+    char *copy = strndup(p, n);
+    json_tokener *tok = json_tokener_new_ex(depth);
+    json_object *o;
+    int ok;
+    cr_assert(copy && tok);
+    o = json_tokener_parse_ex(tok, copy, (int)n + 1); /* the NUL too */
+    ok = strlen(copy) == n && json_tokener_get_error(tok) == json_tokener_success &&
+         js_skip_ws(p, n, json_tokener_get_parse_end(tok)) >= n;
+    json_object_put(o);
+    json_tokener_free(tok);
+    free(copy);
+    return ok;
+}
+
+static int scans(const char *s)
+{
+    return js_is_json(s, strlen(s), 32);
+}
+
+static const char *const VALID[] = {
+    "{}", "[]", "0", "-0", "1", "-1", "12.5", "1e3", "1E+3", "1.5E-2", "-0.0e-0", "1e400",
+    "123456789012345678901234567890", "\"\"", "\"a\"", "true", "false", "null",
+    "\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\uD83D\\uDE00 \\ud800 \\u0000\"",
+    "\"caf\xc3\xa9 \x7f raw DEL and UTF-8\"", " \t\r\n{ \"a\" : [ 1 , { } , [ ] ] } \n",
+    "{\"a\":1,\"a\":2}", "{\"\":\"empty key\"}", "[[[],[[]]],{\"x\":{\"y\":{}}}]",
+    "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}",
+};
+
+static const char *const INVALID[] = {
+    "", " ", "\"unterminated", "\"bad escape \\x\"", "\"\\u12\"", "\"\\u12G4\"", "\"\\",
+    "\"raw \x01 control\"", "\"raw\nnewline\"", "\"raw\ttab\"", "01", "-01", "00", "1.", ".5",
+    "+1", "-", "1e", "1e+", "0x10", "NaN", "Infinity", "-Infinity", "tru", "nul", "True", "nulls",
+    "[1,]", "{\"a\":1,}", "[,]", "{,}", "[1 2]", "{\"a\" 1}", "{\"a\":}", "{a:1}", "{'a':1}",
+    "{\"a\":1}}", "[1]]", "{\"a\":1", "[1", "{} {}", "{}x", "/* c */{}", "{\"a\":1 /* c */}",
+    "\f{}", "{}\v", "[\"a\"\x00]", "{\"a\":-}", "[1.e5]", "[.]",
+};
+
+Test(json_scan, accepts_valid_json)
+{
+    size_t i;
+    for (i = 0; i < sizeof(VALID) / sizeof(VALID[0]); i++)
+        cr_assert(scans(VALID[i]), "refused: %s", VALID[i]);
+}
+
+Test(json_scan, refuses_invalid_bytes)
+{
+    size_t i;
+    for (i = 0; i < sizeof(INVALID) / sizeof(INVALID[0]); i++)
+        cr_assert_not(scans(INVALID[i]), "accepted: %s", INVALID[i]);
+    /* a NUL byte inside the buffer, where strlen would stop */
+    cr_assert_not(js_is_json("[1,\0 2]", 7, 32));
+    cr_assert_not(js_is_json("\"a\0b\"", 5, 32));
+    cr_assert_not(js_is_json(NULL, 0, 32));
+}
+
+Test(json_scan, is_at_least_as_strict_as_json_c)
+{
+    size_t i;
+    for (i = 0; i < sizeof(VALID) / sizeof(VALID[0]); i++)
+        cr_assert(jsonc_accepts(VALID[i], strlen(VALID[i]), 32), "json-c refused: %s", VALID[i]);
+    for (i = 0; i < sizeof(INVALID) / sizeof(INVALID[0]); i++)
+        if (scans(INVALID[i]))
+            cr_assert(jsonc_accepts(INVALID[i], strlen(INVALID[i]), 32), "%s", INVALID[i]);
+}
+
+/* n nested arrays inside an object: the object counts as one level. */
+static size_t nest(char *buf, size_t cap, int n)
+{
+    size_t o = 0;
+    int i;
+    cr_assert_lt((size_t)(2 * n + 8), cap);
+    o += (size_t)snprintf(buf, cap, "{\"x\":");
+    for (i = 0; i < n; i++)
+        buf[o++] = '[';
+    for (i = 0; i < n; i++)
+        buf[o++] = ']';
+    buf[o++] = '}';
+    buf[o] = '\0';
+    return o;
+}
+
+Test(json_scan, depth_limit_matches_json_c)
+{
+    static const int depths[] = {2, 3, 32, 128};
+    char buf[600];
+    size_t i;
+    for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+        int d = depths[i];
+        size_t n = nest(buf, sizeof(buf), d - 1); /* exactly d levels */
+        cr_assert(js_is_json(buf, n, d), "depth %d refused at its limit", d);
+        cr_assert(jsonc_accepts(buf, n, d));
+        n = nest(buf, sizeof(buf), d); /* d + 1 levels */
+        cr_assert_not(js_is_json(buf, n, d), "depth %d accepted past its limit", d);
+        cr_assert_not(jsonc_accepts(buf, n, d));
+    }
+}
+
+Test(json_scan, walks_members_with_their_spans)
+{
+    static const char doc[] = " {\"a\" : 1, \"b\\\"\":\"x\\\"y\",\"c\":[1,{\"d\":null}],\"e\":{},"
+                              "\"f\":true,\"g\":false , \"h\":-0.5e+3,\"i\":\"\"} ";
+    static const struct {
+        const char *key;
+        int key_escaped;
+        js_type type;
+        const char *raw;
+    } want[] = {
+        {"\"a\"", 0, JS_NUMBER, "1"},
+        {"\"b\\\"\"", 1, JS_STRING, "\"x\\\"y\""},
+        {"\"c\"", 0, JS_ARRAY, "[1,{\"d\":null}]"},
+        {"\"e\"", 0, JS_OBJECT, "{}"},
+        {"\"f\"", 0, JS_TRUE, "true"},
+        {"\"g\"", 0, JS_FALSE, "false"},
+        {"\"h\"", 0, JS_NUMBER, "-0.5e+3"},
+        {"\"i\"", 0, JS_STRING, "\"\""},
+    };
+    json_scan s;
+    js_val k, v;
+    size_t i = 0;
+    int r;
+    js_init(&s, doc, sizeof(doc) - 1, 8);
+    cr_assert_eq(js_peek(&s), JS_OBJECT);
+    cr_assert_eq(js_begin(&s, '{'), 0);
+    while ((r = js_member(&s, &k)) > 0) {
+        cr_assert_lt(i, sizeof(want) / sizeof(want[0]));
+        cr_assert_eq(k.type, JS_STRING);
+        cr_assert_eq(k.len, strlen(want[i].key));
+        cr_assert(!memcmp(k.ptr, want[i].key, k.len), "key %zu", i);
+        cr_assert_eq(k.escaped, want[i].key_escaped, "key %zu", i);
+        cr_assert_eq(js_peek(&s), want[i].type, "value %zu", i);
+        cr_assert_eq(js_value(&s, &v), 0);
+        cr_assert_eq(v.type, want[i].type, "value %zu", i);
+        cr_assert_eq(v.len, strlen(want[i].raw), "value %zu", i);
+        cr_assert(!memcmp(v.ptr, want[i].raw, v.len), "value %zu: %.*s", i, (int)v.len, v.ptr);
+        i++;
+    }
+    cr_assert_eq(r, 0);
+    cr_assert_eq(i, sizeof(want) / sizeof(want[0]));
+    cr_assert_eq(js_end(&s), 0);
+    cr_assert(js_key_is(&(js_val){JS_STRING, 0, "\"id\"", 4}, "id"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 1, "\"id\"", 4}, "id"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"idx\"", 5}, "id"));
+}
+
+Test(json_scan, walks_nested_containers)
+{
+    static const char doc[] = "{\"o\":{\"p\":[{\"q\":1},{}],\"r\":[]},\"s\":[[],[2]],\"t\":0}";
+    json_scan s;
+    js_val k, v;
+    int n_elems = 0;
+    js_init(&s, doc, sizeof(doc) - 1, 8);
+    cr_assert_eq(js_begin(&s, '{'), 0);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert(js_key_is(&k, "o"));
+    cr_assert_eq(js_begin(&s, '{'), 0);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert(js_key_is(&k, "p"));
+    cr_assert_eq(js_begin(&s, '['), 0);
+    while (js_elem(&s) > 0) {
+        cr_assert_eq(js_begin(&s, '{'), 0);
+        while (js_member(&s, &k) > 0)
+            cr_assert_eq(js_skip(&s), 0);
+        n_elems++;
+    }
+    cr_assert_eq(n_elems, 2);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert(js_key_is(&k, "r"));
+    cr_assert_eq(js_begin(&s, '['), 0);
+    cr_assert_eq(js_elem(&s), 0); /* empty */
+    cr_assert_eq(js_member(&s, &k), 0); /* end of "o" */
+    cr_assert_eq(s.depth, 1);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert(js_key_is(&k, "s"));
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(v.type, JS_ARRAY);
+    cr_assert_eq(v.len, 8);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_member(&s, &k), 0);
+    cr_assert_eq(js_end(&s), 0);
+}
+
+/* Walks p as an object of members, skipping every value; 0 when it all scans. */
+static int walk(const char *p, int max_depth)
+{
+    json_scan s;
+    js_val k;
+    int r;
+    js_init(&s, p, strlen(p), max_depth);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = js_member(&s, &k)) > 0)
+        if (js_skip(&s))
+            return -1;
+    return r < 0 ? -1 : js_end(&s);
+}
+
+Test(json_scan, walking_refuses_what_skipping_refuses)
+{
+    static const char *const bad[] = {
+        "{\"a\":1,}", "{,\"a\":1}", "{\"a\":1 \"b\":2}", "{\"a\"}", "{\"a\":}", "{\"a\":1",
+        "{\"a\":1}x", "{\"a\":01}", "{\"a\":\"\\q\"}", "{\"a\":\"\x1f\"}", "{\"a\x01\":1}",
+        "{\"a\":[1,]}", "{1:2}", "[]", "{\"a\":1}}",
+    };
+    size_t i;
+    cr_assert_eq(walk("{ \"a\" : [ 1 , 2 ] , \"b\" : { \"c\" : \"\\u00e9\" } }", 4), 0);
+    cr_assert_eq(walk("{}", 1), 0);
+    cr_assert_eq(walk("{\"a\":[]}", 1), -1); /* two levels, one allowed */
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(walk(bad[i], 8), -1, "walked: %s", bad[i]);
+}
+
+Test(json_scan, small_ints_are_read_as_json_c_reads_them)
+{
+    static const struct {
+        const char *raw;
+        int small;
+        int64_t v;
+    } cases[] = {
+        {"0", 1, 0}, {"-0", 1, 0}, {"62", 1, 62}, {"-17", 1, -17},
+        {"999999999999999999", 1, 999999999999999999LL}, {"1000000000000000000", 0, 0},
+        {"1.0", 0, 0}, {"1e3", 0, 0}, {"-1E2", 0, 0},
+    };
+    js_keep keep;
+    size_t i;
+    js_keep_init(&keep, 32);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        js_val v = {JS_NUMBER, 0, cases[i].raw, strlen(cases[i].raw)};
+        int64_t got = -1, via = -2;
+        json_object *o = json_tokener_parse(cases[i].raw);
+        cr_assert_eq(js_small_int(&v, &got), cases[i].small, "%s", cases[i].raw);
+        if (cases[i].small)
+            cr_assert_eq(got, cases[i].v, "%s", cases[i].raw);
+        /* js_int64 falls back on json-c and agrees with json_object_get_int64 either way */
+        cr_assert_eq(js_int64(&keep, &v, &via), 0, "%s", cases[i].raw);
+        cr_assert_eq(via, json_object_get_int64(o), "%s", cases[i].raw);
+        json_object_put(o);
+    }
+    js_keep_release(&keep);
+}
+
+Test(json_scan, strings_are_views_or_decoded_by_json_c)
+{
+    static const char doc[] = "[\"plain\",\"a\\nb \\u00e9 \\ud83d\\ude00 \\\"q\\\"\",\"\\u0000x\"]";
+    json_scan s;
+    js_val v;
+    js_keep keep;
+    compass_str t;
+    js_init(&s, doc, sizeof(doc) - 1, 4);
+    js_keep_init(&keep, 4);
+    cr_assert_eq(js_begin(&s, '['), 0);
+
+    cr_assert_eq(js_elem(&s), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_string(&keep, &v, &t), 0);
+    cr_assert_eq(t.ptr, doc + 2); /* a view of the input */
+    cr_assert_eq(t.len, 5);
+    cr_assert_eq(keep.n, 0);
+
+    cr_assert_eq(js_elem(&s), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert(v.escaped);
+    cr_assert_eq(js_string(&keep, &v, &t), 0);
+    cr_assert_eq(t.len, strlen("a\nb \xc3\xa9 \xf0\x9f\x98\x80 \"q\""));
+    cr_assert(!memcmp(t.ptr, "a\nb \xc3\xa9 \xf0\x9f\x98\x80 \"q\"", t.len));
+    cr_assert_eq(keep.n, 1);
+
+    cr_assert_eq(js_elem(&s), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_string(&keep, &v, &t), 0);
+    cr_assert_eq(t.len, 2);
+    cr_assert(!memcmp(t.ptr, "\0x", 2));
+
+    cr_assert_eq(js_elem(&s), 0);
+    cr_assert_eq(js_end(&s), 0);
+    js_keep_release(&keep);
+    cr_assert_eq(keep.n, 0);
+    cr_assert_null(keep.tok);
+}
+
+Test(json_scan, decode_hands_json_c_just_the_span)
+{
+    static const char doc[] = "{\"usage\":{\"prompt_tokens\":62,\"d\":[1.5]},\"n\":7,\"z\":null}";
+    json_scan s;
+    js_val k, v;
+    js_keep keep;
+    json_object *o;
+    int i;
+    js_init(&s, doc, sizeof(doc) - 1, 4);
+    js_keep_init(&keep, 4);
+    cr_assert_eq(js_begin(&s, '{'), 0);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_decode(&keep, &v, &o), 0);
+    cr_assert(json_object_is_type(o, json_type_object));
+    cr_assert_str_eq(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+                     "{\"prompt_tokens\":62,\"d\":[1.5]}");
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_decode(&keep, &v, &o), 0); /* a bare number needs its end signalled */
+    cr_assert_eq(json_object_get_int64(o), 7);
+    cr_assert_eq(js_member(&s, &k), 1);
+    cr_assert_eq(js_value(&s, &v), 0);
+    cr_assert_eq(js_decode(&keep, &v, &o), 0);
+    cr_assert_null(o);
+    cr_assert_eq(keep.n, 2);
+    /* a full keep refuses more */
+    for (i = keep.n; i < JS_KEEP_MAX; i++)
+        cr_assert_eq(js_decode(&keep, &(js_val){JS_NUMBER, 0, "1", 1}, &o), 0);
+    cr_assert_eq(js_decode(&keep, &(js_val){JS_NUMBER, 0, "1", 1}, &o), -1);
+    js_keep_release(&keep);
+}
+
+Test(json_scan, sums_are_held_at_the_int64_range)
+{
+    cr_assert_eq(js_add_sat(62, 1000), 1062);
+    cr_assert_eq(js_add_sat(-5, 3), -2);
+    cr_assert_eq(js_add_sat(INT64_MAX, 1), INT64_MAX);
+    cr_assert_eq(js_add_sat(INT64_MAX - 1, 1), INT64_MAX);
+    cr_assert_eq(js_add_sat(INT64_MIN, -1), INT64_MIN);
+    cr_assert_eq(js_add_sat(INT64_MIN, INT64_MAX), -1);
+}
