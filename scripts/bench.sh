@@ -7,12 +7,13 @@
 # Env:   BENCH_STREAMS=5000       concurrent slow streams in part 2
 #        BENCH_DURATION=10        seconds per wrk run in part 1 (9 runs; ~3 min in all)
 #        BENCH_MOCK_THREADS=2     mockllm worker threads (2 is the fastest on 2 cores)
-#        BENCH_COMPASS_THREADS=1  compassd server.threads for the main run (the shipped default)
+#        BENCH_COMPASS_THREADS=0  compassd server.threads for the main runs (0, the shipped
+#                                 default: one event loop per core, as nginx's workers auto)
 #
 # 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
 #    (b) nginx as a keepalive reverse proxy to it, (c) compassd's openai plugin pointed at it
-#    (request log off; again with the log on, written to /dev/null; again with 2 server
-#    threads), (d) compassd answering through the in-process mock provider (no upstream),
+#    (request log off; again with the log on, written to /dev/null; again on one event
+#    loop), (d) compassd answering through the in-process mock provider (no upstream),
 #    (e) compassd's anthropic plugin against mockllm's /v1/messages (same client body; ratio
 #    to (c)), (f) one compassd with two routes over the same two openai deployments, one
 #    ranked by the Lua policy scripts/routing/cheapest_healthy.lua, one by priority (ratio).
@@ -29,7 +30,7 @@ case $build in /*) ;; *) build=$root/$build ;; esac
 N=${BENCH_STREAMS:-5000}
 DUR=${BENCH_DURATION:-10}
 MOCK_THREADS=${BENCH_MOCK_THREADS:-2}
-CD_THREADS=${BENCH_COMPASS_THREADS:-1}
+CD_THREADS=${BENCH_COMPASS_THREADS:-0}
 LUA=$root/tests/bench/chat.lua
 MODEL=gpt-4o-mini
 
@@ -273,7 +274,7 @@ stop "$ng_pid"
 
 # (c) compassd -> openai plugin -> mockllm, request log off
 start_compassd c "$(conf_upstream "$CD_THREADS" false)"
-run_wrk c "(c) compassd openai->mockllm, log off, thr=$CD_THREADS" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+run_wrk c "(c) compassd openai->mockllm, log off, thr=${CD_THREADS/#0/auto}" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
 c_log=$tmp/c.log
 c_pid=$CD_PID
 stop "$c_pid"
@@ -281,7 +282,7 @@ stop "$c_pid"
 # request, mockllm answers in Anthropic's format, compassd translates back. Same wrk body, with
 # the model named by the anthropic deployment.
 start_compassd e "$(conf_anthropic)"
-run_wrk e "(e) compassd anthropic->mockllm, log off, thr=$CD_THREADS" \
+run_wrk e "(e) compassd anthropic->mockllm, log off, thr=${CD_THREADS/#0/auto}" \
   "http://127.0.0.1:$CD_PORT/v1/chat/completions" "$ANTHROPIC_MODEL"
 e_log=$tmp/e.log
 stop "$CD_PID"
@@ -289,15 +290,15 @@ stop "$CD_PID"
 start_compassd clog "$(conf_upstream "$CD_THREADS" true)" /dev/null
 run_wrk clog "(c) same, log_requests=true to /dev/null" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
 stop "$CD_PID"
-# (c3) the same with 2 server threads, request log off
-if [ "$CD_THREADS" != 2 ]; then
-  start_compassd c2 "$(conf_upstream 2 false)"
-  run_wrk c2 "(c) same, log off, thr=2" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+# (c3) the same on one event loop, request log off (what a single core of compassd does)
+if [ "$CD_THREADS" != 1 ]; then
+  start_compassd c1 "$(conf_upstream 1 false)"
+  run_wrk c1 "(c) same, log off, thr=1" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
   stop "$CD_PID"
 fi
 # (d) compassd -> in-process mock provider
 start_compassd d "$(conf_mock)"
-run_wrk d "(d) compassd in-process mock, log off, thr=$CD_THREADS" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+run_wrk d "(d) compassd in-process mock, log off, thr=${CD_THREADS/#0/auto}" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
 stop "$CD_PID"
 # (f) one compassd, two routes over the same two openai deployments (both -> mockllm): one
 # ranked by a Lua policy, one by priority. wrk against each, the model being the route name.
@@ -442,7 +443,7 @@ fi
 echo
 echo "   load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (at the start: $load_start)"
 echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} compassd_log_rps=${RPS[clog]}" \
-  "${RPS[c2]:+compassd_thr2_rps=${RPS[c2]} }compassd_mock_rps=${RPS[d]}" \
+  "${RPS[c1]:+compassd_thr1_rps=${RPS[c1]} }compassd_mock_rps=${RPS[d]}" \
   "compassd_anthropic_rps=${RPS[e]} ratio_anthropic_openai=$ratio_anthropic_openai" \
   "compassd_lua_rps=${RPS[flua]} compassd_priority_rps=${RPS[fprio]} ratio_lua_priority=$ratio_lua_priority" \
   "ratio_c_b=$ratio_c_b ratio_c_a=$ratio_c_a" \

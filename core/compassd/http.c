@@ -785,26 +785,16 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
         free(h);
         return NULL;
     }
-    unsigned flags = (o->external ? MHD_USE_EPOLL : MHD_USE_EPOLL_INTERNAL_THREAD) |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
-    unsigned threads = !o->external && o->threads > 1 ? (unsigned)o->threads : 0;
-    if (threads)
-        h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
-                                MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-                                MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
-                                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
-                                MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_END);
-    else
-        h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
-                                MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-                                MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
-                                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
+    /* no thread of its own: the caller runs it (cpd_http_run) on its loop's thread. Every
+     * front door sets SO_REUSEPORT so that one per event loop can listen on the same port. */
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
     if (!h->d) {
         snprintf(msg, cap, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
         pthread_mutex_destroy(&h->watch_mu);

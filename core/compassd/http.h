@@ -8,13 +8,11 @@ typedef struct cpd_http cpd_http;
 
 typedef struct cpd_http_opts {
     const char *host;
-    int port;               /* 0 picks a free port */
+    int port;               /* 0 picks a free port; several front doors may share one port */
     long max_body_bytes;
-    int threads;
-    long max_connections;
+    long max_connections;   /* per front door */
     int log_requests;
     void (*log_line)(const char *json_line); /* one JSON object, no newline */
-    int external;           /* 1: no thread; the caller runs cpd_http_run from its loop */
 } cpd_http_opts;
 
 /** Starts serving. Returns NULL with msg filled on failure. */

@@ -318,7 +318,7 @@ static int read_server(struct ctx *x, config_setting_t *root)
     int64_t threads = c->threads, drain = c->drain_seconds;
     if ((rc = get_int(x, g, "max_body_bytes", "server", 1024, (int64_t)1 << 30,
                       &c->max_body_bytes)) ||
-        (rc = get_int(x, g, "threads", "server", 1, 64, &threads)) ||
+        (rc = get_int(x, g, "threads", "server", 0, 64, &threads)) ||
         (rc = get_int(x, g, "max_connections", "server", 16, 1000000, &c->max_connections)) ||
         (rc = get_int(x, g, "drain_seconds", "server", 0, 3600, &drain)) ||
         (rc = get_bool(x, g, "log_requests", "server", &c->log_requests)) ||
@@ -567,7 +567,7 @@ static int check(cps_config *c, compass_err *err)
     c->listen_host = NULL;
     c->listen_port = 8080;
     c->max_body_bytes = 1 << 20;
-    c->threads = 1;
+    c->threads = 0; /* one event loop per online CPU */
     c->max_connections = 20000;
     c->drain_seconds = 30;
     c->log_requests = 1;

@@ -735,10 +735,13 @@ static int engine_new(compass_engine **out, const compass_engine_opts *opts, com
     e->log_fn = opts && opts->log ? opts->log : default_log;
     e->log_ud = opts ? opts->log_ud : NULL;
     e->log_level = opts ? opts->log_level : COMPASS_LOG_WARN;
-    e->external = opts && (opts->size ? opts->size : sizeof(*opts)) >=
-                              offsetof(compass_engine_opts, external_loop) +
-                                  sizeof(opts->external_loop) &&
-                  opts->external_loop;
+    size_t osize = opts ? (opts->size ? opts->size : sizeof(*opts)) : 0;
+#define HAS_OPT(f) (opts && osize >= offsetof(compass_engine_opts, f) + sizeof(opts->f))
+    e->external = HAS_OPT(external_loop) && opts->external_loop;
+    e->want_loops = HAS_OPT(loops) ? opts->loops : 1;
+    static atomic_ulong serials;
+    e->serial = atomic_fetch_add(&serials, 1) + 1;
+#undef HAS_OPT
     if (opts && opts->n_plugin_paths) {
         e->extra_paths = calloc(opts->n_plugin_paths, sizeof(char *));
         if (!e->extra_paths) {
@@ -753,7 +756,6 @@ static int engine_new(compass_engine **out, const compass_engine_opts *opts, com
     pthread_mutex_init(&e->reload_mu, NULL);
     pthread_mutex_init(&e->plugins_mu, NULL);
     pthread_mutex_init(&e->stats_mu, NULL);
-    pthread_mutex_init(&e->q_mu, NULL);
     e->metrics = cps_metrics_new();
     cps_host_init(&e->host_tmpl);
     atomic_init(&e->in_flight, 0);
@@ -787,7 +789,6 @@ static void engine_free(compass_engine *e)
     pthread_mutex_destroy(&e->reload_mu);
     pthread_mutex_destroy(&e->plugins_mu);
     pthread_mutex_destroy(&e->stats_mu);
-    pthread_mutex_destroy(&e->q_mu);
     free(e);
 }
 
@@ -807,7 +808,15 @@ static int engine_start(compass_engine *e, compass_err *err)
         rc = gen_build(e, cfg, &g, err);
     if (!rc) {
         e->gen = g;
-        rc = cps_loop_start(e, err);
+        int n = e->want_loops;
+        if (n == COMPASS_LOOPS_FROM_CONFIG) {
+            n = g->cfg->threads;
+            if (n <= 0) {
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                n = cpus > 0 ? (int)(cpus < 64 ? cpus : 64) : 1;
+            }
+        }
+        rc = cps_loop_start(e, n > 64 ? 64 : n, err);
     }
     return rc;
 }

@@ -103,6 +103,7 @@ enum call_phase { PH_NEW, PH_UPSTREAM, PH_LOCAL_WAIT, PH_DONE };
 
 struct compass_engine_call {
     struct compass_engine *e;
+    struct cps_loop *loop;     /* set when the call reaches a loop; it stays there */
     cps_gen *gen;
     atomic_int refs;
     atomic_int cancel_requested;
@@ -200,6 +201,33 @@ typedef struct cps_msg {
     struct compass_engine_call *call;
 } cps_msg;
 
+/* One event loop: an epoll set, a curl multi handle, a timer heap and the calls it runs.
+ * Everything here is touched only by the loop's own thread, except the queue (q_mu) and the
+ * wakeup. Health checks run on loop 0. */
+typedef struct cps_loop {
+    struct compass_engine *e;
+    int index;
+    char metric_label[24];     /* loop="<index>" */
+    pthread_t thread;
+    int thread_started;
+    CURLM *multi;
+    pthread_mutex_t q_mu;
+    cps_msg *q_head, *q_tail;
+    int stop;
+    cps_timer *timers;
+    size_t n_timers, cap_timers;
+    struct compass_engine_call *active;
+    struct compass_engine_call *all;
+    CURL **easy_pool;
+    size_t n_easy_pool;
+    uint64_t last_scan_ns;
+    int epfd, wakefd;          /* the loop waits on epoll; other threads wake it via eventfd */
+    atomic_int wake_pending;
+    int curl_timer_set;
+    uint64_t curl_due;
+    uint64_t next_health_scan_ns;
+} cps_loop;
+
 struct compass_engine {
     char *config_path;
     char *config_text;
@@ -226,26 +254,13 @@ struct compass_engine {
     atomic_ulong seq;
     atomic_int closing;
 
-    /* the loop */
-    pthread_t thread;
-    int thread_started;
-    CURLM *multi;
-    pthread_mutex_t q_mu;
-    cps_msg *q_head, *q_tail;
-    int stop;
-    cps_timer *timers;
-    size_t n_timers, cap_timers;
-    struct compass_engine_call *active;
-    struct compass_engine_call *all;
-    CURL **easy_pool;
-    size_t n_easy_pool;
-    uint64_t last_scan_ns;
-    int epfd, wakefd;          /* the loop waits on epoll; other threads wake it via eventfd */
-    atomic_int wake_pending;
-    int curl_timer_set;
-    uint64_t curl_due;
-    int external;              /* no thread: the host calls compass_engine_run */
-    uint64_t next_health_scan_ns;
+    /* the event loops: each runs its own calls (a call stays on the loop it started on) */
+    struct cps_loop *loops;
+    int n_loops;
+    atomic_uint next_loop;     /* round robin for calls submitted from outside any loop */
+    int want_loops;            /* compass_engine_opts.loops */
+    unsigned long serial;      /* unique among the engines this process opened (from 1) */
+    int external;              /* no threads: the host calls compass_engine_run / _loop_run */
     atomic_int has_checks;     /* some deployment has active health checks */
 };
 
@@ -272,9 +287,9 @@ const char *cps_breaker_name(int state);
 int64_t cps_estimate_prompt_tokens(const compass_chat_request *r, size_t *chars);
 
 /* loop.c */
-int cps_loop_start(struct compass_engine *e, compass_err *err);
+int cps_loop_start(struct compass_engine *e, int n_loops, compass_err *err);
 void cps_loop_stop(struct compass_engine *e);
-/* external_loop engines: one turn of the loop on the caller's thread. */
+/* external_loop engines: one turn of every loop on the caller's thread. */
 void cps_loop_pump(struct compass_engine *e, int wait_ms);
 void cps_loop_post(struct compass_engine *e, int kind, struct compass_engine_call *call);
 void cps_call_unref(struct compass_engine_call *c);

@@ -83,6 +83,7 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
     c->finished = 1;
     c->phase = PH_DONE;
     compass_engine *e = c->e;
+    cps_loop *lp = c->loop;
     uint64_t now = cps_now_ns();
     const char *prov = c->target ? c->target->dep->cfg->name : "";
     const char *model = c->target ? c->target->model : "";
@@ -113,6 +114,8 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
         goto quiet;
     if (c->internal)
         goto done;
+    if (lp)
+        cps_metrics_add(e->metrics, "compass_loop_requests_total", lp->metric_label, 1);
     snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov, model,
              status);
     cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
@@ -139,11 +142,11 @@ quiet:
     cps_buf_free(&att);
     if (c->is_hedge && c->peer && c->peer->peer == c)
         c->peer->peer = NULL; /* the primary no longer has a running hedge */
-    if (c->all_prev || c->all_next || e->all == c) {
+    if (lp && (c->all_prev || c->all_next || lp->all == c)) {
         if (c->all_prev)
             c->all_prev->all_next = c->all_next;
         else
-            e->all = c->all_next;
+            lp->all = c->all_next;
         if (c->all_next)
             c->all_next->all_prev = c->all_prev;
         c->all_prev = c->all_next = NULL;
@@ -169,7 +172,7 @@ static void send_head(compass_engine_call *c, int status, int stream)
         c->cb.on_head(c->ud, &h);
 }
 
-static void release_easy(compass_engine *e, compass_engine_call *c);
+static void release_easy(compass_engine_call *c);
 static void end_attempt(compass_engine_call *c, int ok, int counts);
 
 /* Stops a call on the engine thread; a silent one says nothing to the client. */
@@ -177,7 +180,7 @@ static void cancel_call(compass_engine_call *c, int silent)
 {
     if (c->finished)
         return;
-    release_easy(c->e, c);
+    release_easy(c);
     c->timer_gen++; /* a pending timer becomes stale */
     end_attempt(c, 0, 0);
     c->silent = silent;
@@ -240,19 +243,38 @@ void cps_call_fail_now(compass_engine_call *c, int status, const char *type, con
 /* ---- the queue from other threads ---- */
 
 /* One eventfd write per batch: the loop clears wake_pending before it drains the queue. */
-static void wake_loop(compass_engine *e)
+static void wake_loop(cps_loop *lp)
 {
-    if (atomic_exchange(&e->wake_pending, 1))
+    if (atomic_exchange(&lp->wake_pending, 1))
         return;
     uint64_t one = 1;
     ssize_t w;
     do
-        w = write(e->wakefd, &one, sizeof(one));
+        w = write(lp->wakefd, &one, sizeof(one));
     while (w < 0 && errno == EINTR);
+}
+
+/* The loop whose thread this is, if any: calls submitted from a loop's own thread (the
+ * host's loop thread in external mode) stay on that loop and need no wakeup. */
+static _Thread_local cps_loop *this_loop;
+static _Thread_local unsigned long this_serial; /* the engine this_loop belongs to */
+
+/* The loop a new call goes to: this thread's own loop of e, else the next in turn. The serial
+ * (unique per engine ever opened) tells this_loop is e's without touching it: it may belong
+ * to an engine closed since. */
+static cps_loop *pick_loop(compass_engine *e)
+{
+    if (this_loop && this_serial == e->serial)
+        return this_loop;
+    unsigned n = (unsigned)e->n_loops;
+    return &e->loops[n > 1 ? atomic_fetch_add(&e->next_loop, 1) % n : 0];
 }
 
 void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
 {
+    if (!call->loop)
+        call->loop = kind == 1 ? pick_loop(e) : &e->loops[0];
+    cps_loop *lp = call->loop;
     cps_msg *m = malloc(sizeof(*m));
     if (!m) {
         if (kind == 1)
@@ -264,64 +286,68 @@ void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
     m->next = NULL;
     m->kind = kind;
     m->call = call;
-    pthread_mutex_lock(&e->q_mu);
-    if (e->q_tail)
-        e->q_tail->next = m;
+    pthread_mutex_lock(&lp->q_mu);
+    if (lp->q_tail)
+        lp->q_tail->next = m;
     else
-        e->q_head = m;
-    e->q_tail = m;
-    pthread_mutex_unlock(&e->q_mu);
-    wake_loop(e);
+        lp->q_head = m;
+    lp->q_tail = m;
+    pthread_mutex_unlock(&lp->q_mu);
+    /* on its own thread, a loop drains its queue before it waits again; a host that runs
+     * the loop itself waits for the fd, so it is always told */
+    if (this_loop != lp || this_serial != e->serial || e->external)
+        wake_loop(lp);
 }
 
 /* ---- timers (a binary heap; each entry holds a call reference) ---- */
 
-static int timer_push(compass_engine *e, compass_engine_call *c, uint64_t due)
+static int timer_push(compass_engine_call *c, uint64_t due)
 {
-    if (e->n_timers == e->cap_timers) {
-        size_t cap = e->cap_timers ? e->cap_timers * 2 : 64;
-        cps_timer *nt = realloc(e->timers, cap * sizeof(*nt));
+    cps_loop *lp = c->loop;
+    if (lp->n_timers == lp->cap_timers) {
+        size_t cap = lp->cap_timers ? lp->cap_timers * 2 : 64;
+        cps_timer *nt = realloc(lp->timers, cap * sizeof(*nt));
         if (!nt)
             return COMPASS_ENOMEM;
-        e->timers = nt;
-        e->cap_timers = cap;
+        lp->timers = nt;
+        lp->cap_timers = cap;
     }
     atomic_fetch_add(&c->refs, 1);
     c->timer_gen++;
     c->timer_pending = 1;
-    size_t i = e->n_timers++;
+    size_t i = lp->n_timers++;
     cps_timer t = {due, c, c->timer_gen};
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (e->timers[p].due <= due)
+        if (lp->timers[p].due <= due)
             break;
-        e->timers[i] = e->timers[p];
+        lp->timers[i] = lp->timers[p];
         i = p;
     }
-    e->timers[i] = t;
+    lp->timers[i] = t;
     return 0;
 }
 
-static cps_timer timer_pop(compass_engine *e)
+static cps_timer timer_pop(cps_loop *lp)
 {
-    cps_timer top = e->timers[0], last = e->timers[--e->n_timers];
-    size_t i = 0, n = e->n_timers;
+    cps_timer top = lp->timers[0], last = lp->timers[--lp->n_timers];
+    size_t i = 0, n = lp->n_timers;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         uint64_t md = last.due;
-        if (l < n && e->timers[l].due < md) {
+        if (l < n && lp->timers[l].due < md) {
             m = l;
-            md = e->timers[l].due;
+            md = lp->timers[l].due;
         }
-        if (r < n && e->timers[r].due < md)
+        if (r < n && lp->timers[r].due < md)
             m = r;
         if (m == i)
             break;
-        e->timers[i] = e->timers[m];
+        lp->timers[i] = lp->timers[m];
         i = m;
     }
     if (n)
-        e->timers[i] = last;
+        lp->timers[i] = last;
     return top;
 }
 
@@ -338,29 +364,30 @@ static int has_local(const compass_provider_ops *o)
            o->local_call;
 }
 
-static void active_remove(compass_engine *e, compass_engine_call *c)
+static void active_remove(cps_loop *lp, compass_engine_call *c)
 {
     if (c->act_prev)
         c->act_prev->act_next = c->act_next;
-    else if (e->active == c)
-        e->active = c->act_next;
+    else if (lp->active == c)
+        lp->active = c->act_next;
     if (c->act_next)
         c->act_next->act_prev = c->act_prev;
     c->act_prev = c->act_next = NULL;
 }
 
-static void release_easy(compass_engine *e, compass_engine_call *c)
+static void release_easy(compass_engine_call *c)
 {
+    cps_loop *lp = c->loop;
     if (!c->easy)
         return;
-    active_remove(e, c);
-    curl_multi_remove_handle(e->multi, c->easy);
-    if (e->n_easy_pool < 256) {
-        CURL **np = realloc(e->easy_pool, (e->n_easy_pool + 1) * sizeof(*np));
+    active_remove(lp, c);
+    curl_multi_remove_handle(lp->multi, c->easy);
+    if (lp->n_easy_pool < 256) {
+        CURL **np = realloc(lp->easy_pool, (lp->n_easy_pool + 1) * sizeof(*np));
         if (np) {
-            e->easy_pool = np;
+            lp->easy_pool = np;
             curl_easy_reset(c->easy);
-            e->easy_pool[e->n_easy_pool++] = c->easy;
+            lp->easy_pool[lp->n_easy_pool++] = c->easy;
             c->easy = NULL;
         }
     }
@@ -673,7 +700,7 @@ static int schedule_retry(compass_engine_call *c)
     c->next = 0;
     c->retry_after_ms = 0;
     c->timer_kind = 1;
-    if (timer_push(c->e, c, due)) {
+    if (timer_push(c, due)) {
         c->timer_kind = 0;
         return 0;
     }
@@ -889,7 +916,7 @@ static int clean_header(compass_str s)
 /* Starts the transfer c->hreq describes. */
 static int launch(compass_engine_call *c, compass_err *err)
 {
-    compass_engine *e = c->e;
+    cps_loop *lp = c->loop;
     char *url = cps_arena_strndup(c->arena, c->hreq.url.ptr ? c->hreq.url.ptr : "",
                                   c->hreq.url.len);
     if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
@@ -919,7 +946,7 @@ static int launch(compass_engine_call *c, compass_err *err)
     struct curl_slist *ns = curl_slist_append(sl, "Expect:");
     if (ns)
         sl = ns;
-    CURL *h = e->n_easy_pool ? e->easy_pool[--e->n_easy_pool] : curl_easy_init();
+    CURL *h = lp->n_easy_pool ? lp->easy_pool[--lp->n_easy_pool] : curl_easy_init();
     if (!h) {
         curl_slist_free_all(sl);
         return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
@@ -954,7 +981,7 @@ static int launch(compass_engine_call *c, compass_err *err)
         cps_sse_free(&c->sse);
         cps_sse_init(&c->sse, c->hreq.stream_format, (size_t)4 << 20);
     }
-    if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+    if (curl_multi_add_handle(lp->multi, h) != CURLM_OK) {
         c->easy = NULL;
         c->slist = NULL;
         curl_easy_cleanup(h);
@@ -962,10 +989,10 @@ static int launch(compass_engine_call *c, compass_err *err)
         return compass_err_set(err, COMPASS_EIO, "could not start the transfer");
     }
     c->act_prev = NULL;
-    c->act_next = e->active;
-    if (e->active)
-        e->active->act_prev = c;
-    e->active = c;
+    c->act_next = lp->active;
+    if (lp->active)
+        lp->active->act_prev = c;
+    lp->active = c;
     c->phase = PH_UPSTREAM;
     return 0;
 }
@@ -1024,7 +1051,7 @@ static int start_attempt(compass_engine_call *c, cps_target *t, compass_err *err
             c->phase = PH_LOCAL_WAIT;
             c->local_next = 0;
             int64_t d = c->local->first_delay_ms > 0 ? c->local->first_delay_ms : 0;
-            rc = timer_push(c->e, c, cps_now_ns() + (uint64_t)d * 1000000u);
+            rc = timer_push(c, cps_now_ns() + (uint64_t)d * 1000000u);
             if (rc)
                 compass_err_set(err, rc, "out of memory");
         }
@@ -1097,13 +1124,12 @@ static void next_attempt(compass_engine_call *c)
 
 static void on_done_transfer(compass_engine_call *c, CURLcode res)
 {
-    compass_engine *e = c->e;
     const compass_provider_ops *o = ops_of(c->target);
     long status = 0;
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
     char curl_msg[256];
     snprintf(curl_msg, sizeof(curl_msg), "%s", curl_easy_strerror(res));
-    release_easy(e, c);
+    release_easy(c);
     if (atomic_load(&c->cancel_requested)) {
         end_attempt(c, 0, 0);
         finish(c, 499, COMPASS_ECANCELED, "", 0);
@@ -1260,7 +1286,7 @@ static void on_timer(compass_engine_call *c)
         cps_call_emit(c, d);
         int content = d->content.len || d->tool_index >= 0;
         if (content && l->chunk_delay_ms > 0 && c->local_next < l->n_deltas &&
-            timer_push(c->e, c, now + (uint64_t)l->chunk_delay_ms * 1000000u) == 0)
+            timer_push(c, now + (uint64_t)l->chunk_delay_ms * 1000000u) == 0)
             return; /* without a timer slot the rest goes out now */
     }
     if (!c->finished)
@@ -1274,9 +1300,9 @@ static uint64_t since(uint64_t now, uint64_t t)
 }
 
 /* First-byte and idle deadlines (connect and total are curl's). */
-static void scan_deadlines(compass_engine *e, uint64_t now)
+static void scan_deadlines(cps_loop *lp, uint64_t now)
 {
-    compass_engine_call *c = e->active, *next;
+    compass_engine_call *c = lp->active, *next;
     for (; c; c = next) {
         next = c->act_next;
         const cps_timeouts *t = &c->target->dep->cfg->timeouts;
@@ -1295,7 +1321,7 @@ static void scan_deadlines(compass_engine *e, uint64_t now)
         }
         if (!what)
             continue;
-        release_easy(e, c);
+        release_easy(c);
         compass_upstream_error u;
         compass_uerr_init(&u, COMPASS_OUTCOME_RETRYABLE, 504);
         snprintf(u.message, sizeof(u.message), "%s", msg);
@@ -1303,15 +1329,15 @@ static void scan_deadlines(compass_engine *e, uint64_t now)
     }
 }
 
-static void handle_msg(compass_engine *e, cps_msg *m)
+static void handle_msg(cps_loop *lp, cps_msg *m)
 {
     compass_engine_call *c = m->call;
     if (m->kind == 1) {
         c->all_prev = NULL;
-        c->all_next = e->all;
-        if (e->all)
-            e->all->all_prev = c;
-        e->all = c;
+        c->all_next = lp->all;
+        if (lp->all)
+            lp->all->all_prev = c;
+        lp->all = c;
         if (atomic_load(&c->cancel_requested))
             finish(c, 499, COMPASS_ECANCELED, "", 0);
         else
@@ -1333,6 +1359,7 @@ static void handle_msg(compass_engine *e, cps_msg *m)
 static void spawn_hedge(compass_engine_call *p)
 {
     compass_engine *e = p->e;
+    cps_loop *lp = p->loop;
     if (p->next >= p->n_order || p->peer)
         return;
     compass_engine_call *h = calloc(1, sizeof(*h));
@@ -1344,6 +1371,7 @@ static void spawn_hedge(compass_engine_call *p)
     }
     cps_target *t = p->order[p->next++]; /* the primary will not fail over to it */
     h->e = e;
+    h->loop = lp;
     h->gen = p->gen;
     atomic_fetch_add(&h->gen->refs, 1);
     atomic_init(&h->refs, 1);
@@ -1376,10 +1404,10 @@ static void spawn_hedge(compass_engine_call *p)
     h->peer = p;
     atomic_fetch_add(&p->refs, 1);
     p->peer = h;
-    h->all_next = e->all;
-    if (e->all)
-        e->all->all_prev = h;
-    e->all = h;
+    h->all_next = lp->all;
+    if (lp->all)
+        lp->all->all_prev = h;
+    lp->all = h;
     cps_log(e, COMPASS_LOG_INFO, "request %s: no first byte from %s yet; hedging with %s",
             p->request_id, p->target ? p->target->id : "?", t->id);
     next_attempt(h);
@@ -1399,7 +1427,7 @@ static void arm_hedge(compass_engine_call *c)
     }
     c->hedged = 1;
     c->timer_kind = 2;
-    if (timer_push(c->e, c, cps_now_ns() + (uint64_t)(delay * 1e6)))
+    if (timer_push(c, cps_now_ns() + (uint64_t)(delay * 1e6)))
         c->timer_kind = 0;
 }
 
@@ -1408,11 +1436,11 @@ static void arm_hedge(compass_engine_call *c)
 static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
-    compass_engine *e = userp;
+    cps_loop *lp = userp;
     if (what == CURL_POLL_REMOVE) {
         if (socketp) {
-            epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-            curl_multi_assign(e->multi, fd, NULL);
+            epoll_ctl(lp->epfd, EPOLL_CTL_DEL, fd, NULL);
+            curl_multi_assign(lp->multi, fd, NULL);
         }
         return 0;
     }
@@ -1421,12 +1449,12 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
     ev.data.fd = fd;
     if (socketp) {
-        if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT)
-            epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT)
+            epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev);
     } else {
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
-            epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(e->multi, fd, (void *)1);
+        if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
+            epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(lp->multi, fd, (void *)1);
     }
     return 0;
 }
@@ -1434,17 +1462,17 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
-    compass_engine *e = userp;
-    e->curl_timer_set = timeout_ms >= 0;
-    e->curl_due = cps_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+    cps_loop *lp = userp;
+    lp->curl_timer_set = timeout_ms >= 0;
+    lp->curl_due = cps_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
     return 0;
 }
 
-static void read_done(compass_engine *e)
+static void read_done(cps_loop *lp)
 {
     CURLMsg *cm;
     int left;
-    while ((cm = curl_multi_info_read(e->multi, &left))) {
+    while ((cm = curl_multi_info_read(lp->multi, &left))) {
         if (cm->msg != CURLMSG_DONE)
             continue;
         compass_engine_call *c = NULL;
@@ -1474,8 +1502,9 @@ static void check_done(void *ud, const compass_engine_result *res)
 /* Sends one minimal chat request to t through the normal attempt path: its outcome feeds the
  * same stats and breaker as client traffic (so an open breaker is respected, and a half-open
  * one gets its probe from here when no client comes). */
-static void spawn_check(compass_engine *e, cps_gen *g, cps_target *t)
+static void spawn_check(cps_loop *lp, cps_gen *g, cps_target *t)
 {
+    compass_engine *e = lp->e;
     static const compass_engine_callbacks cb = {sizeof(compass_engine_callbacks), NULL, NULL,
                                                 NULL, check_done};
     compass_engine_call *c = calloc(1, sizeof(*c));
@@ -1499,6 +1528,7 @@ static void spawn_check(compass_engine *e, cps_gen *g, cps_target *t)
         return;
     }
     c->e = e;
+    c->loop = lp;
     c->gen = g;
     atomic_fetch_add(&g->refs, 1);
     atomic_init(&c->refs, 1);
@@ -1519,19 +1549,20 @@ static void spawn_check(compass_engine *e, cps_gen *g, cps_target *t)
     c->order[0] = t;
     c->n_order = 1;
     c->max_attempts = 1;
-    c->all_next = e->all;
-    if (e->all)
-        e->all->all_prev = c;
-    e->all = c;
+    c->all_next = lp->all;
+    if (lp->all)
+        lp->all->all_prev = c;
+    lp->all = c;
     next_attempt(c);
 }
 
 /* At most a few times a second: probes whose interval has passed. */
-static void run_checks(compass_engine *e, uint64_t now)
+static void run_checks(cps_loop *lp, uint64_t now)
 {
-    if (now < e->next_health_scan_ns)
+    compass_engine *e = lp->e;
+    if (now < lp->next_health_scan_ns)
         return;
-    e->next_health_scan_ns = now + 100000000ull;
+    lp->next_health_scan_ns = now + 100000000ull;
     pthread_mutex_lock(&e->gen_mu);
     cps_gen *g = e->gen;
     if (g)
@@ -1554,7 +1585,7 @@ static void run_checks(compass_engine *e, uint64_t now)
         /* an open breaker is waiting out its cooldown: nothing to learn from a check */
         if (cps_breaker_state(t->stats, &t->dep->cfg->breaker, now) == COMPASS_BREAKER_OPEN)
             continue;
-        spawn_check(e, g, t);
+        spawn_check(lp, g, t);
     }
     cps_gen_unref(g);
 }
@@ -1562,25 +1593,28 @@ static void run_checks(compass_engine *e, uint64_t now)
 /* One turn of the loop: the queue, curl's timer, our timers, deadlines, then the sockets
  * that are ready, waiting at most max_wait_ms (0: not at all). Returns 1 once stopped, else 0;
  * *next_ms gets how long the loop may sleep before it has something due (-1: nothing). */
-static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
+static int loop_turn(cps_loop *lp, int max_wait_ms, int *next_ms)
 {
+    compass_engine *e = lp->e;
     struct epoll_event evs[256];
     int running = 0;
-    pthread_mutex_lock(&e->q_mu);
-    cps_msg *m = e->q_head;
-    e->q_head = e->q_tail = NULL;
-    int stop = e->stop;
-    pthread_mutex_unlock(&e->q_mu);
+    this_loop = lp;
+    this_serial = e->serial;
+    pthread_mutex_lock(&lp->q_mu);
+    cps_msg *m = lp->q_head;
+    lp->q_head = lp->q_tail = NULL;
+    int stop = lp->stop;
+    pthread_mutex_unlock(&lp->q_mu);
     while (m) {
         cps_msg *next = m->next;
-        handle_msg(e, m);
+        handle_msg(lp, m);
         free(m);
         m = next;
     }
     if (stop) {
-        while (e->all) {
-            compass_engine_call *c = e->all;
-            release_easy(e, c);
+        while (lp->all) {
+            compass_engine_call *c = lp->all;
+            release_easy(c);
             c->timer_gen++;
             end_attempt(c, 0, 0);
             c->silent = c->is_hedge;
@@ -1589,45 +1623,46 @@ static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
         return 1;
     }
     uint64_t now = cps_now_ns();
-    if (e->curl_timer_set && e->curl_due <= now) {
-        e->curl_timer_set = 0;
-        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        read_done(e);
+    if (lp->curl_timer_set && lp->curl_due <= now) {
+        lp->curl_timer_set = 0;
+        curl_multi_socket_action(lp->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        read_done(lp);
     }
-    while (e->n_timers && e->timers[0].due <= now) {
-        cps_timer t = timer_pop(e);
+    while (lp->n_timers && lp->timers[0].due <= now) {
+        cps_timer t = timer_pop(lp);
         if (t.gen == t.call->timer_gen && !t.call->finished)
             on_timer(t.call);
         cps_call_unref(t.call);
     }
-    if (since(now, e->last_scan_ns) >= SCAN_NS) {
-        e->last_scan_ns = now;
-        scan_deadlines(e, now);
+    if (since(now, lp->last_scan_ns) >= SCAN_NS) {
+        lp->last_scan_ns = now;
+        scan_deadlines(lp, now);
     }
-    run_checks(e, now);
+    if (lp->index == 0)
+        run_checks(lp, now);
     /* how long may we sleep: the next of our timers, curl's timer, the deadline scan */
-    uint64_t wake = now + (e->active ? SCAN_NS : 1000000000ull);
-    if (atomic_load(&e->has_checks) && e->next_health_scan_ns < wake)
-        wake = e->next_health_scan_ns > now ? e->next_health_scan_ns : now;
-    if (e->n_timers && e->timers[0].due < wake)
-        wake = e->timers[0].due;
-    if (e->curl_timer_set && e->curl_due < wake)
-        wake = e->curl_due;
-    pthread_mutex_lock(&e->q_mu);
-    int queued = e->q_head != NULL;
-    pthread_mutex_unlock(&e->q_mu);
+    uint64_t wake = now + (lp->active ? SCAN_NS : 1000000000ull);
+    if (lp->index == 0 && atomic_load(&e->has_checks) && lp->next_health_scan_ns < wake)
+        wake = lp->next_health_scan_ns > now ? lp->next_health_scan_ns : now;
+    if (lp->n_timers && lp->timers[0].due < wake)
+        wake = lp->timers[0].due;
+    if (lp->curl_timer_set && lp->curl_due < wake)
+        wake = lp->curl_due;
+    pthread_mutex_lock(&lp->q_mu);
+    int queued = lp->q_head != NULL;
+    pthread_mutex_unlock(&lp->q_mu);
     now = cps_now_ns();
     int wait_ms = queued || wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
     if (wait_ms > max_wait_ms)
         wait_ms = max_wait_ms;
-    int n = epoll_wait(e->epfd, evs, 256, wait_ms);
+    int n = epoll_wait(lp->epfd, evs, 256, wait_ms);
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
-        if (fd == e->wakefd) {
+        if (fd == lp->wakefd) {
             uint64_t v;
-            ssize_t r = read(e->wakefd, &v, sizeof(v));
+            ssize_t r = read(lp->wakefd, &v, sizeof(v));
             (void)r;
-            atomic_store(&e->wake_pending, 0);
+            atomic_store(&lp->wake_pending, 0);
             continue;
         }
         int mask = 0;
@@ -1637,21 +1672,21 @@ static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
             mask |= CURL_CSELECT_OUT;
         if (evs[i].events & EPOLLERR)
             mask |= CURL_CSELECT_ERR;
-        curl_multi_socket_action(e->multi, fd, mask, &running);
+        curl_multi_socket_action(lp->multi, fd, mask, &running);
     }
     if (n > 0)
-        read_done(e);
+        read_done(lp);
     if (next_ms) {
         now = cps_now_ns();
         uint64_t due = UINT64_MAX;
-        if (e->n_timers)
-            due = e->timers[0].due;
-        if (e->curl_timer_set && e->curl_due < due)
-            due = e->curl_due;
-        if (e->active && now + SCAN_NS < due)
+        if (lp->n_timers)
+            due = lp->timers[0].due;
+        if (lp->curl_timer_set && lp->curl_due < due)
+            due = lp->curl_due;
+        if (lp->active && now + SCAN_NS < due)
             due = now + SCAN_NS;
-        if (atomic_load(&e->has_checks) && e->next_health_scan_ns < due)
-            due = e->next_health_scan_ns;
+        if (lp->index == 0 && atomic_load(&e->has_checks) && lp->next_health_scan_ns < due)
+            due = lp->next_health_scan_ns;
         *next_ms = due == UINT64_MAX ? -1 : due <= now ? 0 : (int)((due - now + 999999) / 1000000);
     }
     return 0;
@@ -1659,12 +1694,12 @@ static int loop_turn(compass_engine *e, int max_wait_ms, int *next_ms)
 
 static void *loop_main(void *arg)
 {
-    compass_engine *e = arg;
-    while (!loop_turn(e, 1000, NULL))
+    cps_loop *lp = arg;
+    while (!loop_turn(lp, 1000, NULL))
         ;
     /* drop the timers' references */
-    while (e->n_timers) {
-        cps_timer t = timer_pop(e);
+    while (lp->n_timers) {
+        cps_timer t = timer_pop(lp);
         cps_call_unref(t.call);
     }
     return NULL;
@@ -1672,89 +1707,151 @@ static void *loop_main(void *arg)
 
 void cps_loop_pump(compass_engine *e, int wait_ms)
 {
-    loop_turn(e, wait_ms, NULL);
+    for (int i = 0; i < e->n_loops; i++)
+        loop_turn(&e->loops[i], e->n_loops > 1 ? 0 : wait_ms, NULL);
+    if (e->n_loops > 1 && wait_ms > 0) {
+        struct timespec ts = {0, 1000000}; /* several loops: a short nap instead of a wait */
+        nanosleep(&ts, NULL);
+    }
+}
+
+COMPASS_API int compass_engine_loops(compass_engine *e)
+{
+    return e ? e->n_loops : 0;
+}
+
+COMPASS_API int compass_engine_loop_fd(compass_engine *e, int i)
+{
+    return e && e->external && i >= 0 && i < e->n_loops ? e->loops[i].epfd : -1;
+}
+
+COMPASS_API int compass_engine_loop_run(compass_engine *e, int i)
+{
+    int next = -1;
+    if (!e || !e->external || i < 0 || i >= e->n_loops)
+        return -1;
+    loop_turn(&e->loops[i], 0, &next);
+    return next;
 }
 
 COMPASS_API int compass_engine_fd(compass_engine *e)
 {
-    return e && e->external ? e->epfd : -1;
+    return compass_engine_loop_fd(e, 0);
 }
 
 COMPASS_API int compass_engine_run(compass_engine *e)
 {
-    int next = -1;
-    if (!e || !e->external)
-        return -1;
-    loop_turn(e, 0, &next);
-    return next;
+    return compass_engine_loop_run(e, 0);
 }
 
-int cps_loop_start(compass_engine *e, compass_err *err)
+
+static int loop_init(cps_loop *lp)
+{
+    lp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    lp->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    lp->multi = curl_multi_init();
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = lp->wakefd;
+    if (lp->epfd < 0 || lp->wakefd < 0 || !lp->multi ||
+        epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->wakefd, &ev))
+        return -1;
+    curl_multi_setopt(lp->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(lp->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(lp->multi, CURLMOPT_SOCKETDATA, lp);
+    curl_multi_setopt(lp->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(lp->multi, CURLMOPT_TIMERDATA, lp);
+    return 0;
+}
+
+int cps_loop_start(compass_engine *e, int n, compass_err *err)
 {
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK)
         return compass_err_set(err, COMPASS_EIO, "libcurl failed to initialise");
-    e->epfd = epoll_create1(EPOLL_CLOEXEC);
-    e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    e->multi = curl_multi_init();
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLIN;
-    ev.data.fd = e->wakefd;
-    if (e->epfd < 0 || e->wakefd < 0 || !e->multi ||
-        epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &ev)) {
-        cps_loop_stop(e);
-        return compass_err_set(err, COMPASS_EIO, "cannot set up the engine's event loop");
+    if (n < 1)
+        n = 1;
+    e->loops = calloc((size_t)n, sizeof(*e->loops));
+    if (!e->loops)
+        return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
+    e->n_loops = n;
+    for (int i = 0; i < n; i++) {
+        cps_loop *lp = &e->loops[i];
+        lp->e = e;
+        lp->index = i;
+        snprintf(lp->metric_label, sizeof(lp->metric_label), "loop=\"%d\"", i);
+        lp->epfd = lp->wakefd = -1;
+        pthread_mutex_init(&lp->q_mu, NULL);
+        atomic_init(&lp->wake_pending, 0);
     }
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
-    if (e->external)
-        return 0; /* the host runs the loop */
-    if (pthread_create(&e->thread, NULL, loop_main, e)) {
-        cps_loop_stop(e);
-        return compass_err_set(err, COMPASS_EIO, "cannot start the engine thread");
+    for (int i = 0; i < n; i++) {
+        cps_loop *lp = &e->loops[i];
+        if (loop_init(lp)) {
+            cps_loop_stop(e);
+            return compass_err_set(err, COMPASS_EIO, "cannot set up the engine's event loop");
+        }
+        if (e->external)
+            continue; /* the host runs the loops */
+        if (pthread_create(&lp->thread, NULL, loop_main, lp)) {
+            cps_loop_stop(e);
+            return compass_err_set(err, COMPASS_EIO, "cannot start an engine thread");
+        }
+        lp->thread_started = 1;
     }
-    e->thread_started = 1;
     return 0;
+}
+
+/* Cancels what is left on the loop and frees it (its thread, if any, is joined). */
+static void loop_stop(cps_loop *lp)
+{
+    compass_engine *e = lp->e;
+    if (lp->thread_started) {
+        pthread_mutex_lock(&lp->q_mu);
+        lp->stop = 1;
+        pthread_mutex_unlock(&lp->q_mu);
+        atomic_store(&lp->wake_pending, 0);
+        wake_loop(lp);
+        pthread_join(lp->thread, NULL);
+        lp->thread_started = 0;
+    } else if (e->external && lp->multi) {
+        /* no thread: cancel what is left on the caller's thread */
+        pthread_mutex_lock(&lp->q_mu);
+        lp->stop = 1;
+        pthread_mutex_unlock(&lp->q_mu);
+        loop_turn(lp, 0, NULL);
+        while (lp->n_timers) {
+            cps_timer t = timer_pop(lp);
+            cps_call_unref(t.call);
+        }
+    }
+    if (this_loop == lp) {
+        this_loop = NULL;
+        this_serial = 0;
+    }
+    for (size_t i = 0; i < lp->n_easy_pool; i++)
+        curl_easy_cleanup(lp->easy_pool[i]);
+    free(lp->easy_pool);
+    lp->easy_pool = NULL;
+    lp->n_easy_pool = 0;
+    free(lp->timers);
+    lp->timers = NULL;
+    if (lp->multi)
+        curl_multi_cleanup(lp->multi);
+    lp->multi = NULL;
+    if (lp->epfd >= 0)
+        close(lp->epfd);
+    if (lp->wakefd >= 0)
+        close(lp->wakefd);
+    lp->epfd = lp->wakefd = -1;
+    pthread_mutex_destroy(&lp->q_mu);
 }
 
 void cps_loop_stop(compass_engine *e)
 {
-    if (e->thread_started) {
-        pthread_mutex_lock(&e->q_mu);
-        e->stop = 1;
-        pthread_mutex_unlock(&e->q_mu);
-        atomic_store(&e->wake_pending, 0);
-        wake_loop(e);
-        pthread_join(e->thread, NULL);
-        e->thread_started = 0;
-    } else if (e->external && e->multi) {
-        /* no thread: cancel what is left on the caller's thread */
-        pthread_mutex_lock(&e->q_mu);
-        e->stop = 1;
-        pthread_mutex_unlock(&e->q_mu);
-        loop_turn(e, 0, NULL);
-        while (e->n_timers) {
-            cps_timer t = timer_pop(e);
-            cps_call_unref(t.call);
-        }
-    }
-    for (size_t i = 0; i < e->n_easy_pool; i++)
-        curl_easy_cleanup(e->easy_pool[i]);
-    free(e->easy_pool);
-    e->easy_pool = NULL;
-    e->n_easy_pool = 0;
-    free(e->timers);
-    e->timers = NULL;
-    if (e->multi)
-        curl_multi_cleanup(e->multi);
-    e->multi = NULL;
-    if (e->epfd > 0)
-        close(e->epfd);
-    if (e->wakefd > 0)
-        close(e->wakefd);
-    e->epfd = e->wakefd = -1;
+    for (int i = 0; i < e->n_loops; i++)
+        loop_stop(&e->loops[i]);
+    free(e->loops);
+    e->loops = NULL;
+    e->n_loops = 0;
 }

@@ -39,6 +39,7 @@ static const struct {
     {"compass_lua_errors_total", "Lua policy failures that fell back to the default strategy."},
     {"compass_hedges_total", "Hedged requests, by route and which attempt won."},
     {"compass_health_checks_total", "Active health checks, by deployment, model and result."},
+    {"compass_loop_requests_total", "Requests answered by each event loop (its balance)."},
     {"compass_circuit_breaker_state", "Breaker per deployment/model: 0 closed, 1 open, 2 half-open."},
 };
 

@@ -101,7 +101,13 @@ const char *th_write_config(int slot, const char *text, const th_proc *m, const 
     snprintf(url2, sizeof(url2), "http://127.0.0.1:%d", m2 ? m2->port : 1);
     char *a = replace_all(text, "@MOCKLLM@", url);
     char *b = replace_all(a, "@MOCKLLM2@", url2);
-    char *c = replace_all(b, "@PLUGINS@", COMPASS_PLUGIN_DIR);
+    char *c0 = replace_all(b, "@PLUGINS@", COMPASS_PLUGIN_DIR);
+    /* COMPASS_IT_THREADS=N runs every case with N event loops (ctest's integration_loops) */
+    const char *thr = getenv("COMPASS_IT_THREADS");
+    char with[32];
+    snprintf(with, sizeof(with), "threads = %d;", thr ? atoi(thr) : 1);
+    char *c = replace_all(c0, "threads = 1;", with);
+    free(c0);
     snprintf(paths[slot], sizeof(paths[slot]), "/tmp/compass-it-%d-%d.conf", (int)getpid(), slot);
     FILE *f = fopen(paths[slot], "w");
     if (f) {

@@ -583,6 +583,102 @@ Test(integration, concurrent_streams_do_not_add_threads)
     cr_assert_eq(peak, before, "threads grew from %ld to %ld under %d streams", before, peak, n);
 }
 
+/* The value of one sample line ("name{labels} value") in a Prometheus text body, or -1. */
+static double metric_value(const char *body, const char *sample)
+{
+    const char *p = body;
+    size_t n = strlen(sample);
+    while ((p = strstr(p, sample))) {
+        if ((p == body || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p += n;
+    }
+    return -1;
+}
+
+/* server.threads = 2: two event loops, each with its own front door on the one port. Clients on
+ * separate connections are spread over both by the kernel; every request is answered, and the
+ * metrics (shared by the loops) count each one once. */
+Test(integration, two_event_loops_share_one_port_and_one_set_of_metrics)
+{
+    const char *conf = th_write_config(
+        9,
+        "server = { listen = \"127.0.0.1:0\"; threads = 2; };\n"
+        "plugins = { paths = [ \"@PLUGINS@\" ]; };\n"
+        "deployments = ( { name = \"up1\"; plugin = \"openai\"; base_url = \"@MOCKLLM@/v1\";\n"
+        "  models = [\"gpt-test\"]; } );\n"
+        "routes = ( { name = \"one\"; candidates = [\"up1/gpt-test\"]; } );\n",
+        &m1, NULL);
+    th_proc d2;
+    if (th_compassd_start(&d2, conf)) {
+        char *log = th_log(&d2);
+        cr_assert_fail("compassd did not start: %s", log);
+    }
+    char *log = th_log(&d2);
+    cr_assert(log && strstr(log, "(2 event loops)"), "startup log: %s", log ? log : "");
+    free(log);
+
+    enum { N = 60 };
+    CURLM *multi = curl_multi_init();
+    CURL *hs[N];
+    FILE *outs[N];
+    char *bufs[N];
+    size_t lens[N];
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", d2.port);
+    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
+    char bodies[2][4096];
+    snprintf(bodies[0], sizeof(bodies[0]), "%s", chat("one", "plain", 0));
+    snprintf(bodies[1], sizeof(bodies[1]), "%s", chat("one", "streamed", 1));
+    for (int i = 0; i < N; i++) {
+        outs[i] = open_memstream(&bufs[i], &lens[i]);
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, bodies[i % 2]);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, outs[i]);
+        curl_easy_setopt(hs[i], CURLOPT_FORBID_REUSE, 1L); /* a connection of its own each */
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_multi_add_handle(multi, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        curl_multi_poll(multi, NULL, 0, 50, NULL);
+    }
+    int ok = 0, done_marks = 0;
+    for (int i = 0; i < N; i++) {
+        long code = 0;
+        curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
+        fclose(outs[i]);
+        if (code == 200)
+            ok++;
+        if (i % 2 && bufs[i] && strstr(bufs[i], "data: [DONE]"))
+            done_marks++;
+        free(bufs[i]);
+        curl_multi_remove_handle(multi, hs[i]);
+        curl_easy_cleanup(hs[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(sl);
+    cr_assert_eq(ok, N, "%d of %d requests got 200", ok, N);
+    cr_assert_eq(done_marks, N / 2, "%d of %d streams ended with [DONE]", done_marks, N / 2);
+
+    th_resp r;
+    th_http(d2.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    cr_assert_eq(r.status, 200);
+    double l0 = metric_value(r.body, "compass_loop_requests_total{loop=\"0\"}");
+    double l1 = metric_value(r.body, "compass_loop_requests_total{loop=\"1\"}");
+    double total = metric_value(
+        r.body, "compass_requests_total{provider=\"up1\",model=\"gpt-test\",status=\"200\"}");
+    cr_assert(l0 > 0 && l1 > 0, "both loops should have served requests: %g and %g\n%s", l0, l1,
+              r.body);
+    cr_assert_eq(l0 + l1, N, "loops counted %g + %g, not %d", l0, l1, N);
+    cr_assert_eq(total, N, "compass_requests_total %g, not %d", total, N);
+    th_resp_free(&r);
+    cr_assert_eq(th_stop(&d2, SIGTERM, 5000), 0, "compassd did not exit cleanly");
+}
+
 Test(integration, check_config_reports_file_and_line)
 {
     const char *bad = th_write_config(3,

@@ -303,7 +303,7 @@ Test(config, timeout_out_of_range_high_in_a_deployment)
 Test(config, threads_out_of_range)
 {
     refused("server = { threads = 65; };\n",
-            "<string>:1: server.threads: 65 is out of range [1, 64]");
+            "<string>:1: server.threads: 65 is out of range [0, 64]");
 }
 
 Test(config, weight_out_of_range)
@@ -415,7 +415,7 @@ Test(config, empty_config_takes_defaults)
     cr_assert_str_eq(c->listen_host, "127.0.0.1");
     cr_assert_eq(c->listen_port, 8080);
     cr_assert_eq(c->max_body_bytes, 1 << 20);
-    cr_assert_eq(c->threads, 1);
+    cr_assert_eq(c->threads, 0); /* one event loop per CPU */
     cr_assert_str_eq(c->log_level, "info");
     cr_assert_eq(c->n_deployments, 0);
     cr_assert_eq(c->n_routes, 0);

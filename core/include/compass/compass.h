@@ -46,7 +46,16 @@ typedef struct compass_engine_opts {
      *  for compass_engine_fd() to be readable (or compass_engine_run()'s timeout to pass) and
      *  calling compass_engine_run(). Callbacks then run on the host's thread. */
     int external_loop;
+    /** Event loops (Since 0.2). 0 or 1: one. N > 1: N loops, each with its own upstream
+     *  connections and timers; a call stays on the loop it started on. A call submitted from a
+     *  loop's own thread (a callback, or the thread that runs compass_engine_loop_run(e, i))
+     *  goes to that loop, others are spread in turn. COMPASS_LOOPS_FROM_CONFIG: the config's
+     *  server.threads (0 there: one per online CPU). With external_loop, the host runs each
+     *  loop i with compass_engine_loop_fd / compass_engine_loop_run, each from one thread. */
+    int loops;
 } compass_engine_opts;
+
+#define COMPASS_LOOPS_FROM_CONFIG (-1)
 
 /**
  * Opens an engine from a config file (or, with compass_engine_open_string, from config text).
@@ -74,6 +83,15 @@ COMPASS_API int compass_engine_fd(compass_engine *e);
 /** external_loop engines: does the work that is due without blocking; returns the number of
  *  milliseconds after which it should run again even if its fd stays quiet (-1: no timer). */
 COMPASS_API int compass_engine_run(compass_engine *e);
+
+/** The number of event loops (see compass_engine_opts.loops). */
+COMPASS_API int compass_engine_loops(compass_engine *e);
+
+/** external_loop engines: compass_engine_fd / compass_engine_run for loop i (0 <= i <
+ *  compass_engine_loops(e)); those two are loop 0's. Run each loop from one thread only.
+ *  Since: 0.2 */
+COMPASS_API int compass_engine_loop_fd(compass_engine *e, int i);
+COMPASS_API int compass_engine_loop_run(compass_engine *e, int i);
 
 /** Requests in flight right now. */
 COMPASS_API long compass_engine_in_flight(compass_engine *e);
