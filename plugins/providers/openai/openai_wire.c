@@ -928,21 +928,28 @@ static int finish_from(compass_str s)
     return COMPASS_FINISH_STOP;
 }
 
+/* Completes a usage object's numbers as either reader found them (each 0 when absent or not a
+ * number), cache_hit being prompt_cache_hit_tokens. */
+static void usage_finish(compass_usage *out, int64_t cache_hit)
+{
+    out->present = 1;
+    if (!out->total_tokens)
+        out->total_tokens = js_add_sat(out->prompt_tokens, out->completion_tokens);
+    if (!out->cached_tokens) /* DeepSeek reports its cache this way */
+        out->cached_tokens = cache_hit;
+}
+
 static void read_usage(json_object *u, compass_usage *out)
 {
     memset(out, 0, sizeof(*out));
     if (!u || !json_object_is_type(u, json_type_object))
         return;
-    out->present = 1;
     out->prompt_tokens = jint(u, "prompt_tokens");
     out->completion_tokens = jint(u, "completion_tokens");
     out->total_tokens = jint(u, "total_tokens");
-    if (!out->total_tokens)
-        out->total_tokens = js_add_sat(out->prompt_tokens, out->completion_tokens);
     out->cached_tokens = jint(jget(u, "prompt_tokens_details"), "cached_tokens");
-    if (!out->cached_tokens) /* DeepSeek reports its cache this way */
-        out->cached_tokens = jint(u, "prompt_cache_hit_tokens");
     out->reasoning_tokens = jint(jget(u, "completion_tokens_details"), "reasoning_tokens");
+    usage_finish(out, jint(u, "prompt_cache_hit_tokens"));
 }
 
 /* The choice with index 0 (or the first one when none says). */
@@ -1337,23 +1344,33 @@ void oai_wire_classify_error(const oai_wire *inst, compass_req *req,
 /* parse_response                                                                            */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Message content: a string, null, or (some compatible servers) an array of text parts. */
-static int read_content(const compass_host *h, compass_req *req, json_object *msg,
+/* What a chat.completion says, as either reader found it. The views borrow the body or json-c
+ * objects that live until the response has been filled (which copies what it keeps). */
+typedef struct oai_reply {
+    compass_str id, model;
+    int64_t created;
+    size_t n_choices;
+    /* choice 0 and its message */
+    int has_content;            /* content is a string or an array of parts */
+    compass_str content;        /* content, when a string */
+    json_object *parts;         /* content, when an array of parts (some compatible servers) */
+    compass_str refusal, finish;
+    json_object *tool_calls;    /* tool_calls, when an array */
+    json_object *function_call; /* function_call, when an object */
+    compass_usage usage;
+} oai_reply;
+
+/* Message content: a string, or the text of its parts joined. */
+static int read_content(const compass_host *h, compass_req *req, const oai_reply *r,
                         compass_chat_response *out)
 {
-    json_object *c = jget(msg, "content");
-    if (!c)
-        return COMPASS_OK;
-    if (json_object_is_type(c, json_type_string)) {
-        out->has_content = 1;
-        return dup_str(h, req, jstr(msg, "content"), &out->content);
-    }
-    if (json_object_is_type(c, json_type_array)) {
+    json_object *c = r->parts;
+    out->has_content = r->has_content;
+    if (c) {
         size_t i, n = json_object_array_length(c), total = 0, off = 0;
         char *buf;
         for (i = 0; i < n; i++)
             total += jstr(json_object_array_get_idx(c, i), "text").len;
-        out->has_content = 1;
         if (!total)
             return COMPASS_OK;
         buf = h->req_alloc(req, total + 1);
@@ -1368,8 +1385,9 @@ static int read_content(const compass_host *h, compass_req *req, json_object *ms
         buf[off] = '\0';
         out->content.ptr = buf;
         out->content.len = off;
+        return COMPASS_OK;
     }
-    return COMPASS_OK;
+    return dup_str(h, req, r->content, &out->content);
 }
 
 /* function.arguments is a string; some servers send an object: keep its JSON text. */
@@ -1386,13 +1404,13 @@ static compass_str args_of(json_object *fn)
     return r;
 }
 
-static int read_tool_calls(const compass_host *h, compass_req *req, json_object *msg,
+static int read_tool_calls(const compass_host *h, compass_req *req, const oai_reply *r,
                            compass_chat_response *out)
 {
-    json_object *tcs = jget(msg, "tool_calls"), *fc = jget(msg, "function_call");
+    json_object *tcs = r->tool_calls, *fc = r->function_call;
     size_t i, n;
     int rc;
-    if (tcs && json_object_is_type(tcs, json_type_array) && json_object_array_length(tcs)) {
+    if (tcs && json_object_array_length(tcs)) {
         n = json_object_array_length(tcs);
         out->tool_calls = h->req_alloc(req, n * sizeof(*out->tool_calls));
         if (!out->tool_calls)
@@ -1408,7 +1426,7 @@ static int read_tool_calls(const compass_host *h, compass_req *req, json_object 
                 return rc;
         }
         out->n_tool_calls = n;
-    } else if (fc && json_object_is_type(fc, json_type_object)) {
+    } else if (fc) {
         /* the legacy single function_call */
         out->tool_calls = h->req_alloc(req, sizeof(*out->tool_calls));
         if (!out->tool_calls)
@@ -1422,19 +1440,54 @@ static int read_tool_calls(const compass_host *h, compass_req *req, json_object 
     return COMPASS_OK;
 }
 
-int oai_wire_parse_response(const oai_wire *inst, compass_req *req,
-                            const compass_http_response *resp, compass_chat_response *out,
-                            compass_upstream_error *uerr, compass_err *err)
+/* Fills out from r, copying its strings into the request arena. */
+static int fill_response(const oai_wire *inst, compass_req *req, const oai_reply *r,
+                         compass_chat_response *out, compass_err *err)
 {
-    const compass_host *h;
-    json_object *root, *choices, *c0, *msg;
+    const compass_host *h = inst->h;
+    int rc;
+    memset(&out->id, 0, sizeof(*out) - offsetof(compass_chat_response, id));
+    rc = dup_str(h, req, r->id, &out->id);
+    if (!rc)
+        rc = dup_str(h, req, r->model, &out->model);
+    out->created = r->created;
+    if (!rc)
+        rc = read_content(h, req, r, out);
+    if (!rc)
+        rc = dup_str(h, req, r->refusal, &out->refusal);
+    if (!rc)
+        rc = read_tool_calls(h, req, r, out);
+    out->finish_reason = finish_from(r->finish);
+    out->usage = r->usage;
+    if (rc)
+        return err_fmt(err, COMPASS_ENOMEM, "%s: out of memory reading the response", inst->plugin);
+    if (r->n_choices > 1)
+        h->log(h, COMPASS_LOG_DEBUG, "deployment %s: %zu choices; only choice 0 is kept",
+               inst->name, r->n_choices);
+    return COMPASS_OK;
+}
+
+static int response_args_bad(const oai_wire *inst, compass_req *req,
+                             const compass_http_response *resp, compass_chat_response *out,
+                             compass_err *err)
+{
+    if (inst && req && resp && out)
+        return 0;
+    return err_fmt(err, COMPASS_EINVAL, "%s: parse_response: NULL argument", PLUGIN_OF(inst));
+}
+
+/* ---- the tree reader: json-c parses the whole body, and words every error */
+
+static int response_tree(const oai_wire *inst, compass_req *req,
+                         const compass_http_response *resp, compass_chat_response *out,
+                         compass_upstream_error *uerr, compass_err *err)
+{
+    const compass_host *h = inst->h;
+    json_object *root, *choices, *c0, *msg, *v;
+    oai_reply r;
     char why[128];
     int rc;
 
-    if (!inst || !req || !resp || !out)
-        return err_fmt(err, COMPASS_EINVAL, "%s: parse_response: NULL argument",
-                       PLUGIN_OF(inst));
-    h = inst->h;
     root = parse_json(resp->body.ptr, resp->body.len, why, sizeof(why));
     if (!root) {
         h->log(h, COMPASS_LOG_WARN, "deployment %s: HTTP %d response is not JSON: %s",
@@ -1479,26 +1532,31 @@ int oai_wire_parse_response(const oai_wire *inst, compass_req *req,
                        inst->name);
     }
 
-    memset(&out->id, 0, sizeof(*out) - offsetof(compass_chat_response, id));
-    rc = dup_str(h, req, jstr(root, "id"), &out->id);
-    if (!rc)
-        rc = dup_str(h, req, jstr(root, "model"), &out->model);
-    out->created = jint(root, "created");
-    if (!rc)
-        rc = read_content(h, req, msg, out);
-    if (!rc)
-        rc = dup_str(h, req, jstr(msg, "refusal"), &out->refusal);
-    if (!rc)
-        rc = read_tool_calls(h, req, msg, out);
-    out->finish_reason = finish_from(jstr(c0, "finish_reason"));
-    read_usage(jget(root, "usage"), &out->usage);
-    if (!rc && json_object_array_length(choices) > 1)
-        h->log(h, COMPASS_LOG_DEBUG, "deployment %s: %zu choices; only choice 0 is kept",
-               inst->name, json_object_array_length(choices));
+    memset(&r, 0, sizeof(r));
+    r.id = jstr(root, "id");
+    r.model = jstr(root, "model");
+    r.created = jint(root, "created");
+    r.n_choices = json_object_array_length(choices);
+    v = jget(msg, "content");
+    if (v && json_object_is_type(v, json_type_string)) {
+        r.has_content = 1;
+        r.content = jstr(msg, "content");
+    } else if (v && json_object_is_type(v, json_type_array)) {
+        r.has_content = 1;
+        r.parts = v;
+    }
+    r.refusal = jstr(msg, "refusal");
+    r.finish = jstr(c0, "finish_reason");
+    v = jget(msg, "tool_calls");
+    if (v && json_object_is_type(v, json_type_array))
+        r.tool_calls = v;
+    v = jget(msg, "function_call");
+    if (v && json_object_is_type(v, json_type_object))
+        r.function_call = v;
+    read_usage(jget(root, "usage"), &r.usage);
+    rc = fill_response(inst, req, &r, out, err);
     json_object_put(root);
-    if (rc)
-        return err_fmt(err, COMPASS_ENOMEM, "%s: out of memory reading the response", inst->plugin);
-    return COMPASS_OK;
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1708,32 +1766,41 @@ static int stream_event_tree(const oai_wire *inst, compass_req *req,
 
 /* ---- the scanner reader: walks the event in place, decodes only what a chunk keeps */
 
-/* Members of a choice (and of its delta) as the scanner found them; JS_NONE when absent. */
-typedef struct scan_choice {
-    js_val index, finish, delta;
-    js_val role, content, refusal, tool_calls, function_call;
-} scan_choice;
-
-static int scan_delta(json_scan *s, scan_choice *c)
+/* Reads the object that comes next, keeping the members named in keys[0..n) in slots (left
+ * JS_NONE when absent). -1 on bad JSON, an escaped key (it might spell a kept one) or a kept
+ * key that comes twice (json-c keeps the last). */
+static int scan_members(json_scan *s, const char *const *keys, js_val *slots, size_t n)
 {
     js_val k;
+    size_t i;
     int r;
     if (js_begin(s, '{'))
         return -1;
     while ((r = js_member(s, &k)) > 0) {
-        js_val *slot = js_key_is(&k, "content")         ? &c->content
-                       : js_key_is(&k, "role")          ? &c->role
-                       : js_key_is(&k, "refusal")       ? &c->refusal
-                       : js_key_is(&k, "tool_calls")    ? &c->tool_calls
-                       : js_key_is(&k, "function_call") ? &c->function_call
-                                                        : NULL;
-        if (k.escaped || (slot ? js_take(s, slot) : js_skip(s)))
+        if (k.escaped)
+            return -1;
+        for (i = 0; i < n && !js_key_is(&k, keys[i]); i++)
+            ;
+        if (i < n ? js_take(s, &slots[i]) : js_skip(s))
             return -1;
     }
     return r;
 }
 
-static int scan_choice_obj(json_scan *s, scan_choice *c)
+/* The members of a choice's delta (a chunk) or message (a response) that the readers keep. */
+enum { CM_ROLE, CM_CONTENT, CM_REFUSAL, CM_TOOL_CALLS, CM_FUNCTION_CALL, CM_N };
+static const char *const choice_keys[CM_N] = {"role", "content", "refusal", "tool_calls",
+                                              "function_call"};
+
+/* Members of a choice as the scanner found them; JS_NONE when absent. */
+typedef struct scan_choice {
+    js_val index, finish;
+    js_val inner;     /* the delta or the message (only its type when it is an object) */
+    js_val m[CM_N];   /* the members of inner, when it is an object */
+} scan_choice;
+
+/* A choice object; inner_key names its delta or message. */
+static int scan_choice_obj(json_scan *s, const char *inner_key, scan_choice *c)
 {
     js_val k;
     int r;
@@ -1743,14 +1810,14 @@ static int scan_choice_obj(json_scan *s, scan_choice *c)
     while ((r = js_member(s, &k)) > 0) {
         if (k.escaped)
             return -1;
-        if (js_key_is(&k, "delta")) {
-            if (c->delta.type != JS_NONE)
+        if (js_key_is(&k, inner_key)) {
+            if (c->inner.type != JS_NONE)
                 return -1;
             if (js_peek(s) == JS_OBJECT) {
-                c->delta.type = JS_OBJECT;
-                if (scan_delta(s, c))
+                c->inner.type = JS_OBJECT;
+                if (scan_members(s, choice_keys, c->m, CM_N))
                     return -1;
-            } else if (js_value(s, &c->delta)) {
+            } else if (js_value(s, &c->inner)) {
                 return -1;
             }
         } else if (js_key_is(&k, "index")) {
@@ -1767,15 +1834,19 @@ static int scan_choice_obj(json_scan *s, scan_choice *c)
 }
 
 /* choices: finds choice 0 as choice0() does (the first element whose index is 0 or absent;
- * none when an element before it is not an object). *found says whether c0 was filled. */
-static int scan_choices(json_scan *s, js_keep *keep, scan_choice *c0, int *found)
+ * none when an element before it is not an object). *found says whether c0 was filled;
+ * *count is the number of elements. */
+static int scan_choices(json_scan *s, js_keep *keep, const char *inner_key, scan_choice *c0,
+                        int *found, size_t *count)
 {
     int r, stop = 0;
     *found = 0;
+    *count = 0;
     if (js_begin(s, '['))
         return -1;
     while ((r = js_elem(s)) > 0) {
         int64_t ix = 0;
+        ++*count;
         if (stop) {
             if (js_skip(s))
                 return -1;
@@ -1787,7 +1858,7 @@ static int scan_choices(json_scan *s, js_keep *keep, scan_choice *c0, int *found
                 return -1;
             continue;
         }
-        if (scan_choice_obj(s, c0))
+        if (scan_choice_obj(s, inner_key, c0))
             return -1;
         if (c0->index.type == JS_NUMBER) {
             if (js_int64(keep, &c0->index, &ix))
@@ -1799,6 +1870,65 @@ static int scan_choices(json_scan *s, js_keep *keep, scan_choice *c0, int *found
             stop = *found = 1;
     }
     return r;
+}
+
+/* The top-level members of a chunk or a response that the readers look at. TM_EXTRA is the
+ * one member only one of them reads (a chunk's x_groq, a response's created). */
+enum { TM_ID, TM_MODEL, TM_OBJECT, TM_ERROR, TM_USAGE, TM_EXTRA, TM_N };
+
+typedef struct scan_top {
+    js_val m[TM_N];
+    js_type choices;  /* the type of choices (JS_NONE when absent) */
+    size_t n_choices; /* its elements, when an array */
+    int found;        /* choice 0 is there (an object): c0 holds it */
+    scan_choice c0;
+} scan_top;
+
+/* Walks a whole chunk or response body in place: the members of TM_*, extra naming TM_EXTRA,
+ * and choices for choice 0, whose delta or message inner_key names. -1 when the tree reader
+ * must take the body: not strict JSON, a duplicate or escaped key, an error (a non-null error
+ * member or object "error"). */
+static int scan_body(compass_str data, js_keep *keep, const char *extra, const char *inner_key,
+                     scan_top *t)
+{
+    const char *const keys[TM_N] = {"id", "model", "object", "error", "usage", extra};
+    const js_val *object = &t->m[TM_OBJECT], *error = &t->m[TM_ERROR];
+    json_scan s;
+    js_val k;
+    size_t i;
+    int r;
+
+    memset(t, 0, sizeof(*t));
+    if (data.len > (size_t)INT32_MAX)
+        return -1;
+    js_init(&s, data.ptr, data.len, OAI_JSON_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = js_member(&s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "choices")) {
+            if (t->choices != JS_NONE)
+                return -1;
+            t->choices = js_peek(&s);
+            if (t->choices == JS_ARRAY
+                    ? scan_choices(&s, keep, inner_key, &t->c0, &t->found, &t->n_choices)
+                    : js_skip(&s))
+                return -1;
+            continue;
+        }
+        for (i = 0; i < TM_N && !js_key_is(&k, keys[i]); i++)
+            ;
+        if (i < TM_N ? js_take(&s, &t->m[i]) : js_skip(&s))
+            return -1;
+    }
+    if (r < 0 || js_end(&s))
+        return -1;
+    /* an error: the tree reader words and classifies it */
+    if ((error->type != JS_NONE && error->type != JS_NULL) ||
+        (object->type == JS_STRING && (object->escaped || js_key_is(object, "error"))))
+        return -1;
+    return 0;
 }
 
 /* A string member as jstr() reads it: empty unless it is a string. */
@@ -1820,64 +1950,33 @@ static int scan_tree(js_keep *keep, const js_val *v, js_type t, json_object **ou
  * a duplicate or escaped key, a shape the scanner reader does not follow). */
 static int scan_chunk(compass_str data, js_keep *keep, oai_chunk *c)
 {
-    json_scan s;
-    js_val k, id = {0}, model = {0}, error = {0}, object = {0}, usage = {0}, groq = {0};
-    scan_choice c0;
-    int r, found = 0, seen_choices = 0;
+    scan_top t;
+    const scan_choice *c0 = &t.c0;
+    const js_val *usage = &t.m[TM_USAGE];
 
     memset(c, 0, sizeof(*c));
-    if (data.len > (size_t)INT32_MAX)
+    if (scan_body(data, keep, "x_groq", "delta", &t))
         return -1;
-    js_init(&s, data.ptr, data.len, OAI_JSON_DEPTH);
-    if (js_begin(&s, '{'))
+    if (scan_str(keep, &t.m[TM_ID], &c->id) || scan_str(keep, &t.m[TM_MODEL], &c->model))
         return -1;
-    while ((r = js_member(&s, &k)) > 0) {
-        js_val *slot = NULL;
-        if (k.escaped)
-            return -1;
-        if (js_key_is(&k, "choices")) {
-            if (seen_choices++)
-                return -1;
-            if (js_peek(&s) == JS_ARRAY ? scan_choices(&s, keep, &c0, &found) : js_skip(&s))
-                return -1;
-            continue;
-        }
-        slot = js_key_is(&k, "id")       ? &id
-               : js_key_is(&k, "model")  ? &model
-               : js_key_is(&k, "usage")  ? &usage
-               : js_key_is(&k, "object") ? &object
-               : js_key_is(&k, "error")  ? &error
-               : js_key_is(&k, "x_groq") ? &groq
-                                         : NULL;
-        if (slot ? js_take(&s, slot) : js_skip(&s))
-            return -1;
-    }
-    if (r < 0 || js_end(&s))
-        return -1;
-    /* an error event: the tree reader words and classifies it */
-    if ((error.type != JS_NONE && error.type != JS_NULL) ||
-        (object.type == JS_STRING && (object.escaped || js_key_is(&object, "error"))))
-        return -1;
-
-    if (scan_str(keep, &id, &c->id) || scan_str(keep, &model, &c->model))
-        return -1;
-    if (found) {
+    if (t.found) {
         c->has_choice = 1;
-        if (scan_str(keep, &c0.role, &c->role) || scan_str(keep, &c0.content, &c->content) ||
-            scan_str(keep, &c0.refusal, &c->refusal) ||
-            scan_str(keep, &c0.finish, &c->finish) ||
-            scan_tree(keep, &c0.tool_calls, JS_ARRAY, &c->tool_calls) ||
-            scan_tree(keep, &c0.function_call, JS_OBJECT, &c->function_call))
+        if (scan_str(keep, &c0->m[CM_ROLE], &c->role) ||
+            scan_str(keep, &c0->m[CM_CONTENT], &c->content) ||
+            scan_str(keep, &c0->m[CM_REFUSAL], &c->refusal) ||
+            scan_str(keep, &c0->finish, &c->finish) ||
+            scan_tree(keep, &c0->m[CM_TOOL_CALLS], JS_ARRAY, &c->tool_calls) ||
+            scan_tree(keep, &c0->m[CM_FUNCTION_CALL], JS_OBJECT, &c->function_call))
             return -1;
     }
-    if (usage.type == JS_NONE || usage.type == JS_NULL) {
+    if (usage->type == JS_NONE || usage->type == JS_NULL) {
         json_object *g;
-        if (scan_tree(keep, &groq, JS_OBJECT, &g))
+        if (scan_tree(keep, &t.m[TM_EXTRA], JS_OBJECT, &g))
             return -1;
         c->usage = jget(g, "usage");
         if (c->usage && !json_object_is_type(c->usage, json_type_object))
             c->usage = NULL;
-    } else if (scan_tree(keep, &usage, JS_OBJECT, &c->usage)) {
+    } else if (scan_tree(keep, usage, JS_OBJECT, &c->usage)) {
         return -1;
     }
     return 0;
@@ -1934,6 +2033,126 @@ int oai_wire_parse_stream_event_fast(const oai_wire *inst, compass_req *req,
     if (!event_json(inst, req, ev, err, &data, &rc))
         return rc;
     return stream_event_scan(inst, req, ev, data, err);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response: the scanner reader first, the tree reader for what it leaves             */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A number member as jint() reads it: 0 unless it is a number. */
+static int scan_int(js_keep *keep, const js_val *v, int64_t *out)
+{
+    *out = 0;
+    return v->type == JS_NUMBER ? js_int64(keep, v, out) : 0;
+}
+
+/* jint(jget(v, key)) for a value v the scanner has already walked whole. */
+static int scan_sub_int(js_keep *keep, const js_val *v, const char *key, int64_t *out)
+{
+    json_scan s;
+    js_val m = {0};
+    *out = 0;
+    if (v->type != JS_OBJECT)
+        return 0;
+    js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
+    return scan_members(&s, &key, &m, 1) || scan_int(keep, &m, out) ? -1 : 0;
+}
+
+/* read_usage() for a usage value the scanner has already walked whole. */
+static int scan_usage(js_keep *keep, const js_val *v, compass_usage *out)
+{
+    enum { U_PROMPT, U_COMPLETION, U_TOTAL, U_CACHE_HIT, U_PROMPT_DETAILS, U_COMPLETION_DETAILS,
+           U_N };
+    static const char *const keys[U_N] = {"prompt_tokens", "completion_tokens", "total_tokens",
+                                          "prompt_cache_hit_tokens", "prompt_tokens_details",
+                                          "completion_tokens_details"};
+    js_val m[U_N];
+    json_scan s;
+    int64_t cache_hit = 0;
+    memset(out, 0, sizeof(*out));
+    if (v->type != JS_OBJECT)
+        return 0;
+    memset(m, 0, sizeof(m));
+    js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
+    if (scan_members(&s, keys, m, U_N) || scan_int(keep, &m[U_PROMPT], &out->prompt_tokens) ||
+        scan_int(keep, &m[U_COMPLETION], &out->completion_tokens) ||
+        scan_int(keep, &m[U_TOTAL], &out->total_tokens) ||
+        scan_int(keep, &m[U_CACHE_HIT], &cache_hit) ||
+        scan_sub_int(keep, &m[U_PROMPT_DETAILS], "cached_tokens", &out->cached_tokens) ||
+        scan_sub_int(keep, &m[U_COMPLETION_DETAILS], "reasoning_tokens",
+                     &out->reasoning_tokens))
+        return -1;
+    usage_finish(out, cache_hit);
+    return 0;
+}
+
+/* Reads a chat.completion body into r; -1 when the tree reader must take it (not strict
+ * JSON, an error, a duplicate or escaped key, no choice 0 with a message object). */
+static int scan_response(compass_str body, js_keep *keep, oai_reply *r)
+{
+    scan_top t;
+    const scan_choice *c0 = &t.c0;
+    const js_val *content = &t.c0.m[CM_CONTENT];
+
+    memset(r, 0, sizeof(*r));
+    if (scan_body(body, keep, "created", "message", &t) || !t.found ||
+        c0->inner.type != JS_OBJECT)
+        return -1;
+    r->n_choices = t.n_choices;
+    r->has_content = content->type == JS_STRING || content->type == JS_ARRAY;
+    if (scan_str(keep, &t.m[TM_ID], &r->id) || scan_str(keep, &t.m[TM_MODEL], &r->model) ||
+        scan_int(keep, &t.m[TM_EXTRA], &r->created) || scan_str(keep, content, &r->content) ||
+        scan_tree(keep, content, JS_ARRAY, &r->parts) ||
+        scan_str(keep, &c0->m[CM_REFUSAL], &r->refusal) ||
+        scan_str(keep, &c0->finish, &r->finish) ||
+        scan_tree(keep, &c0->m[CM_TOOL_CALLS], JS_ARRAY, &r->tool_calls) ||
+        scan_tree(keep, &c0->m[CM_FUNCTION_CALL], JS_OBJECT, &r->function_call) ||
+        scan_usage(keep, &t.m[TM_USAGE], &r->usage))
+        return -1;
+    return 0;
+}
+
+static int response_scan(const oai_wire *inst, compass_req *req,
+                         const compass_http_response *resp, compass_chat_response *out,
+                         compass_err *err)
+{
+    js_keep keep;
+    oai_reply r;
+    int rc;
+    js_keep_init(&keep, OAI_JSON_DEPTH);
+    if (scan_response(resp->body, &keep, &r)) {
+        js_keep_release(&keep);
+        return OAI_WIRE_DECLINED;
+    }
+    rc = fill_response(inst, req, &r, out, err);
+    js_keep_release(&keep);
+    return rc;
+}
+
+int oai_wire_parse_response(const oai_wire *inst, compass_req *req,
+                            const compass_http_response *resp, compass_chat_response *out,
+                            compass_upstream_error *uerr, compass_err *err)
+{
+    int rc = response_args_bad(inst, req, resp, out, err);
+    if (!rc)
+        rc = response_scan(inst, req, resp, out, err);
+    return rc == OAI_WIRE_DECLINED ? response_tree(inst, req, resp, out, uerr, err) : rc;
+}
+
+int oai_wire_parse_response_full(const oai_wire *inst, compass_req *req,
+                                 const compass_http_response *resp, compass_chat_response *out,
+                                 compass_upstream_error *uerr, compass_err *err)
+{
+    int rc = response_args_bad(inst, req, resp, out, err);
+    return rc ? rc : response_tree(inst, req, resp, out, uerr, err);
+}
+
+int oai_wire_parse_response_fast(const oai_wire *inst, compass_req *req,
+                                 const compass_http_response *resp, compass_chat_response *out,
+                                 compass_err *err)
+{
+    int rc = response_args_bad(inst, req, resp, out, err);
+    return rc ? rc : response_scan(inst, req, resp, out, err);
 }
 
 /* ---------------------------------------------------------------------------------------- */

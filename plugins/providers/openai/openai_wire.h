@@ -81,7 +81,11 @@ int oai_wire_set_max_tokens_field(oai_wire *w, const char *value, compass_err *e
 /** build_request: POST url (NUL-terminated, copied) with the chat completions body. */
 int oai_wire_build_chat(const oai_wire *w, compass_req *req, const compass_chat_request *in,
                         const char *url, compass_http_request *out, compass_err *err);
-/** parse_response for a chat.completion body. */
+/** parse_response for a chat.completion body. The body is first read by the scanner reader
+ *  (common/json_scan.h: only what the response keeps is decoded, by json-c); what it leaves
+ *  (errors, bytes that are not strict JSON, duplicate or escaped keys, no choice 0 with a
+ *  message object) goes to the json-c tree reader, which reads every body the same way. Both
+ *  copy what they keep into the request arena. */
 int oai_wire_parse_response(const oai_wire *w, compass_req *req,
                             const compass_http_response *resp, compass_chat_response *out,
                             compass_upstream_error *uerr, compass_err *err);
@@ -93,10 +97,11 @@ int oai_wire_parse_stream_event(const oai_wire *w, compass_req *req,
                                 const compass_stream_event *ev, compass_upstream_error *uerr,
                                 compass_err *err);
 
-/* The two readers behind oai_wire_parse_stream_event, for the tests that compare them. */
+/* The two readers behind oai_wire_parse_stream_event and oai_wire_parse_response, for the
+ * tests that compare them. */
 
-/** What oai_wire_parse_stream_event_fast returns for an event it leaves to the tree reader
- *  (having emitted nothing). */
+/** What a scanner reader (oai_wire_parse_stream_event_fast, oai_wire_parse_response_fast)
+ *  returns for input it leaves to the tree reader (having emitted or filled nothing). */
 #define OAI_WIRE_DECLINED 2
 /** The json-c tree reader alone. */
 int oai_wire_parse_stream_event_full(const oai_wire *w, compass_req *req,
@@ -105,6 +110,15 @@ int oai_wire_parse_stream_event_full(const oai_wire *w, compass_req *req,
 /** The scanner reader alone: as oai_wire_parse_stream_event, or OAI_WIRE_DECLINED. */
 int oai_wire_parse_stream_event_fast(const oai_wire *w, compass_req *req,
                                      const compass_stream_event *ev, compass_err *err);
+/** parse_response's json-c tree reader alone. */
+int oai_wire_parse_response_full(const oai_wire *w, compass_req *req,
+                                 const compass_http_response *resp, compass_chat_response *out,
+                                 compass_upstream_error *uerr, compass_err *err);
+/** parse_response's scanner reader alone: as oai_wire_parse_response, or OAI_WIRE_DECLINED
+ *  (out untouched, nothing logged) for a body it leaves to the tree reader. */
+int oai_wire_parse_response_fast(const oai_wire *w, compass_req *req,
+                                 const compass_http_response *resp, compass_chat_response *out,
+                                 compass_err *err);
 /** classify_error for OpenAI-shaped (and compatible servers') error bodies. w may be NULL. */
 void oai_wire_classify_error(const oai_wire *w, compass_req *req,
                              const compass_http_response *resp, compass_upstream_error *u);

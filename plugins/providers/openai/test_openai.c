@@ -1519,3 +1519,458 @@ Test(openai, stream_readers_agree_on_the_wire_corpus)
     oai_wire_release(&wb);
     sd_close(&r);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response's two readers agree: the scanner reader (what parse_response tries first)  */
+/* against the json-c tree reader, on chat.completion bodies                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A case: a name, whether the scanner reader must take the body itself (1) or leave it to
+ * the tree reader (0), the HTTP status (0: 200) and the body. */
+typedef struct rd_case {
+    const char *name;
+    int fast;
+    int status;
+    const char *body;
+} rd_case;
+
+typedef struct rd_side {
+    compass_fakehost *fh;
+    oai_wire w;
+} rd_side;
+
+static void rd_open(rd_side *s)
+{
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    s->fh = compass_fakehost_new("openai");
+    cr_assert_not_null(s->fh);
+    cr_assert_eq(oai_wire_init(&s->w, compass_fakehost_host(s->fh), "openai", "dep1", &err), 0);
+}
+
+static void rd_close(rd_side *s)
+{
+    oai_wire_release(&s->w);
+    compass_fakehost_free(s->fh);
+}
+
+static void rd_str_same(const char *name, const char *what, compass_str a, compass_str b,
+                        const char *body)
+{
+    size_t bl = strlen(body);
+    cr_assert_eq(a.len, b.len, "%s: %s has %zu bytes (fast) vs %zu (full)", name, what, a.len,
+                 b.len);
+    cr_assert(a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0,
+              "%s: %s \"%.*s\" (fast) vs \"%.*s\" (full)", name, what, (int)a.len, a.ptr,
+              (int)b.len, b.ptr);
+    cr_assert_eq(a.ptr == NULL, b.ptr == NULL, "%s: %s: NULL (fast) %d vs (full) %d", name, what,
+                 a.ptr == NULL, b.ptr == NULL);
+    /* request-owned: copied into the arena, never a view of the body */
+    cr_assert(!a.ptr || a.ptr < body || a.ptr >= body + bl, "%s: %s borrows the body", name,
+              what);
+}
+
+static void rd_response_same(const char *name, const compass_chat_response *a,
+                             const compass_chat_response *b, const char *body)
+{
+    size_t i;
+    cr_assert_eq(a->size, b->size, "%s: size", name);
+    rd_str_same(name, "id", a->id, b->id, body);
+    rd_str_same(name, "model", a->model, b->model, body);
+    cr_assert_eq(a->created, b->created, "%s: created %lld vs %lld", name, (long long)a->created,
+                 (long long)b->created);
+    cr_assert_eq(a->has_content, b->has_content, "%s: has_content", name);
+    rd_str_same(name, "content", a->content, b->content, body);
+    rd_str_same(name, "refusal", a->refusal, b->refusal, body);
+    cr_assert_eq(a->n_tool_calls, b->n_tool_calls, "%s: %zu tool calls (fast) vs %zu (full)",
+                 name, a->n_tool_calls, b->n_tool_calls);
+    cr_assert_eq(a->tool_calls == NULL, b->tool_calls == NULL, "%s: tool_calls", name);
+    for (i = 0; i < a->n_tool_calls; i++) {
+        rd_str_same(name, "tool_calls[].id", a->tool_calls[i].id, b->tool_calls[i].id, body);
+        rd_str_same(name, "tool_calls[].name", a->tool_calls[i].name, b->tool_calls[i].name,
+                    body);
+        rd_str_same(name, "tool_calls[].arguments", a->tool_calls[i].arguments,
+                    b->tool_calls[i].arguments, body);
+    }
+    cr_assert_eq(a->finish_reason, b->finish_reason, "%s: finish_reason %d vs %d", name,
+                 a->finish_reason, b->finish_reason);
+    cr_assert_eq(a->usage.present, b->usage.present, "%s: usage.present", name);
+    cr_assert_eq(a->usage.prompt_tokens, b->usage.prompt_tokens, "%s: prompt", name);
+    cr_assert_eq(a->usage.completion_tokens, b->usage.completion_tokens, "%s: completion", name);
+    cr_assert_eq(a->usage.total_tokens, b->usage.total_tokens, "%s: total", name);
+    cr_assert_eq(a->usage.cached_tokens, b->usage.cached_tokens, "%s: cached", name);
+    cr_assert_eq(a->usage.reasoning_tokens, b->usage.reasoning_tokens, "%s: reasoning", name);
+}
+
+/* Runs body through the scanner reader (then the tree reader when it declines) on one side
+ * and the tree reader alone on the other; asserts the same answer, field by field, and the
+ * same log lines. Returns whether the scanner reader took the body. */
+static int rd_compare(rd_side *fa, rd_side *fb, const char *name, int status,
+                      const char *body)
+{
+    compass_http_response r = compass_fakehost_http(status ? status : 200, body);
+    compass_chat_response oa, ob, untouched;
+    compass_upstream_error ua, ub;
+    compass_err ea, eb;
+    compass_req *ra = compass_fakehost_req(fa->fh), *rb = compass_fakehost_req(fb->fh);
+    size_t la = strlen(compass_fakehost_log(fa->fh)), lb = strlen(compass_fakehost_log(fb->fh));
+    int a, b, taken = 1;
+
+    memset(&oa, 0x5a, sizeof(oa));
+    oa.size = sizeof(oa);
+    untouched = oa;
+    memset(&ob, 0, sizeof(ob));
+    ob.size = sizeof(ob);
+    memset(&ua, 0, sizeof(ua));
+    memset(&ub, 0, sizeof(ub));
+    memset(&ea, 0, sizeof(ea));
+    memset(&eb, 0, sizeof(eb));
+    a = oai_wire_parse_response_fast(&fa->w, ra, &r, &oa, &ea);
+    if (a == OAI_WIRE_DECLINED) {
+        taken = 0;
+        cr_assert(!memcmp(&oa, &untouched, sizeof(oa)), "%s: declined but wrote out", name);
+        cr_assert_eq(strlen(compass_fakehost_log(fa->fh)), la, "%s: declined but logged", name);
+        cr_assert_str_empty(ea.msg, "%s: declined with an error: %s", name, ea.msg);
+        memset(&oa, 0, sizeof(oa));
+        oa.size = sizeof(oa);
+        a = oai_wire_parse_response_full(&fa->w, ra, &r, &oa, &ua, &ea);
+    }
+    b = oai_wire_parse_response_full(&fb->w, rb, &r, &ob, &ub, &eb);
+    cr_assert_eq(a, b, "%s: rc %d (fast) vs %d (full): %s / %s", name, a, b, ea.msg, eb.msg);
+    cr_assert_str_eq(ea.msg, eb.msg, "%s: err", name);
+    cr_assert_eq(ua.outcome, ub.outcome, "%s: outcome", name);
+    cr_assert_eq(ua.http_status, ub.http_status, "%s: status", name);
+    cr_assert_eq(ua.retry_after_ms, ub.retry_after_ms, "%s: retry", name);
+    cr_assert_str_eq(ua.type, ub.type, "%s: type", name);
+    cr_assert_str_eq(ua.code, ub.code, "%s: code", name);
+    cr_assert_str_eq(ua.message, ub.message, "%s: message", name);
+    cr_assert_str_eq(compass_fakehost_log(fa->fh) + la, compass_fakehost_log(fb->fh) + lb,
+                     "%s: log", name);
+    if (a == COMPASS_OK)
+        rd_response_same(name, &oa, &ob, body);
+    cr_assert(!taken || a == COMPASS_OK, "%s: the scanner reader took a body it failed (%d)",
+              name, a);
+    return taken;
+}
+
+#define MSG(m) "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1741569952," \
+               "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":" m               \
+               ",\"logprobs\":null,\"finish_reason\":\"stop\"}]}"
+#define FIN(f) "{\"id\":\"f\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","  \
+               "\"content\":\"x\"},\"finish_reason\":" f "}]}"
+#define USE(u) "{\"id\":\"u\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"x\"}}]," \
+               "\"usage\":" u "}"
+#define CHS(c) "{\"id\":\"c\",\"choices\":" c "}"
+
+/* chat.completion bodies as api.openai.com, Azure OpenAI and compatible servers send them,
+ * then what goes wrong on the wire. */
+static const rd_case RD_CORPUS[] = {
+    {"plain", 1, 0, NULL /* RESP_PLAIN */},
+    {"docs_example", 1, 0,
+     "{\"id\":\"chatcmpl-123\",\"object\":\"chat.completion\",\"created\":1677652288,\"model\":"
+     "\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,"
+     "\"message\":{\"role\":\"assistant\",\"content\":\"\\n\\nHello there, how may I assist you "
+     "today?\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"service_tier\":\"default\","
+     "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21,"
+     "\"completion_tokens_details\":{\"reasoning_tokens\":0,\"accepted_prediction_tokens\":0,"
+     "\"rejected_prediction_tokens\":0}}}"},
+    /* api.openai.com pretty-prints its bodies */
+    {"pretty_printed", 1, 0,
+     "{\n  \"id\": \"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\n  \"object\": "
+     "\"chat.completion\",\n  \"created\": 1741570283,\n  \"model\": \"gpt-4o-2024-08-06\",\n"
+     "  \"choices\": [\n    {\n      \"index\": 0,\n      \"message\": {\n        \"role\": "
+     "\"assistant\",\n        \"content\": \"The image shows a wooden boardwalk extending "
+     "through a lush green marshland.\",\n        \"refusal\": null,\n        \"annotations\": "
+     "[]\n      },\n      \"logprobs\": null,\n      \"finish_reason\": \"stop\"\n    }\n  ],\n"
+     "  \"usage\": {\n    \"prompt_tokens\": 1117,\n    \"completion_tokens\": 46,\n    "
+     "\"total_tokens\": 1163,\n    \"prompt_tokens_details\": {\n      \"cached_tokens\": 0,\n"
+     "      \"audio_tokens\": 0\n    },\n    \"completion_tokens_details\": {\n      "
+     "\"reasoning_tokens\": 0,\n      \"audio_tokens\": 0,\n      "
+     "\"accepted_prediction_tokens\": 0,\n      \"rejected_prediction_tokens\": 0\n    }\n  },\n"
+     "  \"service_tier\": \"default\",\n  \"system_fingerprint\": \"fp_fc9f1d7035\"\n}\n"},
+    {"whitespace_everywhere", 1, 0,
+     " \r\n\t{ \"id\" :\"w\" , \"choices\" :\t[ { \"index\" : 0 , \"message\" : { \"content\""
+     " : \"spaced\" } , \"finish_reason\" : \"length\" } ] , \"usage\" : { \"prompt_tokens\""
+     " : 1 , \"prompt_tokens_details\" : { \"cached_tokens\" : 1 } } } \t\r\n"},
+    {"escapes_and_unicode", 1, 0,
+     MSG("{\"role\":\"assistant\",\"content\":\"a\\nb \\\"q\\\" back\\\\slash \\/ caf\\u00e9 "
+         "\\ud83d\\ude00 ctl\\u0001\\b\\f\\r\\t end\",\"refusal\":\"no\\u0000nul\"}")},
+    {"raw_utf8", 1, 0,
+     MSG("{\"role\":\"assistant\",\"content\":\"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac "
+         "\xf0\x9f\x98\x80 and a stray \xff byte\"}")},
+    {"lone_surrogates", 1, 0,
+     MSG("{\"content\":\"lone \\ud800 high, \\udc00 low, \\ud83d\\u0041 broken pair\"}")},
+    {"escaped_id_model_finish", 1, 0,
+     "{\"id\":\"id\\u002d1\",\"model\":\"gpt\\/4o\",\"created\":2,\"choices\":[{\"index\":0,"
+     "\"message\":{\"content\":\"x\"},\"finish_reason\":\"st\\u006fp\"}]}"},
+    {"refusal", 1, 0,
+     "{\"id\":\"chatcmpl-r\",\"object\":\"chat.completion\",\"created\":1,\"model\":"
+     "\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+     "\"content\":null,\"refusal\":\"I'm sorry, I cannot assist with that request.\"},"
+     "\"logprobs\":null,\"finish_reason\":\"stop\"}]}"},
+    {"tool_calls", 1, 0,
+     "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\",\"created\":1699896916,\"model\":"
+     "\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+     "null,\"tool_calls\":[{\"id\":\"call_abc123\",\"type\":\"function\",\"function\":{\"name\":"
+     "\"get_current_weather\",\"arguments\":\"{\\n\\\"location\\\": \\\"Boston, MA\\\"\\n}\"}},"
+     "{\"id\":\"call_def456\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+     "\"arguments\":\"{}\"}},{\"id\":\"call_ghi789\",\"type\":\"function\",\"function\":{\"name\":"
+     "\"search\",\"arguments\":\"{\\\"q\\\":\\\"caf\\u00e9\\\"}\"}}],\"refusal\":null,"
+     "\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":{"
+     "\"prompt_tokens\":82,\"completion_tokens\":17,\"total_tokens\":99}}"},
+    {"tool_calls_odd_elements", 1, 0,
+     MSG("{\"content\":\"\",\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"f\","
+         "\"arguments\":{\"obj\":[1,2.5,\"s\"]}}},7,null,{\"id\":\"c2\",\"function\":null},"
+         "{\"function\":{\"name\":\"g\"}},{\"id\":5,\"function\":{\"name\":[],\"arguments\":"
+         "null}}]}")},
+    {"function_call_legacy", 1, 0,
+     "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+     "null,\"function_call\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}},"
+     "\"finish_reason\":\"function_call\"}]}"},
+    {"function_call_object_arguments", 1, 0,
+     MSG("{\"function_call\":{\"name\":\"f\",\"arguments\":{\"a\":[true,null]}}}")},
+    {"function_call_not_an_object", 1, 0, MSG("{\"function_call\":\"f\"}")},
+    {"tool_calls_empty_then_function_call", 1, 0,
+     MSG("{\"tool_calls\":[],\"function_call\":{\"name\":\"legacy\"}}")},
+    {"tool_calls_null_then_function_call", 1, 0,
+     MSG("{\"tool_calls\":null,\"function_call\":{\"name\":\"legacy\"}}")},
+    {"tool_calls_and_function_call", 1, 0,
+     MSG("{\"tool_calls\":[{\"id\":\"t\",\"function\":{\"name\":\"new\"}}],\"function_call\":"
+         "{\"name\":\"old\"}}")},
+    {"tool_calls_not_an_array", 1, 0, MSG("{\"tool_calls\":{\"id\":\"t\"}}")},
+    {"finish_stop", 1, 0, FIN("\"stop\"")},
+    {"finish_length", 1, 0, FIN("\"length\"")},
+    {"finish_tool_calls", 1, 0, FIN("\"tool_calls\"")},
+    {"finish_function_call", 1, 0, FIN("\"function_call\"")},
+    {"finish_content_filter", 1, 0, FIN("\"content_filter\"")},
+    {"finish_error", 1, 0, FIN("\"error\"")},
+    {"finish_eos", 1, 0, FIN("\"eos\"")},
+    {"finish_end_turn", 1, 0, FIN("\"end_turn\"")},
+    {"finish_empty", 1, 0, FIN("\"\"")},
+    {"finish_null", 1, 0, FIN("null")},
+    {"finish_number", 1, 0, FIN("42")},
+    {"finish_object", 1, 0, FIN("{\"type\":\"stop\"}")},
+    {"usage_details", 1, 0,
+     USE("{\"prompt_tokens\":2006,\"completion_tokens\":300,\"total_tokens\":2306,"
+         "\"prompt_tokens_details\":{\"cached_tokens\":1920,\"audio_tokens\":0},"
+         "\"completion_tokens_details\":{\"reasoning_tokens\":256,\"audio_tokens\":0,"
+         "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}")},
+    {"usage_absent", 1, 0, MSG("{\"content\":\"no usage\"}")},
+    {"usage_null", 1, 0, USE("null")},
+    {"usage_not_an_object", 1, 0, USE("[1,2]")},
+    {"usage_number", 1, 0, USE("7")},
+    {"usage_empty", 1, 0, USE("{}")},
+    {"usage_no_total", 1, 0, USE("{\"prompt_tokens\":62,\"completion_tokens\":1000}")},
+    {"usage_deepseek_cache", 1, 0,
+     USE("{\"prompt_tokens\":5,\"prompt_cache_hit_tokens\":3,\"prompt_cache_miss_tokens\":2,"
+         "\"completion_tokens\":1,\"total_tokens\":6}")},
+    {"usage_cache_both", 1, 0,
+     USE("{\"prompt_cache_hit_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":4}}")},
+    {"usage_odd_numbers", 1, 0,
+     USE("{\"prompt_tokens\":1e3,\"completion_tokens\":1.5E-2,\"total_tokens\":-0,"
+         "\"prompt_tokens_details\":{\"cached_tokens\":2.9},\"completion_tokens_details\":"
+         "{\"reasoning_tokens\":-7}}")},
+    {"usage_huge_numbers", 1, 0,
+     USE("{\"prompt_tokens\":123456789012345678901,\"completion_tokens\":9223372036854775807,"
+         "\"total_tokens\":0,\"prompt_tokens_details\":{\"cached_tokens\":1E+400}}")},
+    {"usage_saturating_sum", 1, 0,
+     USE("{\"prompt_tokens\":-9223372036854775808,\"completion_tokens\":-5}")},
+    {"usage_wrong_types", 1, 0,
+     USE("{\"prompt_tokens\":\"7\",\"completion_tokens\":true,\"total_tokens\":null,"
+         "\"prompt_tokens_details\":null,\"completion_tokens_details\":[{\"reasoning_tokens\":"
+         "1}]}")},
+    {"usage_details_not_objects", 1, 0,
+     USE("{\"prompt_tokens\":1,\"prompt_tokens_details\":5,\"completion_tokens_details\":"
+         "\"x\"}")},
+    {"content_null", 1, 0, MSG("{\"role\":\"assistant\",\"content\":null}")},
+    {"content_absent", 1, 0, MSG("{\"role\":\"assistant\"}")},
+    {"content_empty", 1, 0, MSG("{\"content\":\"\"}")},
+    {"content_number", 1, 0, MSG("{\"content\":42}")},
+    {"content_object", 1, 0, MSG("{\"content\":{\"text\":\"no\"}}")},
+    {"content_parts", 1, 0,
+     MSG("{\"content\":[{\"type\":\"text\",\"text\":\"Hello, \"},{\"type\":\"image_url\"},7,"
+         "null,{\"type\":\"text\",\"text\":\"w\\u00f6rld\"},{\"text\":[]}]}")},
+    {"content_parts_no_text", 1, 0, MSG("{\"content\":[{\"type\":\"image_url\"}]}")},
+    {"content_parts_empty", 1, 0, MSG("{\"content\":[]}")},
+    {"azure", 1, 0,
+     "{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":"
+     "\"safe\"},\"protected_material_code\":{\"filtered\":false,\"detected\":false},"
+     "\"protected_material_text\":{\"filtered\":false,\"detected\":false},\"self_harm\":"
+     "{\"filtered\":false,\"severity\":\"safe\"},\"sexual\":{\"filtered\":false,\"severity\":"
+     "\"safe\"},\"violence\":{\"filtered\":false,\"severity\":\"safe\"}},\"finish_reason\":"
+     "\"stop\",\"index\":0,\"logprobs\":null,\"message\":{\"content\":\"Azure OpenAI Service "
+     "is a cloud service.\",\"refusal\":null,\"role\":\"assistant\"}}],\"created\":1724285045,"
+     "\"id\":\"chatcmpl-A0hW9ZdoPNYnB9Kq2Hkx5BCxqwFUQ\",\"model\":\"gpt-4o-2024-05-13\","
+     "\"object\":\"chat.completion\",\"prompt_filter_results\":[{\"prompt_index\":0,"
+     "\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
+     "\"jailbreak\":{\"filtered\":false,\"detected\":false},\"self_harm\":{\"filtered\":false,"
+     "\"severity\":\"safe\"},\"sexual\":{\"filtered\":false,\"severity\":\"safe\"},"
+     "\"violence\":{\"filtered\":false,\"severity\":\"safe\"}}}],\"system_fingerprint\":"
+     "\"fp_abc28019ad\",\"usage\":{\"completion_tokens\":22,\"prompt_tokens\":18,"
+     "\"total_tokens\":40,\"completion_tokens_details\":{\"reasoning_tokens\":0},"
+     "\"prompt_tokens_details\":{\"cached_tokens\":0}}}"},
+    {"azure_content_filtered", 1, 0,
+     "{\"choices\":[{\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":"
+     "\"safe\"},\"violence\":{\"filtered\":true,\"severity\":\"medium\"}},\"finish_reason\":"
+     "\"content_filter\",\"index\":0,\"message\":{\"role\":\"assistant\"}}],\"created\":1,"
+     "\"id\":\"chatcmpl-cf\",\"model\":\"gpt-4o\",\"object\":\"chat.completion\","
+     "\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}],"
+     "\"usage\":{\"completion_tokens\":5,\"prompt_tokens\":10,\"total_tokens\":15}}"},
+    {"annotations_audio_logprobs", 1, 0,
+     "{\"id\":\"chatcmpl-l\",\"object\":\"chat.completion\",\"created\":1702685778,\"model\":"
+     "\"gpt-4o-search-preview\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+     "\"content\":\"See [example](https://e.x).\",\"annotations\":[{\"type\":\"url_citation\","
+     "\"url_citation\":{\"end_index\":26,\"start_index\":4,\"title\":\"E\",\"url\":"
+     "\"https://e.x\"}}],\"audio\":{\"id\":\"audio_1\",\"data\":\"UklGRg==\",\"expires_at\":1,"
+     "\"transcript\":\"t\"}},\"logprobs\":{\"content\":[{\"token\":\"Hello\",\"logprob\":"
+     "-0.31725305,\"bytes\":[72,101,108,108,111],\"top_logprobs\":[{\"token\":\"Hello\","
+     "\"logprob\":-0.31725305,\"bytes\":[72,101,108,108,111]},{\"token\":\"Hi\",\"logprob\":"
+     "-1.3190403,\"bytes\":null}]}],\"refusal\":null},\"finish_reason\":\"stop\"}],\"usage\":{"
+     "\"prompt_tokens\":9,\"completion_tokens\":9,\"total_tokens\":18}}"},
+    {"unknown_members", 1, 0,
+     "{\"extra\":[[1,[2,{}]],{\"a\":[]},\"s\",true,false,null,-0.5e+3,1E+400],\"id\":\"u\","
+     "\"choices\":[{\"index\":0,\"message\":{\"content\":\"hi\",\"reasoning_content\":"
+     "\"think\",\"x\":{\"y\":[{}]}},\"finish_reason\":\"stop\",\"matched_stop\":null,"
+     "\"stop_reason\":2}],\"error\":null,\"object\":null,\"service_tier\":\"default\","
+     "\"x_groq\":{\"usage\":{\"prompt_tokens\":1}},\"kv_transfer_params\":null}"},
+    {"created_odd", 1, 0,
+     "{\"id\":\"t\",\"created\":1.7e9,\"choices\":[{\"message\":{\"content\":\"x\"}}]}"},
+    {"created_string", 1, 0,
+     "{\"id\":7,\"model\":null,\"created\":\"1741569952\",\"choices\":[{\"message\":{}}]}"},
+    {"object_not_error", 1, 0,
+     "{\"object\":\"errors\",\"choices\":[{\"message\":{\"content\":\"fine\"}}]}"},
+    {"n3_choices", 1, 0,
+     "{\"id\":\"n\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"zero\"},"
+     "\"finish_reason\":\"stop\"},{\"index\":1,\"message\":{\"content\":\"one\"},"
+     "\"finish_reason\":\"length\"},{\"index\":2,\"message\":{\"content\":\"two\"},"
+     "\"finish_reason\":\"stop\"}]}"},
+    {"choices_out_of_order", 1, 0,
+     "{\"choices\":[{\"index\":1,\"message\":{\"content\":\"one\"}},{\"index\":0,\"message\":"
+     "{\"content\":\"zero\"},\"finish_reason\":\"length\"},{\"index\":0,\"message\":"
+     "{\"content\":\"again\"}}]}"},
+    {"choice_without_index", 1, 0,
+     "{\"choices\":[{\"message\":{\"content\":\"no index\"},\"finish_reason\":\"stop\"}]}"},
+    {"choice_index_null", 1, 0, CHS("[{\"index\":null,\"message\":{\"content\":\"n\"}}]")},
+    {"choice_index_minus_zero", 1, 0, CHS("[{\"index\":-0,\"message\":{\"content\":\"m\"}}]")},
+    {"choice_index_doubles", 1, 0,
+     CHS("[{\"index\":1e0,\"message\":{\"content\":\"1e0\"}},{\"index\":0.9,\"message\":"
+         "{\"content\":\"0.9\"}}]")},
+    {"choice_index_huge", 1, 0,
+     CHS("[{\"index\":18446744073709551616,\"message\":{\"content\":\"big\"}},{\"message\":"
+         "{\"content\":\"next\"}}]")},
+    {"other_status", 1, 201, MSG("{\"content\":\"created\"}")},
+    /* errors: the tree reader words them */
+    {"error_in_200", 0, 0,
+     "{\"error\":{\"message\":\"The server had an error while processing your request. Sorry "
+     "about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}"},
+    {"error_with_choices", 0, 0,
+     "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"x\"}}],\"error\":"
+     "{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\","
+     "\"param\":\"model\"}}"},
+    {"error_string", 0, 0, "{\"error\":\"overloaded\",\"error_type\":\"overloaded\"}"},
+    {"error_false", 0, 0, "{\"error\":false,\"choices\":[{\"message\":{}}]}"},
+    {"error_vllm_object", 0, 400,
+     "{\"object\":\"error\",\"message\":\"bad\",\"type\":\"BadRequestError\",\"code\":400}"},
+    {"error_object_escaped", 0, 0,
+     "{\"object\":\"err\\u006fr\",\"choices\":[{\"message\":{\"content\":\"x\"}}]}"},
+    {"error_fastapi_detail", 0, 422, "{\"detail\":[{\"loc\":[\"body\"],\"msg\":\"bad\"}]}"},
+    {"error_status_500", 0, 500, "{\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}"},
+    /* shapes the tree reader refuses */
+    {"choices_absent", 0, 0, "{\"id\":\"x\"}"},
+    {"choices_null", 0, 0, CHS("null")},
+    {"choices_empty", 0, 0, CHS("[]")},
+    {"choices_object", 0, 0, CHS("{\"0\":{\"message\":{}}}")},
+    {"choices_first_not_object", 0, 0, CHS("[7,{\"index\":0,\"message\":{\"content\":\"z\"}}]")},
+    {"choices_null_element", 0, 0,
+     CHS("[{\"index\":1,\"message\":{}},null,{\"index\":0,\"message\":{}}]")},
+    {"choices_no_zero", 0, 0, CHS("[{\"index\":1,\"message\":{\"content\":\"one\"}}]")},
+    {"message_absent", 0, 0, CHS("[{\"index\":0,\"text\":\"completions API\"}]")},
+    {"message_null", 0, 0, CHS("[{\"index\":0,\"message\":null}]")},
+    {"message_string", 0, 0, CHS("[{\"index\":0,\"message\":\"hi\"}]")},
+    {"not_json_html", 0, 502, "<html><body>Bad Gateway</body></html>"},
+    {"not_json_empty", 0, 0, ""},
+    {"not_json_blank", 0, 0, " \n"},
+    {"not_an_object_array", 0, 0, "[1,2]"},
+    {"not_an_object_null", 0, 0, "null"},
+    {"not_an_object_string", 0, 0, "\"chat.completion\""},
+    {"truncated", 0, 0, "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"ab"},
+    {"trailing_bytes", 0, 0, "{\"id\":\"x\",\"choices\":[{\"message\":{}}]} {}"},
+    {"trailing_comma", 0, 0, CHS("[{\"message\":{\"content\":\"tc\"},}]")},
+    {"trailing_comma_skipped_member", 0, 0,
+     "{\"choices\":[{\"message\":{\"content\":\"c\"}}],\"logprobs\":{\"content\":[1,],}}"},
+    {"raw_control_character", 0, 0, MSG("{\"content\":\"tab\there\"}")},
+    {"bad_escape", 0, 0, MSG("{\"content\":\"\\x41\"}")},
+    {"leading_zero", 0, 0, "{\"created\":017,\"choices\":[{\"message\":{}}]}"},
+    {"nan", 0, 0, "{\"created\":NaN,\"choices\":[{\"message\":{}}]}"},
+    {"single_quotes", 0, 0, "{'choices':[{'message':{'content':'q'}}]}"},
+    {"comment", 0, 0, "{/* c */\"choices\":[{\"message\":{\"content\":\"c\"}}]}"},
+    {"literal_case", 0, 0, CHS("[{\"message\":{\"content\":\"t\"},\"x\":True}]")},
+    {"duplicate_choices", 0, 0,
+     "{\"choices\":[{\"message\":{\"content\":\"first\"}}],\"choices\":[{\"message\":"
+     "{\"content\":\"second\"}}]}"},
+    {"duplicate_content", 0, 0, MSG("{\"content\":\"a\",\"content\":\"b\"}")},
+    {"duplicate_id", 0, 0, "{\"id\":\"1\",\"id\":\"2\",\"choices\":[{\"message\":{}}]}"},
+    {"duplicate_message", 0, 0,
+     CHS("[{\"message\":{\"content\":\"a\"},\"message\":{\"content\":\"b\"}}]")},
+    {"duplicate_usage_detail", 0, 0,
+     USE("{\"prompt_tokens_details\":{\"cached_tokens\":1,\"cached_tokens\":2}}")},
+    {"escaped_key", 0, 0, MSG("{\"con\\u0074ent\":\"escaped key\"}")},
+    {"escaped_top_key", 0, 0, "{\"\\u0069d\":\"x\",\"choices\":[{\"message\":{}}]}"},
+    {"escaped_usage_key", 0, 0, USE("{\"prompt\\u005ftokens\":3}")},
+    {"index_string", 0, 0, CHS("[{\"index\":\"0\",\"message\":{\"content\":\"s\"}}]")},
+    {"index_bool", 0, 0, CHS("[{\"index\":false,\"message\":{\"content\":\"b\"}}]")},
+};
+
+Test(openai, response_readers_agree_on_the_wire_corpus)
+{
+    static const char head[] = "{\"choices\":[{\"message\":{\"content\":\"deep\"}}],\"x\":";
+    char at[600], over[600];
+    rd_side fa, fb;
+    size_t i, n = sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]), fast = 0;
+    rd_open(&fa);
+    rd_open(&fb);
+    for (i = 0; i < n; i++) {
+        const rd_case *c = &RD_CORPUS[i];
+        int taken = rd_compare(&fa, &fb, c->name, c->status, c->body ? c->body : RESP_PLAIN);
+        cr_assert_eq(taken, c->fast, "%s: the scanner reader %s the body", c->name,
+                     taken ? "took" : "left");
+        fast += (size_t)taken;
+    }
+    cr_assert_gt(fast, 60);
+    /* the root object and 127 arrays are json-c's 128 levels; one more is past them
+     * (sd_nested writes an SSE event: skip its "data: "; the blank line is whitespace) */
+    cr_assert(rd_compare(&fa, &fb, "depth_at_limit", 0,
+                         sd_nested(at, sizeof(at), head, 127, "}") + 6));
+    cr_assert(!rd_compare(&fa, &fb, "depth_over_limit", 0,
+                          sd_nested(over, sizeof(over), head, 128, "}") + 6));
+    rd_close(&fa);
+    rd_close(&fb);
+}
+
+/* Every proper prefix of a body is left to the tree reader, which answers as it always did. */
+Test(openai, response_readers_agree_on_truncated_bodies)
+{
+    rd_side fa, fb;
+    size_t i;
+    rd_open(&fa);
+    rd_open(&fb);
+    for (i = 0; i < sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]); i++) {
+        const rd_case *c = &RD_CORPUS[i];
+        const char *body = c->body ? c->body : RESP_PLAIN;
+        size_t len = strlen(body), k;
+        char buf[4096];
+        if (!c->fast)
+            continue;
+        while (len && strchr(" \t\r\n", body[len - 1]))
+            len--;
+        cr_assert_lt(len, sizeof(buf));
+        for (k = 0; k < len; k++) {
+            memcpy(buf, body, k);
+            buf[k] = '\0';
+            cr_assert(!rd_compare(&fa, &fb, c->name, 200, buf), "%s: prefix of %zu bytes taken",
+                      c->name, k);
+        }
+    }
+    rd_close(&fa);
+    rd_close(&fb);
+}
