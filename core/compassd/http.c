@@ -66,9 +66,6 @@ struct conn {
     int watched;
     cpd_anth_stream *anth;  /* /v1/messages streams: canonical deltas -> Anthropic events */
     int anth_failed;        /* an error event was sent */
-    compass_header meta[MAX_META]; /* x-compass-* request headers, for routers */
-    size_t n_meta;
-    cps_buf meta_text;
 };
 
 /* ---- small helpers ---- */
@@ -82,7 +79,6 @@ static void conn_unref(struct conn *c)
         return;
     cps_buf_free(&c->body);
     cps_buf_free(&c->out);
-    cps_buf_free(&c->meta_text);
     cpd_anth_stream_free(c->anth);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -403,7 +399,7 @@ static enum MHD_Result queue_answer(struct conn *c)
     if (c->stream) {
         c->refs++;
         /* SSE events are small; MHD allocates one block per stream */
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_reader, c,
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 512, stream_reader, c,
                                               stream_free);
         if (!r) {
             c->refs--;
@@ -482,12 +478,20 @@ static enum MHD_Result serve_get(cpd_http *h, struct MHD_Connection *mc, enum en
     return r;
 }
 
+/* x-compass-* request headers, for routers: the engine copies them at submit, so they live on
+ * the submitting stack (not in the connection, which a long stream keeps for its duration). */
+struct meta {
+    compass_header meta[MAX_META];
+    size_t n_meta;
+    cps_buf meta_text;
+};
+
 /* Collects x-compass-<name> request headers as metadata name/value pairs. */
 static enum MHD_Result collect_meta(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
 {
     (void)kind;
-    struct conn *c = cls;
+    struct meta *c = cls;
     if (!key || !value || strncasecmp(key, "x-compass-", 10) || c->n_meta >= MAX_META)
         return MHD_YES;
     size_t kl = strlen(key + 10), vl = strlen(value);
@@ -550,15 +554,18 @@ static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
     }
     rq.request_id = c->request_id;
     rq.endpoint = c->ep == EP_EMBED ? COMPASS_ENDPOINT_EMBEDDINGS : COMPASS_ENDPOINT_CHAT;
-    MHD_get_connection_values(c->mhd, MHD_HEADER_KIND, collect_meta, c);
-    if (c->meta_text.oom)
-        c->n_meta = 0;
-    for (size_t i = 0; i < c->n_meta; i++) {
-        c->meta[i].name.ptr = c->meta_text.ptr + (uintptr_t)c->meta[i].name.ptr;
-        c->meta[i].value.ptr = c->meta_text.ptr + (uintptr_t)c->meta[i].value.ptr;
+    struct meta m;
+    m.n_meta = 0;
+    cps_buf_init(&m.meta_text);
+    MHD_get_connection_values(c->mhd, MHD_HEADER_KIND, collect_meta, &m);
+    if (m.meta_text.oom)
+        m.n_meta = 0;
+    for (size_t i = 0; i < m.n_meta; i++) {
+        m.meta[i].name.ptr = m.meta_text.ptr + (uintptr_t)m.meta[i].name.ptr;
+        m.meta[i].value.ptr = m.meta_text.ptr + (uintptr_t)m.meta[i].value.ptr;
     }
-    rq.metadata = c->meta;
-    rq.n_metadata = c->n_meta;
+    rq.metadata = m.meta;
+    rq.n_metadata = m.n_meta;
     c->submitted = 1;
     pthread_mutex_lock(&c->mu);
     c->refs++; /* the engine's */
@@ -568,6 +575,7 @@ static enum MHD_Result submit_chat(cpd_http *h, struct conn *c)
         rq.explain = 1;
     compass_engine_call *call = NULL;
     int rc = compass_engine_submit(h->e, &rq, c->ep == EP_MESSAGES ? &anth_cb : &cb, c, &call);
+    cps_buf_free(&m.meta_text);
     cps_buf_free(&translated);
     cps_buf_free(&c->body); /* the engine keeps its own copy */
     if (rc) {
@@ -609,7 +617,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char 
         pthread_mutex_init(&c->mu, NULL);
         cps_buf_init(&c->body);
         cps_buf_init(&c->out);
-        cps_buf_init(&c->meta_text);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
@@ -792,7 +799,7 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
                             MHD_OPTION_NOTIFY_COMPLETED, completed, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8 * 1024,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)6 * 1024,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
     if (!h->d) {

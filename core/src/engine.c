@@ -983,6 +983,11 @@ static void plan(compass_engine_call *c)
     cps_route *r = c->route;
     cps_target *elig[64];
     size_t n = 0;
+    /* room for every candidate (a call in flight keeps only what its route needs) */
+    size_t cap = r->n < 64 ? (r->n ? r->n : 1) : 64;
+    c->order = cps_arena_alloc(c->arena, cap * sizeof(*c->order));
+    if (!c->order)
+        return; /* no candidate: answered as "no enabled deployment" */
     int64_t est = c->kind == COMPASS_ENDPOINT_CHAT ? cps_estimate_prompt_tokens(&c->req, NULL)
                                                    : 0;
     for (size_t i = 0; i < r->n && i < 64; i++) {
@@ -1293,6 +1298,7 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
                                             (size_t)(slash - c->route_name), slash + 1)
                               : NULL;
         if (t && t->dep->enabled) {
+            c->order = c->one_target;
             c->order[0] = t;
             c->n_order = 1;
         } else {

@@ -124,7 +124,8 @@ struct compass_engine_call {
 
     /* the plan */
     cps_route *route;
-    cps_target *order[64];
+    cps_target **order;       /* arena, or one_target; up to 64 */
+    cps_target *one_target[1];
     size_t n_order, next;
     int max_attempts;
 
@@ -142,7 +143,7 @@ struct compass_engine_call {
     uint64_t attempt_start_ns, first_byte_ns, last_byte_ns;
     int stream_ended, saw_finish;
     int attempt_failed;
-    compass_upstream_error fail_uerr;
+    compass_upstream_error *fail_uerr; /* arena, made when an attempt fails */
     const char *fail_what;
     int probe;              /* this attempt is its target's half-open probe */
     int round;              /* retry round over the candidates */
@@ -181,7 +182,7 @@ struct compass_engine_call {
     compass_usage usage;
     size_t out_chars;
     cps_buf chunk;
-    cps_attempt_log log[CPS_MAX_ATTEMPTS];
+    cps_attempt_log *log;   /* arena, CPS_MAX_ATTEMPTS entries, made on first use */
     int n_log;
     int finished;
 

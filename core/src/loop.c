@@ -76,6 +76,17 @@ static void attempts_text(compass_engine_call *c, cps_buf *b)
     }
 }
 
+/* The next free entry of the call's attempt log, or NULL when it is full. The log is made on
+ * first use, in the call's arena: a stream in flight has logged nothing yet. */
+static cps_attempt_log *log_slot(compass_engine_call *c)
+{
+    if (c->n_log >= CPS_MAX_ATTEMPTS)
+        return NULL;
+    if (!c->log && !(c->log = cps_arena_alloc(c->arena, CPS_MAX_ATTEMPTS * sizeof(*c->log))))
+        return NULL;
+    return &c->log[c->n_log++];
+}
+
 static void finish(compass_engine_call *c, int status, int rc, const char *body, size_t len)
 {
     if (c->finished)
@@ -205,10 +216,10 @@ static int speak(compass_engine_call *c, int success)
     p->claimed = mine;
     if (other_running) {
         /* keep the loser's attempts in the winner's log: both were paid for */
-        for (int i = 0; i < other->n_log && c->n_log < CPS_MAX_ATTEMPTS; i++)
-            c->log[c->n_log++] = other->log[i];
-        if (other->target && c->n_log < CPS_MAX_ATTEMPTS) {
-            cps_attempt_log *l = &c->log[c->n_log++];
+        cps_attempt_log *l;
+        for (int i = 0; i < other->n_log && (l = log_slot(c)); i++)
+            *l = other->log[i];
+        if (other->target && (l = log_slot(c))) {
             l->target = other->target->id;
             snprintf(l->what, sizeof(l->what), "hedge_lost");
             l->status = 0;
@@ -430,9 +441,9 @@ static void end_attempt(compass_engine_call *c, int ok, int counts)
 
 static void log_attempt(compass_engine_call *c, const char *what, int status, int kind)
 {
-    if (c->n_log >= CPS_MAX_ATTEMPTS)
+    cps_attempt_log *l = log_slot(c);
+    if (!l)
         return;
-    cps_attempt_log *l = &c->log[c->n_log++];
     l->target = c->target ? c->target->id : "?";
     snprintf(l->what, sizeof(l->what), "%s", what);
     l->status = status;
@@ -796,6 +807,25 @@ static void attempt_failure(compass_engine_call *c, const compass_upstream_error
 
 /* ---- curl callbacks ---- */
 
+/* The attempt's failure record: made on first use, in the call's arena (most calls never fail,
+ * and a call in flight should stay small), as a retryable 502 for the caller to refine. */
+static compass_upstream_error *fail_rec(compass_engine_call *c)
+{
+    if (!c->fail_uerr)
+        c->fail_uerr = cps_arena_alloc(c->arena, sizeof(*c->fail_uerr));
+    if (c->fail_uerr)
+        compass_uerr_init(c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+    return c->fail_uerr;
+}
+
+/* The failure record to report (a plain retryable 502 when there was no memory for one). */
+static const compass_upstream_error *fail_of(compass_engine_call *c)
+{
+    static const compass_upstream_error plain = {sizeof(compass_upstream_error),
+                                                 COMPASS_OUTCOME_RETRYABLE, 502, -1, "", "", ""};
+    return c->fail_uerr ? c->fail_uerr : &plain;
+}
+
 static int on_event(void *ud, const compass_stream_event *ev)
 {
     compass_engine_call *c = ud;
@@ -816,12 +846,15 @@ static int on_event(void *ud, const compass_stream_event *ev)
     if (rc == COMPASS_EUPSTREAM) {
         if (u.outcome == COMPASS_OUTCOME_OK)
             u.outcome = COMPASS_OUTCOME_RETRYABLE;
-        c->fail_uerr = u;
+        compass_upstream_error *f = fail_rec(c);
+        if (f)
+            *f = u;
         c->fail_what = "error event in stream";
     } else {
-        compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
-        compass_copy_fixed(c->fail_uerr.message, sizeof(c->fail_uerr.message),
-                           compass_str_c(err.msg[0] ? err.msg : compass_strerror(rc)));
+        compass_upstream_error *f = fail_rec(c);
+        if (f)
+            compass_copy_fixed(f->message, sizeof(f->message),
+                               compass_str_c(err.msg[0] ? err.msg : compass_strerror(rc)));
         c->fail_what = rc == COMPASS_ELIMIT ? "stream event too large" : "invalid stream event";
     }
     return rc;
@@ -846,14 +879,14 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
         int rc = cps_sse_feed(&c->sse, ptr, n, on_event, c);
         if (rc && !c->attempt_failed) {
             c->attempt_failed = 1;
-            compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+            fail_rec(c);
             c->fail_what = rc == COMPASS_ELIMIT ? "stream event too large" : "out of memory";
         }
         return c->attempt_failed ? 0 : n;
     }
     if (c->body.len + n > MAX_BODY) {
         c->attempt_failed = 1;
-        compass_uerr_init(&c->fail_uerr, COMPASS_OUTCOME_RETRYABLE, 502);
+        fail_rec(c);
         c->fail_what = "upstream response larger than 32 MiB";
         return 0;
     }
@@ -1137,7 +1170,7 @@ static void on_done_transfer(compass_engine_call *c, CURLcode res)
     }
     compass_upstream_error u;
     if (c->attempt_failed) {
-        attempt_failure(c, &c->fail_uerr, c->fail_what ? c->fail_what : "upstream failed");
+        attempt_failure(c, fail_of(c), c->fail_what ? c->fail_what : "upstream failed");
         return;
     }
     if (res != CURLE_OK) {
@@ -1174,7 +1207,7 @@ static void on_done_transfer(compass_engine_call *c, CURLcode res)
     if (c->req.stream && c->hreq.stream_format != COMPASS_STREAM_NONE) {
         cps_sse_finish(&c->sse, on_event, c);
         if (c->attempt_failed) {
-            attempt_failure(c, &c->fail_uerr, c->fail_what ? c->fail_what : "upstream failed");
+            attempt_failure(c, fail_of(c), c->fail_what ? c->fail_what : "upstream failed");
         } else if (c->stream_ended || c->saw_finish) {
             success_stream(c);
         } else {
@@ -1395,6 +1428,7 @@ static void spawn_hedge(compass_engine_call *p)
     cps_buf_init(&h->body);
     cps_buf_init(&h->hdrs);
     cps_buf_init(&h->chunk);
+    h->order = h->one_target;
     h->order[0] = t;
     h->n_order = 1;
     h->max_attempts = 1;
@@ -1546,6 +1580,7 @@ static void spawn_check(cps_loop *lp, cps_gen *g, cps_target *t)
     cps_buf_init(&c->body);
     cps_buf_init(&c->hdrs);
     cps_buf_init(&c->chunk);
+    c->order = c->one_target;
     c->order[0] = t;
     c->n_order = 1;
     c->max_attempts = 1;

@@ -679,6 +679,26 @@ Test(integration, two_event_loops_share_one_port_and_one_set_of_metrics)
     cr_assert_eq(th_stop(&d2, SIGTERM, 5000), 0, "compassd did not exit cleanly");
 }
 
+/* Request headers: 4 KiB of them (a long bearer token, say) are served; 16 KiB get 431 and
+ * the daemon keeps serving. */
+Test(integration, large_request_headers_are_served_and_oversized_ones_get_431)
+{
+    static char big[4200], huge[16500];
+    snprintf(big, sizeof(big), "authorization: Bearer %0*d", 4000, 7);
+    snprintf(huge, sizeof(huge), "x-padding: %0*d", 16384, 7);
+    const char *h1[] = {big, NULL}, *h2[] = {huge, NULL};
+    th_resp r;
+    th_http(cd.port, "POST", "/v1/chat/completions", chat("one", "big headers", 0), h1, 0, &r);
+    cr_assert_eq(r.status, 200, "4 KiB of headers: HTTP %ld: %s", r.status, r.body);
+    th_resp_free(&r);
+    th_http(cd.port, "POST", "/v1/chat/completions", chat("one", "huge headers", 0), h2, 0, &r);
+    cr_assert_eq(r.status, 431, "16 KiB of headers: HTTP %ld", r.status);
+    th_resp_free(&r);
+    th_http(cd.port, "POST", "/v1/chat/completions", chat("one", "after", 0), NULL, 0, &r);
+    cr_assert_eq(r.status, 200);
+    th_resp_free(&r);
+}
+
 Test(integration, check_config_reports_file_and_line)
 {
     const char *bad = th_write_config(3,
