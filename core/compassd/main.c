@@ -258,11 +258,14 @@ static int run_workers(struct worker *ws, int n, const sigset_t *set)
         if (ws[i].wake < 0)
             rc = 1;
     }
-    for (int i = 1; i < n && !rc; i++, started++)
+    for (int i = 1; i < n && !rc; i++) {
         if (pthread_create(&ws[i].th, NULL, worker_main, &ws[i])) {
             log_json(COMPASS_LOG_ERROR, "cannot start a worker thread");
             rc = 1;
+        } else {
+            started++;
         }
+    }
     if (rc)
         start_drain(&ws[0]); /* the started ones stop at once */
     else
@@ -395,9 +398,9 @@ int main(int argc, char **argv)
         return 1;
     }
     char host[256];
-    int port, threads, drain, log_requests;
+    int port, drain, log_requests;
     long max_body, max_conns;
-    compass_engine_server_config(e, host, sizeof(host), &port, &max_body, &threads, &max_conns,
+    compass_engine_server_config(e, host, sizeof(host), &port, &max_body, NULL, &max_conns,
                                  &drain, &log_requests);
     if (listen) {
         const char *colon = strrchr(listen, ':');

@@ -74,7 +74,9 @@ COMPASS_API int compass_engine_open_string(compass_engine **out, const char *con
  */
 COMPASS_API int compass_engine_reload(compass_engine *e, compass_err *err);
 
-/** Stops taking requests, waits up to drain_ms for those in flight, cancels the rest, frees. */
+/** Stops taking requests, waits up to drain_ms for those in flight, cancels the rest, frees.
+ *  external_loop engines: call it once no host thread runs the loops any more (it runs them
+ *  itself while it drains). */
 COMPASS_API void compass_engine_close(compass_engine *e, int drain_ms);
 
 /** external_loop engines: a descriptor that becomes readable when the engine has work. */
