@@ -13,7 +13,9 @@
 
 #include <json-c/json.h>
 
+#include "../common/json_scan.h"
 #include "../common/json_util.h"
+#include "anthropic.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -922,21 +924,22 @@ static int build_request(void *inst, compass_req *req, const compass_chat_reques
 /* parse_response                                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
-static int map_stop_reason(const anthropic *a, const char *s)
+/* s as a stop_reason: ptr NULL when there is none (absent or not a string). */
+static int map_stop_reason(const compass_host *h, compass_str s)
 {
-    if (!s)
+    if (!s.ptr)
         return COMPASS_FINISH_NONE;
-    if (strcmp(s, "end_turn") == 0 || strcmp(s, "stop_sequence") == 0 ||
-        strcmp(s, "pause_turn") == 0)
+    if (compass_str_eq(s, "end_turn") || compass_str_eq(s, "stop_sequence") ||
+        compass_str_eq(s, "pause_turn"))
         return COMPASS_FINISH_STOP;
-    if (strcmp(s, "max_tokens") == 0 || strcmp(s, "model_context_window_exceeded") == 0)
+    if (compass_str_eq(s, "max_tokens") || compass_str_eq(s, "model_context_window_exceeded"))
         return COMPASS_FINISH_LENGTH;
-    if (strcmp(s, "tool_use") == 0)
+    if (compass_str_eq(s, "tool_use"))
         return COMPASS_FINISH_TOOL_CALLS;
-    if (strcmp(s, "refusal") == 0)
+    if (compass_str_eq(s, "refusal"))
         return COMPASS_FINISH_CONTENT_FILTER;
-    if (a && a->h && a->h->log)
-        a->h->log(a->h, COMPASS_LOG_DEBUG, "unknown stop_reason \"%s\" read as stop", s);
+    if (h && h->log)
+        h->log(h, COMPASS_LOG_DEBUG, "unknown stop_reason \"%.*s\" read as stop", STR_ARG(s));
     return COMPASS_FINISH_STOP;
 }
 
@@ -961,40 +964,171 @@ static void read_in_usage(json_object *u, in_usage *iu)
         iu->cache_creation = v;
 }
 
+/* Sums saturate: the counts are upstream bytes (json-c reads a too large one as INT64_MAX). */
 static void fill_usage(compass_usage *u, const in_usage *iu, int64_t output)
 {
     memset(u, 0, sizeof(*u));
     u->present = 1;
-    u->prompt_tokens = iu->input + iu->cache_read + iu->cache_creation;
+    u->prompt_tokens = js_add_sat(js_add_sat(iu->input, iu->cache_read), iu->cache_creation);
     u->completion_tokens = output;
-    u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->total_tokens = js_add_sat(u->prompt_tokens, u->completion_tokens);
     u->cached_tokens = iu->cache_read;
 }
 
-static int dup_str(const anthropic *a, compass_req *req, compass_str s, compass_str *out)
+static int dup_str(const compass_host *h, compass_req *req, compass_str s, compass_str *out)
 {
     if (s.len == 0) {
         out->ptr = NULL;
         out->len = 0;
         return 0;
     }
-    *out = a->h->req_strdup(req, s.ptr, s.len);
+    *out = h->req_strdup(req, s.ptr, s.len);
     return out->ptr ? 0 : -1;
 }
 
-static int parse_response(void *inst, compass_req *req, const compass_http_response *resp,
-                          compass_chat_response *out, compass_upstream_error *uerr,
-                          compass_err *err)
+/* A content block the response keeps: a text block or a tool_use block (thinking,
+ * redacted_thinking and server tool blocks have no canonical form). */
+typedef struct an_block {
+    int tool;             /* a tool_use block; else a text block */
+    compass_str text;     /* a text block's text: empty unless a string */
+    compass_str id, name; /* a tool_use block's: empty unless strings */
+    json_object *input;   /* a tool_use block's input; NULL (absent or null) reads as {} */
+} an_block;
+
+/* The kept blocks in order: a few in place, more in host memory. */
+typedef struct an_blocks {
+    const compass_host *h;
+    an_block *v;
+    size_t n, cap;
+    an_block local[8];
+} an_blocks;
+
+static void blocks_init(an_blocks *b, const compass_host *h)
 {
-    anthropic *a = inst;
+    b->h = h;
+    b->v = b->local;
+    b->n = 0;
+    b->cap = sizeof(b->local) / sizeof(b->local[0]);
+}
+
+static void blocks_release(an_blocks *b)
+{
+    if (b->v != b->local)
+        b->h->free(b->h, b->v);
+    blocks_init(b, b->h);
+}
+
+/* A new zeroed block at the end, or NULL when out of memory. */
+static an_block *blocks_add(an_blocks *b)
+{
+    if (b->n == b->cap) {
+        an_block *nv;
+        if (b->cap > SIZE_MAX / 2 / sizeof(*nv))
+            return NULL;
+        nv = b->h->alloc(b->h, 2 * b->cap * sizeof(*nv));
+        if (!nv)
+            return NULL;
+        memcpy(nv, b->v, b->n * sizeof(*nv));
+        if (b->v != b->local)
+            b->h->free(b->h, b->v);
+        b->v = nv;
+        b->cap *= 2;
+    }
+    memset(&b->v[b->n], 0, sizeof(b->v[0]));
+    return &b->v[b->n++];
+}
+
+/* What a Messages object says, as either reader found it. The views borrow the body or json-c
+ * objects that live until the response has been filled (which copies what it keeps). */
+typedef struct an_reply {
+    compass_str id, model;
+    compass_str stop_reason; /* ptr NULL when absent or not a string */
+    const an_blocks *blocks;
+    int has_usage;           /* usage is an object: in and output hold its counts */
+    in_usage in;
+    int64_t output;
+} an_reply;
+
+/* Fills out from r: the text blocks' text joined, one tool call per tool_use block (its input
+ * as JSON text), strings copied into the request arena. */
+static int fill_response(const compass_host *h, compass_req *req, const an_reply *r,
+                         compass_chat_response *out, compass_err *err)
+{
+    size_t i, n_tools = 0, text_len = 0, n_text = 0, ti = 0, off = 0;
+    char *text = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    if (dup_str(h, req, r->id, &out->id) || dup_str(h, req, r->model, &out->model))
+        goto nomem;
+    for (i = 0; i < r->blocks->n; i++) {
+        const an_block *b = &r->blocks->v[i];
+        if (b->tool) {
+            n_tools++;
+        } else {
+            text_len += b->text.len;
+            n_text++;
+        }
+    }
+    if (n_text > 0) {
+        text = h->req_alloc(req, text_len + 1);
+        if (!text)
+            goto nomem;
+    }
+    if (n_tools > 0) {
+        out->tool_calls = h->req_alloc(req, n_tools * sizeof(*out->tool_calls));
+        if (!out->tool_calls)
+            goto nomem;
+        memset(out->tool_calls, 0, n_tools * sizeof(*out->tool_calls));
+    }
+    for (i = 0; i < r->blocks->n; i++) {
+        const an_block *b = &r->blocks->v[i];
+        if (!b->tool) {
+            if (b->text.len)
+                memcpy(text + off, b->text.ptr, b->text.len);
+            off += b->text.len;
+        } else {
+            compass_tool_call *tc = &out->tool_calls[ti++];
+            const char *args = b->input ? json_object_to_json_string_ext(
+                                              b->input, JSON_C_TO_STRING_PLAIN |
+                                                            JSON_C_TO_STRING_NOSLASHESCAPE)
+                                        : "{}";
+            if (!args)
+                goto nomem;
+            if (dup_str(h, req, b->id, &tc->id) || dup_str(h, req, b->name, &tc->name) ||
+                dup_str(h, req, compass_str_c(args), &tc->arguments))
+                goto nomem;
+        }
+    }
+    out->n_tool_calls = n_tools;
+    if (text) {
+        text[off] = '\0';
+        out->has_content = 1;
+        out->content.ptr = text;
+        out->content.len = off;
+    }
+    out->finish_reason = map_stop_reason(h, r->stop_reason);
+    if (r->has_usage)
+        fill_usage(&out->usage, &r->in, r->output);
+    return COMPASS_OK;
+
+nomem:
+    return oom(err, "parsing the response");
+}
+
+/* ---- the tree reader: json-c parses the whole body, and words every error */
+
+int an_parse_response_full(const compass_host *h, compass_req *req,
+                           const compass_http_response *resp, compass_chat_response *out,
+                           compass_upstream_error *uerr, compass_err *err)
+{
     json_object *root = NULL, *content, *usage;
     const char *type;
-    size_t i, n, n_tools = 0, text_len = 0, n_text = 0, ti = 0, off = 0;
-    char *text = NULL;
+    an_blocks blocks;
+    an_reply r;
+    size_t i, n;
     int rc = COMPASS_OK;
 
-    if (!a || !req || !resp || !out)
-        return fail(err, COMPASS_EINVAL, "anthropic: parse_response: NULL argument");
     if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
@@ -1013,85 +1147,211 @@ static int parse_response(void *inst, compass_req *req, const compass_http_respo
     content = jget(root, "content");
     if ((type && strcmp(type, "message") != 0) || !content ||
         !json_object_is_type(content, json_type_array)) {
-        json_object_put(root);
-        return fail(err, COMPASS_EPARSE,
-                    "anthropic: response is not a Messages object (type \"%s\", content %s)",
-                    type ? type : "(none)", content ? "not an array" : "missing");
+        rc = fail(err, COMPASS_EPARSE,
+                  "anthropic: response is not a Messages object (type \"%s\", content %s)",
+                  type ? type : "(none)", content ? "not an array" : "missing");
+        json_object_put(root); /* after: type lives in root */
+        return rc;
     }
 
-    memset(out, 0, sizeof(*out));
-    out->size = sizeof(*out);
-    if (dup_str(a, req, jgetstr(root, "id"), &out->id) ||
-        dup_str(a, req, jgetstr(root, "model"), &out->model))
-        goto nomem;
-
+    memset(&r, 0, sizeof(r));
+    r.id = jgetstr(root, "id");
+    r.model = jgetstr(root, "model");
+    r.stop_reason = compass_str_c(jgets(root, "stop_reason"));
+    blocks_init(&blocks, h);
+    r.blocks = &blocks;
     n = json_object_array_length(content);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && !rc; i++) {
         json_object *blk = json_object_array_get_idx(content, i);
         const char *bt = jgets(blk, "type");
-        if (streq(bt, "text")) {
-            text_len += jgetstr(blk, "text").len;
-            n_text++;
-        } else if (streq(bt, "tool_use")) {
-            n_tools++;
+        an_block *b;
+        if (!streq(bt, "text") && !streq(bt, "tool_use"))
+            continue;
+        b = blocks_add(&blocks);
+        if (!b) {
+            rc = oom(err, "parsing the response");
+        } else if (streq(bt, "text")) {
+            b->text = jgetstr(blk, "text");
+        } else {
+            b->tool = 1;
+            b->id = jgetstr(blk, "id");
+            b->name = jgetstr(blk, "name");
+            b->input = jget(blk, "input");
         }
     }
-    if (n_text > 0) {
-        text = a->h->req_alloc(req, text_len + 1);
-        if (!text)
-            goto nomem;
-    }
-    if (n_tools > 0) {
-        out->tool_calls = a->h->req_alloc(req, n_tools * sizeof(*out->tool_calls));
-        if (!out->tool_calls)
-            goto nomem;
-        memset(out->tool_calls, 0, n_tools * sizeof(*out->tool_calls));
-    }
-    for (i = 0; i < n; i++) {
-        json_object *blk = json_object_array_get_idx(content, i);
-        const char *bt = jgets(blk, "type");
-        if (streq(bt, "text")) {
-            compass_str s = jgetstr(blk, "text");
-            if (s.len)
-                memcpy(text + off, s.ptr, s.len);
-            off += s.len;
-        } else if (streq(bt, "tool_use")) {
-            compass_tool_call *tc = &out->tool_calls[ti++];
-            json_object *input = jget(blk, "input");
-            const char *args = input ? json_object_to_json_string_ext(
-                                           input, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE)
-                                     : "{}";
-            if (!args)
-                goto nomem;
-            if (dup_str(a, req, jgetstr(blk, "id"), &tc->id) ||
-                dup_str(a, req, jgetstr(blk, "name"), &tc->name) ||
-                dup_str(a, req, compass_str_c(args), &tc->arguments))
-                goto nomem;
-        }
-        /* thinking, redacted_thinking and server tool blocks have no canonical form. */
-    }
-    out->n_tool_calls = n_tools;
-    if (text) {
-        text[off] = '\0';
-        out->has_content = 1;
-        out->content.ptr = text;
-        out->content.len = off;
-    }
-    out->finish_reason = map_stop_reason(a, jgets(root, "stop_reason"));
-
     usage = jget(root, "usage");
     if (usage && json_object_is_type(usage, json_type_object)) {
-        in_usage iu = {0, 0, 0};
-        read_in_usage(usage, &iu);
-        fill_usage(&out->usage, &iu, jgeti(usage, "output_tokens", NULL));
+        r.has_usage = 1;
+        read_in_usage(usage, &r.in);
+        r.output = jgeti(usage, "output_tokens", NULL);
     }
+    if (!rc)
+        rc = fill_response(h, req, &r, out, err);
+    blocks_release(&blocks);
     json_object_put(root);
-    return COMPASS_OK;
+    return rc;
+}
 
-nomem:
-    json_object_put(root);
-    return oom(err, "parsing the response");
+/* ---- the scanner reader: walks the body in place, decodes only what the response keeps */
+
+/* A string member as jgetstr() reads it: empty unless it is a string. */
+static int scan_str(js_keep *keep, const js_val *v, compass_str *out)
+{
+    out->ptr = NULL;
+    out->len = 0;
+    return v->type == JS_STRING ? js_string(keep, v, out) : 0;
+}
+
+/* A string member as jgets() reads it, a C string: ptr NULL unless it is a string, and a
+ * decoded NUL ends it. */
+static int scan_cstr(js_keep *keep, const js_val *v, compass_str *out)
+{
+    const char *nul;
+    if (scan_str(keep, v, out))
+        return -1;
+    nul = v->escaped && out->len ? memchr(out->ptr, '\0', out->len) : NULL;
+    if (nul)
+        out->len = (size_t)(nul - out->ptr);
+    return 0;
+}
+
+/* A number member as jgeti() reads it: left as it was unless it is a number. */
+static int scan_int(js_keep *keep, const js_val *v, int64_t *out)
+{
+    return v->type == JS_NUMBER ? js_int64(keep, v, out) : 0;
+}
+
+/* One element of content, an object: kept (in blocks) when it is a text or tool_use block. */
+static int scan_block(json_scan *s, js_keep *keep, an_blocks *blocks)
+{
+    enum { B_TYPE, B_TEXT, B_ID, B_NAME, B_INPUT, B_N };
+    static const char *const keys[B_N] = {"type", "text", "id", "name", "input"};
+    js_val m[B_N];
+    compass_str type;
+    an_block *b;
+
+    memset(m, 0, sizeof(m));
+    if (js_members(s, keys, m, B_N) || scan_cstr(keep, &m[B_TYPE], &type))
+        return -1;
+    if (!compass_str_eq(type, "text") && !compass_str_eq(type, "tool_use"))
+        return 0;
+    b = blocks_add(blocks);
+    if (!b)
+        return -1;
+    if (compass_str_eq(type, "text"))
+        return scan_str(keep, &m[B_TEXT], &b->text);
+    b->tool = 1;
+    return scan_str(keep, &m[B_ID], &b->id) || scan_str(keep, &m[B_NAME], &b->name) ||
+                   (m[B_INPUT].type != JS_NONE && js_decode(keep, &m[B_INPUT], &b->input))
+               ? -1
+               : 0;
+}
+
+static int scan_content(json_scan *s, js_keep *keep, an_blocks *blocks)
+{
+    int r;
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0)
+        if (js_peek(s) == JS_OBJECT ? scan_block(s, keep, blocks) : js_skip(s))
+            return -1;
+    return r;
+}
+
+/* read_in_usage() and output_tokens for a usage value the scanner has already walked whole. */
+static int scan_usage(js_keep *keep, const js_val *v, an_reply *r)
+{
+    enum { U_INPUT, U_CACHE_READ, U_CACHE_CREATION, U_OUTPUT, U_N };
+    static const char *const keys[U_N] = {"input_tokens", "cache_read_input_tokens",
+                                          "cache_creation_input_tokens", "output_tokens"};
+    js_val m[U_N];
+    json_scan s;
+    if (v->type != JS_OBJECT)
+        return 0;
+    r->has_usage = 1;
+    memset(m, 0, sizeof(m));
+    js_init(&s, v->ptr, v->len, ANTHROPIC_JSON_DEPTH);
+    return js_members(&s, keys, m, U_N) || scan_int(keep, &m[U_INPUT], &r->in.input) ||
+                   scan_int(keep, &m[U_CACHE_READ], &r->in.cache_read) ||
+                   scan_int(keep, &m[U_CACHE_CREATION], &r->in.cache_creation) ||
+                   scan_int(keep, &m[U_OUTPUT], &r->output)
+               ? -1
+               : 0;
+}
+
+/* Reads a Messages body into r and blocks; -1 when the tree reader must take it: not strict
+ * JSON, a duplicate or escaped key, an error (a non-null error member, a type other than
+ * "message"), content that is not an array. */
+static int scan_response(compass_str body, js_keep *keep, an_blocks *blocks, an_reply *r)
+{
+    enum { T_ID, T_TYPE, T_MODEL, T_STOP_REASON, T_USAGE, T_ERROR, T_N };
+    static const char *const keys[T_N] = {"id", "type", "model", "stop_reason", "usage",
+                                          "error"};
+    js_val m[T_N], k;
+    const js_val *type = &m[T_TYPE];
+    json_scan s;
+    size_t i;
+    int rc, seen_content = 0;
+
+    memset(r, 0, sizeof(*r));
+    memset(m, 0, sizeof(m));
+    r->blocks = blocks;
+    if (!body.ptr || body.len == 0 || body.len > (size_t)INT_MAX - 1) /* as json_parse_n */
+        return -1;
+    js_init(&s, body.ptr, body.len, ANTHROPIC_JSON_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((rc = js_member(&s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        if (js_key_is(&k, "content")) {
+            if (seen_content++ || js_peek(&s) != JS_ARRAY || scan_content(&s, keep, blocks))
+                return -1;
+            continue;
+        }
+        for (i = 0; i < T_N && !js_key_is(&k, keys[i]); i++)
+            ;
+        if (i < T_N ? js_take(&s, &m[i]) : js_skip(&s))
+            return -1;
+    }
+    if (rc < 0 || js_end(&s) || !seen_content ||
+        (m[T_ERROR].type != JS_NONE && m[T_ERROR].type != JS_NULL) ||
+        (type->type != JS_NONE && !js_key_is(type, "message")))
+        return -1;
+    return scan_str(keep, &m[T_ID], &r->id) || scan_str(keep, &m[T_MODEL], &r->model) ||
+                   scan_cstr(keep, &m[T_STOP_REASON], &r->stop_reason) ||
+                   scan_usage(keep, &m[T_USAGE], r)
+               ? -1
+               : 0;
+}
+
+int an_parse_response_fast(const compass_host *h, compass_req *req,
+                           const compass_http_response *resp, compass_chat_response *out,
+                           compass_err *err)
+{
+    js_keep keep;
+    an_blocks blocks;
+    an_reply r;
+    int rc;
+    js_keep_init(&keep, ANTHROPIC_JSON_DEPTH);
+    blocks_init(&blocks, h);
+    rc = scan_response(resp->body, &keep, &blocks, &r) ? AN_DECLINED
+                                                      : fill_response(h, req, &r, out, err);
+    blocks_release(&blocks);
+    js_keep_release(&keep);
+    return rc;
+}
+
+static int parse_response(void *inst, compass_req *req, const compass_http_response *resp,
+                          compass_chat_response *out, compass_upstream_error *uerr,
+                          compass_err *err)
+{
+    anthropic *a = inst;
+    int rc;
+    if (!a || !req || !resp || !out)
+        return fail(err, COMPASS_EINVAL, "anthropic: parse_response: NULL argument");
+    rc = an_parse_response_fast(a->h, req, resp, out, err);
+    return rc == AN_DECLINED ? an_parse_response_full(a->h, req, resp, out, uerr, err) : rc;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1299,7 +1559,7 @@ static int on_message_delta(anthropic *a, compass_req *req, json_object *ev, com
     if (!st)
         return rc;
     compass_delta_init(&d);
-    d.finish_reason = map_stop_reason(a, jgets(delta, "stop_reason"));
+    d.finish_reason = map_stop_reason(a->h, compass_str_c(jgets(delta, "stop_reason")));
     if (d.finish_reason) {
         rc = emit(a, req, &d, err);
         if (rc)

@@ -8,6 +8,9 @@
 #include <compass_fakehost.h>
 #include <json-c/json.h>
 
+#include "../common/response_diff.h"
+#include "anthropic.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -628,6 +631,385 @@ Test(anthropic, garbage_response_is_a_parse_error)
     cr_assert_eq(parse(200, "{\"id\":\"x\"}", &r, &u, &err), COMPASS_EPARSE);
     cr_assert_eq(parse(200, "{\"type\":\"message\",\"content\":[", &r, &u, &err),
                  COMPASS_EPARSE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_response's two readers agree: the scanner reader (what parse_response tries first)  */
+/* against the json-c tree reader, on Messages bodies                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+static int rd_fast(void *h, compass_req *rq, const compass_http_response *resp,
+                   compass_chat_response *out, compass_err *err)
+{
+    return an_parse_response_fast(h, rq, resp, out, err);
+}
+
+static int rd_full(void *h, compass_req *rq, const compass_http_response *resp,
+                   compass_chat_response *out, compass_upstream_error *u, compass_err *err)
+{
+    return an_parse_response_full(h, rq, resp, out, u, err);
+}
+
+static void rd_open_anthropic(rd_readers *r)
+{
+    rd_open(r, "anthropic");
+    r->fast = rd_fast;
+    r->full = rd_full;
+    r->fast_ctx = (void *)compass_fakehost_host(r->fast_fh);
+    r->full_ctx = (void *)compass_fakehost_host(r->full_fh);
+    r->declined = AN_DECLINED;
+}
+
+static const char ERROR_OVERLOADED[] =
+    "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},"
+    "\"request_id\":\"req_011CSHoEeqs5C35K2UUqR7Fy\"}";
+
+#define RD_MSG(c)                                                                             \
+    "{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":"                \
+    "\"claude-sonnet-4-5\",\"content\":" c ",\"stop_reason\":\"end_turn\",\"stop_sequence\":"  \
+    "null,\"usage\":{\"input_tokens\":10,\"output_tokens\":5}}"
+#define RD_TEXT "[{\"type\":\"text\",\"text\":\"ok\"}]"
+#define RD_STOP(s)                                                                            \
+    "{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"content\":" RD_TEXT       \
+    ",\"stop_reason\":" s ",\"stop_sequence\":null}"
+#define RD_USAGE(u)                                                                           \
+    "{\"id\":\"msg_u\",\"type\":\"message\",\"content\":" RD_TEXT ",\"stop_reason\":"          \
+    "\"end_turn\",\"usage\":" u "}"
+#define RD_TOOL(in)                                                                           \
+    RD_MSG("[{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"f\",\"input\":" in "}]")
+#define RD_TU(i) "{\"type\":\"tool_use\",\"id\":\"toolu_" #i "\",\"name\":\"t\",\"input\":{}}"
+#define RD_TX(i) "{\"type\":\"text\",\"text\":\"" #i " \"}"
+
+/* Messages bodies as Anthropic's API reference documents them, then what goes wrong on the
+ * wire. */
+static const rd_case RD_CORPUS[] = {
+    {"docs_text", 1, 0, TEXT_RESPONSE},
+    {"docs_text_members_sorted", 1, 0,
+     "{\"content\":[{\"text\":\"Hi! My name is Claude.\",\"type\":\"text\"}],\"id\":"
+     "\"msg_013Zva2CMHLNnXjNJJKqJ2EF\",\"model\":\"claude-sonnet-4-5-20250929\",\"role\":"
+     "\"assistant\",\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"type\":\"message\","
+     "\"usage\":{\"input_tokens\":2095,\"output_tokens\":503}}"},
+    {"pretty_printed", 1, 0,
+     "{\n  \"id\": \"msg_01XFDUDYJgAACzvnptvVoYEL\",\n  \"type\": \"message\",\n  \"role\": "
+     "\"assistant\",\n  \"content\": [\n    {\n      \"type\": \"text\",\n      \"text\": "
+     "\"Hello!\"\n    }\n  ],\n  \"model\": \"claude-opus-4-1-20250805\",\n  \"stop_reason\": "
+     "\"end_turn\",\n  \"stop_sequence\": null,\n  \"usage\": {\n    \"input_tokens\": 12,\n"
+     "    \"cache_creation_input_tokens\": 0,\n    \"cache_read_input_tokens\": 0,\n    "
+     "\"cache_creation\": {\n      \"ephemeral_5m_input_tokens\": 0,\n      "
+     "\"ephemeral_1h_input_tokens\": 0\n    },\n    \"output_tokens\": 6,\n    "
+     "\"service_tier\": \"standard\"\n  }\n}\n"},
+    {"whitespace_everywhere", 1, 0,
+     " \r\n\t{ \"id\" :\"w\" , \"type\" : \"message\" , \"content\" :\t[ { \"type\" : \"text\" ,"
+     " \"text\" : \"spaced\" } , { \"type\" : \"tool_use\" , \"id\" : \"t\" , \"input\" : { "
+     "\"a\" : [ 1 , 2 ] } } ] , \"usage\" : { \"input_tokens\" : 1 } } \t\r\n"},
+    {"several_text_blocks", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"One. \"},{\"type\":\"text\",\"text\":\"Two. \"},"
+            "{\"type\":\"text\",\"text\":\"Three.\"}]")},
+    {"many_text_blocks", 1, 0,
+     RD_MSG("[" RD_TX(1) "," RD_TX(2) "," RD_TX(3) "," RD_TX(4) "," RD_TX(5) "," RD_TX(6) ","
+            RD_TX(7) "," RD_TX(8) "," RD_TX(9) "," RD_TX(10) "," RD_TX(11) "," RD_TX(12) ","
+            RD_TX(13) "," RD_TX(14) "," RD_TX(15) "," RD_TX(16) "," RD_TX(17) "," RD_TX(18)
+            "," RD_TX(19) "," RD_TX(20) "]")},
+    {"citations", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"According to the document, \"},{\"type\":\"text\","
+            "\"text\":\"the grass is green\",\"citations\":[{\"type\":\"char_location\","
+            "\"cited_text\":\"The grass is green.\",\"document_index\":0,\"document_title\":"
+            "\"Example Document\",\"start_char_index\":0,\"end_char_index\":20}]},{\"type\":"
+            "\"text\",\"text\":\" and \"},{\"type\":\"text\",\"text\":\"the sky is blue\","
+            "\"citations\":[{\"type\":\"char_location\",\"cited_text\":\"The sky is blue.\","
+            "\"document_index\":0,\"document_title\":null,\"start_char_index\":20,"
+            "\"end_char_index\":36}]}]")},
+    {"escapes_and_unicode", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"a\\nb \\\"q\\\" back\\\\slash \\/ caf\\u00e9 "
+            "\\ud83d\\ude00 ctl\\u0001\\b\\f\\r\\t nul\\u0000end\"}]")},
+    {"raw_utf8", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac "
+            "\xf0\x9f\x98\x80 and a stray \xff byte\"}]")},
+    {"lone_surrogates", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"lone \\ud800 high, \\udc00 low, \\ud83d\\u0041 "
+            "broken pair\"}]")},
+    {"escaped_id_model", 1, 0,
+     "{\"id\":\"msg\\u005f1\",\"type\":\"message\",\"model\":\"claude\\/sonnet\",\"content\":"
+     "[]}"},
+    {"text_odd_values", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"\"},{\"type\":\"text\",\"text\":null},{\"type\":"
+            "\"text\"},{\"type\":\"text\",\"text\":42},{\"type\":\"text\",\"text\":[\"x\"]},"
+            "{\"type\":\"text\",\"text\":\"kept\"}]")},
+    {"text_only_empty", 1, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"\"}]")},
+    {"text_only_not_a_string", 1, 0, RD_MSG("[{\"type\":\"text\",\"text\":{}}]")},
+    {"content_empty", 1, 0, RD_MSG("[]")},
+    {"content_odd_elements", 1, 0,
+     RD_MSG("[7,null,\"text\",[{\"type\":\"text\",\"text\":\"nested\"}],true,{},{\"type\":null},"
+            "{\"type\":7,\"text\":\"t\"},{\"type\":\"text\",\"text\":\"x\"}]")},
+    {"block_type_escaped", 1, 0,
+     RD_MSG("[{\"type\":\"t\\u0065xt\",\"text\":\"escaped type\"},{\"type\":\"tool\\u005fuse\","
+            "\"id\":\"e\",\"name\":\"n\",\"input\":{}}]")},
+    {"block_type_nul", 1, 0,
+     RD_MSG("[{\"type\":\"text\\u0000more\",\"text\":\"a C string\"},{\"type\":\"te\\u0000xt\","
+            "\"text\":\"not text\"}]")},
+    {"block_type_case", 1, 0, RD_MSG("[{\"type\":\"Text\",\"text\":\"no\"}]")},
+    {"tool_use_docs", 1, 0,
+     "{\"id\":\"msg_01Aq9w938a90dw8q\",\"type\":\"message\",\"role\":\"assistant\",\"model\":"
+     "\"claude-opus-4-1-20250805\",\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
+     "\"content\":[{\"type\":\"text\",\"text\":\"I'll check the current weather in San "
+     "Francisco for you.\"},{\"type\":\"tool_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\","
+     "\"name\":\"get_weather\",\"input\":{\"location\":\"San Francisco, CA\",\"unit\":"
+     "\"celsius\"}}],\"usage\":{\"input_tokens\":384,\"output_tokens\":92}}"},
+    {"tool_use_several", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"Let me check both.\"},{\"type\":\"tool_use\",\"id\":"
+            "\"toolu_01\",\"name\":\"get_weather\",\"input\":{\"location\":\"Paris\"}},"
+            "{\"type\":\"tool_use\",\"id\":\"toolu_02\",\"name\":\"get_time\",\"input\":"
+            "{\"timezone\":\"Europe/Paris\"}},{\"type\":\"text\",\"text\":\" Done.\"},"
+            "{\"type\":\"tool_use\",\"id\":\"toolu_03\",\"name\":\"noop\",\"input\":{}}]")},
+    {"tool_use_nested_input", 1, 0,
+     RD_TOOL("{\"query\":{\"filters\":[{\"field\":\"date\",\"op\":\">=\",\"value\":"
+             "\"2024-01-01\"},{\"field\":\"tags\",\"in\":[\"a\",\"b\",null,true,false]}],"
+             "\"limit\":10,\"ratio\":0.25,\"big\":1e3,\"neg\":-0,\"exp\":2.5E-3},\"empty\":{},"
+             "\"arr\":[],\"deep\":[[[{\"x\":[1,[2,[3]]]}]]]}")},
+    {"tool_use_input_escapes", 1, 0,
+     RD_TOOL("{\"path\":\"C:\\\\dir\\/file\",\"quote\":\"say \\\"hi\\\"\",\"nl\":\"a\\nb\","
+             "\"u\":\"caf\\u00e9 \\ud83d\\ude00\",\"ctl\":\"\\u0001\\u001f\\u007f\",\"nul\":"
+             "\"a\\u0000b\",\"raw\":\"\xc3\xa9\",\"k\\u0065y\":1,\"\":\"empty key\"}")},
+    {"tool_use_input_duplicate_keys", 1, 0, RD_TOOL("{\"a\":1,\"b\":2,\"a\":3}")},
+    {"tool_use_input_odd_numbers", 1, 0,
+     RD_TOOL("{\"i\":123456789012345678901,\"min\":-9223372036854775808,\"d\":1.0,\"e\":1E+400,"
+             "\"z\":0.000,\"f\":-1.5e-10}")},
+    {"tool_use_input_empty", 1, 0, RD_TOOL("{}")},
+    {"tool_use_input_null", 1, 0, RD_TOOL("null")},
+    {"tool_use_input_absent", 1, 0,
+     RD_MSG("[{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_time\"}]")},
+    {"tool_use_input_string", 1, 0, RD_TOOL("\"{\\\"a\\\":1}\"")},
+    {"tool_use_input_number", 1, 0, RD_TOOL("1.50")},
+    {"tool_use_input_int", 1, 0, RD_TOOL("-12")},
+    {"tool_use_input_bool", 1, 0, RD_TOOL("false")},
+    {"tool_use_input_array", 1, 0, RD_TOOL("[1,\"two\",{\"three\":3}]")},
+    {"tool_use_odd_id_name", 1, 0,
+     RD_MSG("[{\"type\":\"tool_use\",\"id\":5,\"name\":null,\"input\":{}},{\"type\":"
+            "\"tool_use\",\"input\":{}},{\"type\":\"tool_use\",\"id\":\"\",\"name\":\"\"},"
+            "{\"type\":\"tool_use\",\"id\":\"toolu\\u005f9\",\"name\":\"get\\u005fweather\"}]")},
+    {"thinking", 1, 0,
+     "{\"id\":\"msg_th\",\"type\":\"message\",\"role\":\"assistant\",\"model\":"
+     "\"claude-sonnet-4-5\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"Let me analyze "
+     "this step by step...\\n\\n1. First\",\"signature\":\"WaUjzkypQ2mUEVM36O2TxuC06KN8xyfbJwyem"
+     "2dw3URve/op91XWHOEBLLqIOMfFG/UvLEczmEsUjavL....\"},{\"type\":\"redacted_thinking\","
+     "\"data\":\"EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP...\"},"
+     "{\"type\":\"text\",\"text\":\"Based on my analysis...\"}],\"stop_reason\":\"end_turn\","
+     "\"stop_sequence\":null,\"usage\":{\"input_tokens\":2048,\"output_tokens\":1024}}"},
+    {"thinking_then_tool_use", 1, 0,
+     RD_MSG("[{\"type\":\"thinking\",\"thinking\":\"I need the weather.\",\"signature\":"
+            "\"abc\"},{\"type\":\"tool_use\",\"id\":\"toolu_t\",\"name\":\"get_weather\","
+            "\"input\":{\"location\":\"Oslo\"}}]")},
+    {"server_tools", 1, 0,
+     RD_MSG("[{\"type\":\"text\",\"text\":\"I'll search.\"},{\"type\":\"server_tool_use\","
+            "\"id\":\"srvtoolu_01\",\"name\":\"web_search\",\"input\":{\"query\":\"claude "
+            "shannon birth date\"}},{\"type\":\"web_search_tool_result\",\"tool_use_id\":"
+            "\"srvtoolu_01\",\"content\":[{\"type\":\"web_search_result\",\"url\":"
+            "\"https://en.wikipedia.org/wiki/Claude_Shannon\",\"title\":\"Claude Shannon\","
+            "\"encrypted_content\":\"EqgfCioIARgBIiQ3YTAwMjY1Mi1mZjM5LTQ1NGUtODgxNC1kNjNjNTk1ZWI3"
+            "Y\",\"page_age\":\"April 30, 2025\"}]},{\"type\":\"text\",\"text\":\"Claude Shannon "
+            "was born on April 30, 1916.\",\"citations\":[{\"type\":\"web_search_result_location\","
+            "\"url\":\"https://en.wikipedia.org/wiki/Claude_Shannon\",\"title\":\"Claude "
+            "Shannon\",\"encrypted_index\":\"Eo8BCioIAhgBIiQyYjQ0OWJmZi1lNm\",\"cited_text\":"
+            "\"Claude Elwood Shannon (April 30, 1916 \\u2013 February 24, 2001)\"}]}]")},
+    {"unknown_block_type", 1, 0,
+     RD_MSG("[{\"type\":\"future_block\",\"text\":\"not text\",\"input\":{\"x\":1},\"id\":"
+            "\"f\"},{\"type\":\"text\",\"text\":\"text\"}]")},
+    {"stop_end_turn", 1, 0, RD_STOP("\"end_turn\"")},
+    {"stop_max_tokens", 1, 0, RD_STOP("\"max_tokens\"")},
+    {"stop_sequence", 1, 0,
+     "{\"id\":\"msg_q\",\"type\":\"message\",\"content\":" RD_TEXT ",\"stop_reason\":"
+     "\"stop_sequence\",\"stop_sequence\":\"\\n\\nHuman:\"}"},
+    {"stop_tool_use", 1, 0, RD_STOP("\"tool_use\"")},
+    {"stop_pause_turn", 1, 0, RD_STOP("\"pause_turn\"")},
+    {"stop_refusal", 1, 0, RD_STOP("\"refusal\"")},
+    {"stop_context_window", 1, 0, RD_STOP("\"model_context_window_exceeded\"")},
+    {"stop_unknown", 1, 0, RD_STOP("\"a_new_reason\"")},
+    {"stop_empty", 1, 0, RD_STOP("\"\"")},
+    {"stop_null", 1, 0, RD_STOP("null")},
+    {"stop_absent", 1, 0, "{\"type\":\"message\",\"content\":" RD_TEXT "}"},
+    {"stop_number", 1, 0, RD_STOP("3")},
+    {"stop_object", 1, 0, RD_STOP("{\"type\":\"end_turn\"}")},
+    {"stop_escaped", 1, 0, RD_STOP("\"max\\u005ftokens\"")},
+    {"stop_nul", 1, 0, RD_STOP("\"tool_use\\u0000junk\"")},
+    {"usage_cache", 1, 0,
+     RD_USAGE("{\"input_tokens\":21,\"cache_creation_input_tokens\":188086,"
+              "\"cache_read_input_tokens\":1000,\"output_tokens\":393}")},
+    {"usage_cache_detail", 1, 0,
+     RD_USAGE("{\"input_tokens\":50,\"cache_creation_input_tokens\":2048,"
+              "\"cache_read_input_tokens\":1800,\"cache_creation\":{\"ephemeral_5m_input_tokens\""
+              ":2048,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":503,\"server_tool_use\":"
+              "{\"web_search_requests\":1},\"service_tier\":\"standard\"}")},
+    {"usage_cache_null", 1, 0,
+     RD_USAGE("{\"input_tokens\":3,\"cache_creation_input_tokens\":null,"
+              "\"cache_read_input_tokens\":null,\"output_tokens\":4}")},
+    {"usage_absent", 1, 0, "{\"type\":\"message\",\"content\":" RD_TEXT "}"},
+    {"usage_null", 1, 0, RD_USAGE("null")},
+    {"usage_empty", 1, 0, RD_USAGE("{}")},
+    {"usage_array", 1, 0, RD_USAGE("[{\"input_tokens\":1}]")},
+    {"usage_number", 1, 0, RD_USAGE("7")},
+    {"usage_wrong_types", 1, 0,
+     RD_USAGE("{\"input_tokens\":\"7\",\"output_tokens\":true,\"cache_read_input_tokens\":[1],"
+              "\"cache_creation_input_tokens\":{}}")},
+    {"usage_odd_numbers", 1, 0,
+     RD_USAGE("{\"input_tokens\":1e3,\"output_tokens\":1.5E-2,\"cache_read_input_tokens\":-0,"
+              "\"cache_creation_input_tokens\":2.9}")},
+    {"usage_huge_numbers", 1, 0,
+     RD_USAGE("{\"input_tokens\":123456789012345678901,\"output_tokens\":1E+400,"
+              "\"cache_read_input_tokens\":9223372036854775807}")},
+    {"usage_saturating_sums", 1, 0,
+     RD_USAGE("{\"input_tokens\":9223372036854775807,\"cache_read_input_tokens\":5,"
+              "\"cache_creation_input_tokens\":-9223372036854775808,\"output_tokens\":"
+              "9223372036854775807}")},
+    {"usage_negative", 1, 0,
+     RD_USAGE("{\"input_tokens\":-9223372036854775808,\"cache_read_input_tokens\":-1,"
+              "\"output_tokens\":-9223372036854775808}")},
+    {"unknown_members", 1, 0,
+     "{\"extra\":[[1,[2,{}]],{\"a\":[]},\"s\",true,false,null,-0.5e+3,1E+400],\"id\":\"u\","
+     "\"type\":\"message\",\"container\":{\"id\":\"c\",\"expires_at\":\"2025-01-01\"},"
+     "\"content\":" RD_TEXT ",\"error\":null,\"role\":\"user\",\"context_management\":null}"},
+    {"type_absent", 1, 0, "{\"id\":\"n\",\"content\":" RD_TEXT ",\"stop_reason\":\"max_tokens\"}"},
+    {"id_model_odd", 1, 0, "{\"id\":7,\"model\":null,\"type\":\"message\",\"content\":[]}"},
+    {"other_status", 1, 201, RD_MSG(RD_TEXT)},
+    /* errors: the tree reader words them */
+    {"error_overloaded_200", 0, 0, ERROR_OVERLOADED},
+    {"error_invalid_request", 0, 400,
+     "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+     "\"messages: roles must alternate between \\\"user\\\" and \\\"assistant\\\"\"},"
+     "\"request_id\":\"req_01\"}"},
+    {"error_authentication", 0, 401,
+     "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":"
+     "\"invalid x-api-key\"}}"},
+    {"error_billing", 0, 402,
+     "{\"type\":\"error\",\"error\":{\"type\":\"billing_error\",\"message\":\"b\"}}"},
+    {"error_permission", 0, 403,
+     "{\"type\":\"error\",\"error\":{\"type\":\"permission_error\",\"message\":\"p\"}}"},
+    {"error_not_found", 0, 404,
+     "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: x\"}}"},
+    {"error_too_large", 0, 413,
+     "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\",\"message\":\"big\"}}"},
+    {"error_rate_limit", 0, 429,
+     "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow\"}}"},
+    {"error_api", 0, 500, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
+                          "\"Internal server error\"}}"},
+    {"error_timeout", 0, 504,
+     "{\"type\":\"error\",\"error\":{\"type\":\"timeout_error\",\"message\":\"t\"}}"},
+    {"error_unknown_type", 0, 418,
+     "{\"type\":\"error\",\"error\":{\"type\":\"teapot_error\",\"message\":\"\"}}"},
+    {"error_without_detail", 0, 0, "{\"type\":\"error\"}"},
+    {"error_detail_not_object", 0, 500, "{\"type\":\"error\",\"error\":\"boom\"}"},
+    {"error_without_type", 0, 0, "{\"error\":{\"type\":\"api_error\",\"message\":\"m\"}}"},
+    {"error_with_content", 0, 0,
+     "{\"type\":\"message\",\"content\":" RD_TEXT ",\"error\":{\"type\":\"api_error\"}}"},
+    {"error_false", 0, 0, "{\"content\":" RD_TEXT ",\"error\":false}"},
+    {"error_escaped_type", 0, 0,
+     "{\"type\":\"err\\u006fr\",\"error\":{\"type\":\"api_error\",\"message\":\"e\"}}"},
+    /* shapes the tree reader refuses, or reads without the scanner reader */
+    {"type_other", 0, 0, "{\"type\":\"completion\",\"content\":" RD_TEXT "}"},
+    {"type_number", 0, 0, "{\"type\":5,\"content\":" RD_TEXT "}"},
+    {"type_null", 0, 0, "{\"type\":null,\"content\":" RD_TEXT "}"},
+    {"type_escaped", 0, 0, "{\"type\":\"m\\u0065ssage\",\"content\":" RD_TEXT "}"},
+    {"content_absent", 0, 0, "{\"id\":\"x\",\"type\":\"message\"}"},
+    {"content_null", 0, 0, "{\"type\":\"message\",\"content\":null}"},
+    {"content_string", 0, 0, "{\"type\":\"message\",\"content\":\"Hello\"}"},
+    {"content_object", 0, 0, "{\"type\":\"message\",\"content\":{\"type\":\"text\"}}"},
+    {"too_many_decoded_values", 0, 0,
+     RD_MSG("[" RD_TU(1) "," RD_TU(2) "," RD_TU(3) "," RD_TU(4) "," RD_TU(5) "," RD_TU(6) ","
+            RD_TU(7) "," RD_TU(8) "," RD_TU(9) "," RD_TU(10) "," RD_TU(11) "," RD_TU(12) ","
+            RD_TU(13) "," RD_TU(14) "," RD_TU(15) "," RD_TU(16) "," RD_TU(17) "]")},
+    {"not_json_html", 0, 502, "<html><body>Bad Gateway</body></html>"},
+    {"not_json_empty", 0, 0, ""},
+    {"not_json_blank", 0, 0, " \n"},
+    {"not_an_object_array", 0, 0, "[1,2]"},
+    {"not_an_object_null", 0, 0, "null"},
+    {"not_an_object_string", 0, 0, "\"message\""},
+    {"truncated", 0, 0, "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"ab"},
+    {"trailing_bytes", 0, 0, "{\"type\":\"message\",\"content\":[]} {}"},
+    {"trailing_comma", 0, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"tc\"},]")},
+    {"trailing_comma_skipped_member", 0, 0,
+     "{\"type\":\"message\",\"content\":[],\"usage\":{\"input_tokens\":1,}}"},
+    {"raw_control_character", 0, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"tab\there\"}]")},
+    {"bad_escape", 0, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"\\x41\"}]")},
+    {"leading_zero", 0, 0, RD_USAGE("{\"input_tokens\":017}")},
+    {"nan", 0, 0, RD_USAGE("{\"input_tokens\":NaN}")},
+    {"single_quotes", 0, 0, "{'type':'message','content':[{'type':'text','text':'q'}]}"},
+    {"comment", 0, 0, "{/* c */\"type\":\"message\",\"content\":" RD_TEXT "}"},
+    {"literal_case", 0, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"t\",\"x\":True}]")},
+    {"bad_json_in_input", 0, 0, RD_TOOL("{\"a\":[1,2}")},
+    {"duplicate_content", 0, 0,
+     "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"first\"}],\"content\":"
+     "[{\"type\":\"text\",\"text\":\"second\"}]}"},
+    {"duplicate_id", 0, 0, "{\"id\":\"1\",\"id\":\"2\",\"type\":\"message\",\"content\":[]}"},
+    {"duplicate_type", 0, 0, "{\"type\":\"error\",\"type\":\"message\",\"content\":[]}"},
+    {"duplicate_block_type", 0, 0,
+     RD_MSG("[{\"type\":\"tool_use\",\"type\":\"text\",\"text\":\"t\"}]")},
+    {"duplicate_block_text", 0, 0, RD_MSG("[{\"type\":\"text\",\"text\":\"a\",\"text\":\"b\"}]")},
+    {"duplicate_input", 0, 0,
+     RD_MSG("[{\"type\":\"tool_use\",\"id\":\"d\",\"input\":{\"a\":1},\"input\":{\"b\":2}}]")},
+    {"duplicate_usage_field", 0, 0, RD_USAGE("{\"input_tokens\":1,\"input_tokens\":2}")},
+    {"escaped_top_key", 0, 0, "{\"\\u0069d\":\"x\",\"type\":\"message\",\"content\":[]}"},
+    {"escaped_block_key", 0, 0, RD_MSG("[{\"type\":\"text\",\"te\\u0078t\":\"escaped key\"}]")},
+    {"escaped_usage_key", 0, 0, RD_USAGE("{\"input\\u005ftokens\":3}")},
+};
+
+#define RD_N (sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]))
+
+Test(anthropic, response_readers_agree_on_the_wire_corpus)
+{
+    /* the root object, content, the block and 125 arrays are json-c's 128 levels */
+    static const char head[] =
+        "{\"type\":\"message\",\"content\":[{\"type\":\"tool_use\",\"id\":\"d\",\"input\":";
+    char at_limit[600], over[600];
+    rd_readers r;
+    rd_open_anthropic(&r);
+    cr_assert_gt(rd_compare_all(&r, RD_CORPUS, RD_N), 60);
+    cr_assert(rd_compare(&r, "depth_at_limit", 0,
+                         rd_nested(at_limit, sizeof(at_limit), head, 125, "}]}")));
+    cr_assert(!rd_compare(&r, "depth_over_limit", 0,
+                          rd_nested(over, sizeof(over), head, 126, "}]}")));
+    rd_close(&r);
+}
+
+/* Every proper prefix of a body is left to the tree reader, which answers as it always did. */
+Test(anthropic, response_readers_agree_on_truncated_bodies)
+{
+    rd_readers r;
+    rd_open_anthropic(&r);
+    rd_compare_prefixes(&r, RD_CORPUS, RD_N);
+    rd_close(&r);
+}
+
+/* Each reader fails every allocation cleanly (the scanner reader may leave the body instead). */
+Test(anthropic, response_readers_fail_allocations_cleanly)
+{
+    compass_fakehost *f = compass_fakehost_new("anthropic");
+    const compass_host *h = compass_fakehost_host(f);
+    const rd_case *c = NULL;
+    size_t i;
+    long nth;
+    cr_assert(f);
+    for (i = 0; i < RD_N; i++)
+        if (!strcmp(RD_CORPUS[i].name, "many_text_blocks"))
+            c = &RD_CORPUS[i];
+    cr_assert(c);
+    for (nth = 1; nth <= 40; nth++) {
+        compass_http_response r = compass_fakehost_http(200, c->body);
+        compass_chat_response out;
+        compass_upstream_error u;
+        compass_err err;
+        int rc;
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(f, nth);
+        rc = an_parse_response_fast(h, compass_fakehost_req(f), &r, &out, &err);
+        cr_assert(rc == 0 || rc == AN_DECLINED || (rc == COMPASS_ENOMEM && err.code == rc),
+                  "fast nth=%ld rc=%d %s", nth, rc, err.msg);
+        memset(&err, 0, sizeof(err));
+        compass_fakehost_fail_alloc_at(f, nth);
+        rc = an_parse_response_full(h, compass_fakehost_req(f), &r, &out, &u, &err);
+        cr_assert(rc == 0 || (rc == COMPASS_ENOMEM && err.code == rc), "full nth=%ld rc=%d %s",
+                  nth, rc, err.msg);
+    }
+    compass_fakehost_fail_alloc_at(f, 0);
+    compass_fakehost_free(f);
 }
 
 /* ---------------------------------------------------------------------------------------- */

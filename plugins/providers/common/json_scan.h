@@ -378,6 +378,28 @@ static inline int js_key_is(const js_val *k, const char *lit)
     return k->type == JS_STRING && !k->escaped && k->len == n + 2 && !memcmp(k->ptr + 1, lit, n);
 }
 
+/* Reads the object that comes next, keeping the members named in keys[0..n) in slots (which
+ * the caller zeroes: a slot left JS_NONE was absent) and skipping the others. 0, or -1 on bad
+ * JSON, an escaped key (it might spell a kept one) or a kept key that comes twice (json-c
+ * keeps the last). */
+static inline int js_members(json_scan *s, const char *const *keys, js_val *slots, size_t n)
+{
+    js_val k;
+    size_t i;
+    int r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        for (i = 0; i < n && !js_key_is(&k, keys[i]); i++)
+            ;
+        if (i < n ? js_take(s, &slots[i]) : js_skip(s))
+            return -1;
+    }
+    return r;
+}
+
 /* The text of a string without escapes (the bytes between its quotes). */
 static inline compass_str js_text(const js_val *v)
 {

@@ -158,6 +158,37 @@ Test(json_scan, walks_members_with_their_spans)
     cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"idx\"", 5}, "id"));
 }
 
+/* js_members keeps the named members, skips the rest whole, and refuses what json-c would
+ * read otherwise (a kept key twice) or what might spell a kept key (an escaped key). */
+Test(json_scan, members_keeps_the_named_ones)
+{
+    static const char *const keys[] = {"id", "n"};
+    static const char *const refused[] = {
+        "{\"id\":1,\"id\":2}", "{\"i\\u0064\":1}", "{\"x\\n\":1}", "{\"id\":1,}",
+        "[\"id\",1]",         "{\"id\":[1,}",   "{\"id\" 1}",
+    };
+    /* skipped keys may come twice */
+    static const char doc[] =
+        "{\"skip\":{\"id\":[1,{}]},\"n\":-2,\"id\":\"a\\\"b\",\"skip\":0} x";
+    js_val m[2];
+    json_scan s;
+    size_t i;
+    memset(m, 0, sizeof(m));
+    js_init(&s, doc, strlen(doc), 8);
+    cr_assert_eq(js_members(&s, keys, m, 2), 0);
+    cr_assert_eq(s.i, strlen(doc) - 2, "stops after the object");
+    cr_assert_eq(m[0].type, JS_STRING);
+    cr_assert(m[0].escaped);
+    cr_assert_eq(m[0].len, 6);
+    cr_assert_eq(m[1].type, JS_NUMBER);
+    cr_assert_eq(m[1].len, 2);
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        memset(m, 0, sizeof(m));
+        js_init(&s, refused[i], strlen(refused[i]), 8);
+        cr_assert_eq(js_members(&s, keys, m, 2), -1, "took %s", refused[i]);
+    }
+}
+
 Test(json_scan, walks_nested_containers)
 {
     static const char doc[] = "{\"o\":{\"p\":[{\"q\":1},{}],\"r\":[]},\"s\":[[],[2]],\"t\":0}";
