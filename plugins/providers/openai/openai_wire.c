@@ -1766,27 +1766,6 @@ static int stream_event_tree(const oai_wire *inst, compass_req *req,
 
 /* ---- the scanner reader: walks the event in place, decodes only what a chunk keeps */
 
-/* Reads the object that comes next, keeping the members named in keys[0..n) in slots (left
- * JS_NONE when absent). -1 on bad JSON, an escaped key (it might spell a kept one) or a kept
- * key that comes twice (json-c keeps the last). */
-static int scan_members(json_scan *s, const char *const *keys, js_val *slots, size_t n)
-{
-    js_val k;
-    size_t i;
-    int r;
-    if (js_begin(s, '{'))
-        return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        for (i = 0; i < n && !js_key_is(&k, keys[i]); i++)
-            ;
-        if (i < n ? js_take(s, &slots[i]) : js_skip(s))
-            return -1;
-    }
-    return r;
-}
-
 /* The members of a choice's delta (a chunk) or message (a response) that the readers keep. */
 enum { CM_ROLE, CM_CONTENT, CM_REFUSAL, CM_TOOL_CALLS, CM_FUNCTION_CALL, CM_N };
 static const char *const choice_keys[CM_N] = {"role", "content", "refusal", "tool_calls",
@@ -1815,7 +1794,7 @@ static int scan_choice_obj(json_scan *s, const char *inner_key, scan_choice *c)
                 return -1;
             if (js_peek(s) == JS_OBJECT) {
                 c->inner.type = JS_OBJECT;
-                if (scan_members(s, choice_keys, c->m, CM_N))
+                if (js_members(s, choice_keys, c->m, CM_N))
                     return -1;
             } else if (js_value(s, &c->inner)) {
                 return -1;
@@ -2055,7 +2034,7 @@ static int scan_sub_int(js_keep *keep, const js_val *v, const char *key, int64_t
     if (v->type != JS_OBJECT)
         return 0;
     js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
-    return scan_members(&s, &key, &m, 1) || scan_int(keep, &m, out) ? -1 : 0;
+    return js_members(&s, &key, &m, 1) || scan_int(keep, &m, out) ? -1 : 0;
 }
 
 /* read_usage() for a usage value the scanner has already walked whole. */
@@ -2074,7 +2053,7 @@ static int scan_usage(js_keep *keep, const js_val *v, compass_usage *out)
         return 0;
     memset(m, 0, sizeof(m));
     js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
-    if (scan_members(&s, keys, m, U_N) || scan_int(keep, &m[U_PROMPT], &out->prompt_tokens) ||
+    if (js_members(&s, keys, m, U_N) || scan_int(keep, &m[U_PROMPT], &out->prompt_tokens) ||
         scan_int(keep, &m[U_COMPLETION], &out->completion_tokens) ||
         scan_int(keep, &m[U_TOTAL], &out->total_tokens) ||
         scan_int(keep, &m[U_CACHE_HIT], &cache_hit) ||
