@@ -10,6 +10,7 @@
 #include "compass_fakehost.h"
 #include "openai_wire.h"
 
+#include "../common/response_diff.h"
 #include "../common/stream_diff.h"
 
 static compass_fakehost *fh;
@@ -1525,132 +1526,45 @@ Test(openai, stream_readers_agree_on_the_wire_corpus)
 /* against the json-c tree reader, on chat.completion bodies                                  */
 /* ---------------------------------------------------------------------------------------- */
 
-/* A case: a name, whether the scanner reader must take the body itself (1) or leave it to
- * the tree reader (0), the HTTP status (0: 200) and the body. */
-typedef struct rd_case {
-    const char *name;
-    int fast;
-    int status;
-    const char *body;
-} rd_case;
+/* Each reader on its own oai_wire instance (and fake host, in response_diff.h). */
+typedef struct rd_openai {
+    rd_readers r;
+    oai_wire wa, wb;
+} rd_openai;
 
-typedef struct rd_side {
-    compass_fakehost *fh;
-    oai_wire w;
-} rd_side;
+static int rd_fast(void *w, compass_req *rq, const compass_http_response *resp,
+                   compass_chat_response *out, compass_err *err)
+{
+    return oai_wire_parse_response_fast(w, rq, resp, out, err);
+}
 
-static void rd_open(rd_side *s)
+static int rd_full(void *w, compass_req *rq, const compass_http_response *resp,
+                   compass_chat_response *out, compass_upstream_error *u, compass_err *err)
+{
+    return oai_wire_parse_response_full(w, rq, resp, out, u, err);
+}
+
+static void rd_open_openai(rd_openai *o)
 {
     compass_err err;
     memset(&err, 0, sizeof(err));
-    s->fh = compass_fakehost_new("openai");
-    cr_assert_not_null(s->fh);
-    cr_assert_eq(oai_wire_init(&s->w, compass_fakehost_host(s->fh), "openai", "dep1", &err), 0);
+    rd_open(&o->r, "openai");
+    cr_assert_eq(oai_wire_init(&o->wa, compass_fakehost_host(o->r.fast_fh), "openai", "dep1",
+                               &err), 0);
+    cr_assert_eq(oai_wire_init(&o->wb, compass_fakehost_host(o->r.full_fh), "openai", "dep1",
+                               &err), 0);
+    o->r.fast = rd_fast;
+    o->r.full = rd_full;
+    o->r.fast_ctx = &o->wa;
+    o->r.full_ctx = &o->wb;
+    o->r.declined = OAI_WIRE_DECLINED;
 }
 
-static void rd_close(rd_side *s)
+static void rd_close_openai(rd_openai *o)
 {
-    oai_wire_release(&s->w);
-    compass_fakehost_free(s->fh);
-}
-
-static void rd_str_same(const char *name, const char *what, compass_str a, compass_str b,
-                        const char *body)
-{
-    size_t bl = strlen(body);
-    cr_assert_eq(a.len, b.len, "%s: %s has %zu bytes (fast) vs %zu (full)", name, what, a.len,
-                 b.len);
-    cr_assert(a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0,
-              "%s: %s \"%.*s\" (fast) vs \"%.*s\" (full)", name, what, (int)a.len, a.ptr,
-              (int)b.len, b.ptr);
-    cr_assert_eq(a.ptr == NULL, b.ptr == NULL, "%s: %s: NULL (fast) %d vs (full) %d", name, what,
-                 a.ptr == NULL, b.ptr == NULL);
-    /* request-owned: copied into the arena, never a view of the body */
-    cr_assert(!a.ptr || a.ptr < body || a.ptr >= body + bl, "%s: %s borrows the body", name,
-              what);
-}
-
-static void rd_response_same(const char *name, const compass_chat_response *a,
-                             const compass_chat_response *b, const char *body)
-{
-    size_t i;
-    cr_assert_eq(a->size, b->size, "%s: size", name);
-    rd_str_same(name, "id", a->id, b->id, body);
-    rd_str_same(name, "model", a->model, b->model, body);
-    cr_assert_eq(a->created, b->created, "%s: created %lld vs %lld", name, (long long)a->created,
-                 (long long)b->created);
-    cr_assert_eq(a->has_content, b->has_content, "%s: has_content", name);
-    rd_str_same(name, "content", a->content, b->content, body);
-    rd_str_same(name, "refusal", a->refusal, b->refusal, body);
-    cr_assert_eq(a->n_tool_calls, b->n_tool_calls, "%s: %zu tool calls (fast) vs %zu (full)",
-                 name, a->n_tool_calls, b->n_tool_calls);
-    cr_assert_eq(a->tool_calls == NULL, b->tool_calls == NULL, "%s: tool_calls", name);
-    for (i = 0; i < a->n_tool_calls; i++) {
-        rd_str_same(name, "tool_calls[].id", a->tool_calls[i].id, b->tool_calls[i].id, body);
-        rd_str_same(name, "tool_calls[].name", a->tool_calls[i].name, b->tool_calls[i].name,
-                    body);
-        rd_str_same(name, "tool_calls[].arguments", a->tool_calls[i].arguments,
-                    b->tool_calls[i].arguments, body);
-    }
-    cr_assert_eq(a->finish_reason, b->finish_reason, "%s: finish_reason %d vs %d", name,
-                 a->finish_reason, b->finish_reason);
-    cr_assert_eq(a->usage.present, b->usage.present, "%s: usage.present", name);
-    cr_assert_eq(a->usage.prompt_tokens, b->usage.prompt_tokens, "%s: prompt", name);
-    cr_assert_eq(a->usage.completion_tokens, b->usage.completion_tokens, "%s: completion", name);
-    cr_assert_eq(a->usage.total_tokens, b->usage.total_tokens, "%s: total", name);
-    cr_assert_eq(a->usage.cached_tokens, b->usage.cached_tokens, "%s: cached", name);
-    cr_assert_eq(a->usage.reasoning_tokens, b->usage.reasoning_tokens, "%s: reasoning", name);
-}
-
-/* Runs body through the scanner reader (then the tree reader when it declines) on one side
- * and the tree reader alone on the other; asserts the same answer, field by field, and the
- * same log lines. Returns whether the scanner reader took the body. */
-static int rd_compare(rd_side *fa, rd_side *fb, const char *name, int status,
-                      const char *body)
-{
-    compass_http_response r = compass_fakehost_http(status ? status : 200, body);
-    compass_chat_response oa, ob, untouched;
-    compass_upstream_error ua, ub;
-    compass_err ea, eb;
-    compass_req *ra = compass_fakehost_req(fa->fh), *rb = compass_fakehost_req(fb->fh);
-    size_t la = strlen(compass_fakehost_log(fa->fh)), lb = strlen(compass_fakehost_log(fb->fh));
-    int a, b, taken = 1;
-
-    memset(&oa, 0x5a, sizeof(oa));
-    oa.size = sizeof(oa);
-    untouched = oa;
-    memset(&ob, 0, sizeof(ob));
-    ob.size = sizeof(ob);
-    memset(&ua, 0, sizeof(ua));
-    memset(&ub, 0, sizeof(ub));
-    memset(&ea, 0, sizeof(ea));
-    memset(&eb, 0, sizeof(eb));
-    a = oai_wire_parse_response_fast(&fa->w, ra, &r, &oa, &ea);
-    if (a == OAI_WIRE_DECLINED) {
-        taken = 0;
-        cr_assert(!memcmp(&oa, &untouched, sizeof(oa)), "%s: declined but wrote out", name);
-        cr_assert_eq(strlen(compass_fakehost_log(fa->fh)), la, "%s: declined but logged", name);
-        cr_assert_str_empty(ea.msg, "%s: declined with an error: %s", name, ea.msg);
-        memset(&oa, 0, sizeof(oa));
-        oa.size = sizeof(oa);
-        a = oai_wire_parse_response_full(&fa->w, ra, &r, &oa, &ua, &ea);
-    }
-    b = oai_wire_parse_response_full(&fb->w, rb, &r, &ob, &ub, &eb);
-    cr_assert_eq(a, b, "%s: rc %d (fast) vs %d (full): %s / %s", name, a, b, ea.msg, eb.msg);
-    cr_assert_str_eq(ea.msg, eb.msg, "%s: err", name);
-    cr_assert_eq(ua.outcome, ub.outcome, "%s: outcome", name);
-    cr_assert_eq(ua.http_status, ub.http_status, "%s: status", name);
-    cr_assert_eq(ua.retry_after_ms, ub.retry_after_ms, "%s: retry", name);
-    cr_assert_str_eq(ua.type, ub.type, "%s: type", name);
-    cr_assert_str_eq(ua.code, ub.code, "%s: code", name);
-    cr_assert_str_eq(ua.message, ub.message, "%s: message", name);
-    cr_assert_str_eq(compass_fakehost_log(fa->fh) + la, compass_fakehost_log(fb->fh) + lb,
-                     "%s: log", name);
-    if (a == COMPASS_OK)
-        rd_response_same(name, &oa, &ob, body);
-    cr_assert(!taken || a == COMPASS_OK, "%s: the scanner reader took a body it failed (%d)",
-              name, a);
-    return taken;
+    oai_wire_release(&o->wa);
+    oai_wire_release(&o->wb);
+    rd_close(&o->r);
 }
 
 #define MSG(m) "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1741569952," \
@@ -1925,13 +1839,12 @@ Test(openai, response_readers_agree_on_the_wire_corpus)
 {
     static const char head[] = "{\"choices\":[{\"message\":{\"content\":\"deep\"}}],\"x\":";
     char at[600], over[600];
-    rd_side fa, fb;
-    size_t i, n = sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]), fast = 0;
-    rd_open(&fa);
-    rd_open(&fb);
-    for (i = 0; i < n; i++) {
+    rd_openai o;
+    size_t i, fast = 0;
+    rd_open_openai(&o);
+    for (i = 0; i < sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]); i++) {
         const rd_case *c = &RD_CORPUS[i];
-        int taken = rd_compare(&fa, &fb, c->name, c->status, c->body ? c->body : RESP_PLAIN);
+        int taken = rd_compare(&o.r, c->name, c->status, c->body ? c->body : RESP_PLAIN);
         cr_assert_eq(taken, c->fast, "%s: the scanner reader %s the body", c->name,
                      taken ? "took" : "left");
         fast += (size_t)taken;
@@ -1939,21 +1852,18 @@ Test(openai, response_readers_agree_on_the_wire_corpus)
     cr_assert_gt(fast, 60);
     /* the root object and 127 arrays are json-c's 128 levels; one more is past them
      * (sd_nested writes an SSE event: skip its "data: "; the blank line is whitespace) */
-    cr_assert(rd_compare(&fa, &fb, "depth_at_limit", 0,
-                         sd_nested(at, sizeof(at), head, 127, "}") + 6));
-    cr_assert(!rd_compare(&fa, &fb, "depth_over_limit", 0,
-                          sd_nested(over, sizeof(over), head, 128, "}") + 6));
-    rd_close(&fa);
-    rd_close(&fb);
+    cr_assert(rd_compare(&o.r, "depth_at_limit", 0, rd_nested(at, sizeof(at), head, 127, "}")));
+    cr_assert(!rd_compare(&o.r, "depth_over_limit", 0, rd_nested(over, sizeof(over), head, 128,
+                                                                  "}")));
+    rd_close_openai(&o);
 }
 
 /* Every proper prefix of a body is left to the tree reader, which answers as it always did. */
 Test(openai, response_readers_agree_on_truncated_bodies)
 {
-    rd_side fa, fb;
+    rd_openai o;
     size_t i;
-    rd_open(&fa);
-    rd_open(&fb);
+    rd_open_openai(&o);
     for (i = 0; i < sizeof(RD_CORPUS) / sizeof(RD_CORPUS[0]); i++) {
         const rd_case *c = &RD_CORPUS[i];
         const char *body = c->body ? c->body : RESP_PLAIN;
@@ -1967,10 +1877,9 @@ Test(openai, response_readers_agree_on_truncated_bodies)
         for (k = 0; k < len; k++) {
             memcpy(buf, body, k);
             buf[k] = '\0';
-            cr_assert(!rd_compare(&fa, &fb, c->name, 200, buf), "%s: prefix of %zu bytes taken",
+            cr_assert(!rd_compare(&o.r, c->name, 200, buf), "%s: prefix of %zu bytes taken",
                       c->name, k);
         }
     }
-    rd_close(&fa);
-    rd_close(&fb);
+    rd_close_openai(&o);
 }
