@@ -182,7 +182,8 @@ struct compass_engine_call {
     compass_usage usage;
     size_t out_chars;
     cps_buf chunk;
-    cps_attempt_log *log;   /* arena, CPS_MAX_ATTEMPTS entries, made on first use */
+    cps_attempt_log *log;   /* arena, made on first use; cap_log entries */
+    int cap_log;
     int n_log;
     int finished;
 

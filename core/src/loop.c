@@ -76,14 +76,23 @@ static void attempts_text(compass_engine_call *c, cps_buf *b)
     }
 }
 
-/* The next free entry of the call's attempt log, or NULL when it is full. The log is made on
- * first use, in the call's arena: a stream in flight has logged nothing yet. */
+/* The next free entry of the call's attempt log, or NULL when it is full. The log lives in
+ * the call's arena and is made on first use (a stream in flight has logged nothing yet), with
+ * room for two attempts, the usual most, so that it fits the arena's first block. */
 static cps_attempt_log *log_slot(compass_engine_call *c)
 {
     if (c->n_log >= CPS_MAX_ATTEMPTS)
         return NULL;
-    if (!c->log && !(c->log = cps_arena_alloc(c->arena, CPS_MAX_ATTEMPTS * sizeof(*c->log))))
-        return NULL;
+    if (c->n_log == c->cap_log) {
+        int cap = c->cap_log ? CPS_MAX_ATTEMPTS : 2;
+        cps_attempt_log *l = cps_arena_alloc(c->arena, (size_t)cap * sizeof(*l));
+        if (!l)
+            return NULL;
+        if (c->n_log)
+            memcpy(l, c->log, (size_t)c->n_log * sizeof(*l));
+        c->log = l;
+        c->cap_log = cap;
+    }
     return &c->log[c->n_log++];
 }
 
