@@ -28,12 +28,57 @@
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* The lines a worker logs during a turn of its loop (a line per request) wait in its buffer
+ * and leave in one write() at the end of the turn: a write per line cost a fifth of the
+ * throughput. Other threads write theirs at once. log_mu keeps lines whole. */
+static _Thread_local cps_buf *tls_log;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void log_flush(void)
+{
+    if (!tls_log || !tls_log->len)
+        return;
+    pthread_mutex_lock(&log_mu);
+    write_all(tls_log->ptr, tls_log->len);
+    pthread_mutex_unlock(&log_mu);
+    cps_buf_reset(tls_log);
+}
+
 static void log_line(const char *json)
 {
+    if (tls_log) {
+        if (tls_log->len > 64 * 1024)
+            log_flush();
+        size_t mark = tls_log->len;
+        if (!cps_buf_puts(tls_log, json) && !cps_buf_puts(tls_log, "\n"))
+            return;
+        tls_log->len = mark; /* out of memory: write this one now */
+    }
+    size_t n = strlen(json);
+    char *line = malloc(n + 1);
     pthread_mutex_lock(&log_mu);
-    fputs(json, stderr);
-    fputc('\n', stderr);
+    if (line) {
+        memcpy(line, json, n);
+        line[n] = '\n';
+        write_all(line, n + 1);
+    } else {
+        write_all(json, n);
+        write_all("\n", 1);
+    }
     pthread_mutex_unlock(&log_mu);
+    free(line);
 }
 
 static void log_json(int level, const char *msg)
@@ -192,6 +237,9 @@ static int run_worker(struct worker *w)
         if (fds[i] >= 0)
             epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
     }
+    cps_buf logbuf;
+    cps_buf_init(&logbuf);
+    tls_log = &logbuf;
     /* the first turn marks this thread as the loop's own: requests it submits stay here */
     int engine_next = compass_engine_loop_run(e, w->index), draining = 0;
     for (;;) {
@@ -230,9 +278,13 @@ static int run_worker(struct worker *w)
         cpd_http_run(h);
         engine_next = compass_engine_loop_run(e, w->index);
         cpd_http_run(h);
+        log_flush();
         if (draining && drained(e, h, atomic_load(&g_drain_t0), w->drain))
             break;
     }
+    log_flush();
+    tls_log = NULL;
+    cps_buf_free(&logbuf);
     close(ep);
     return 0;
 }
