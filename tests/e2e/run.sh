@@ -38,11 +38,17 @@ if ! node_ok; then
     node_ok || die "node >= 18 and npm are required (apt-get install nodejs npm)"
 fi
 
-# npm ci when node_modules is missing or older than the lock file.
-if [[ ! -f $HERE/node_modules/openai/package.json ||
-      $HERE/package-lock.json -nt $HERE/node_modules/.package-lock.json ]]; then
-    log "npm ci in $HERE"
-    (cd "$HERE" && timeout 600 npm ci --no-audit --no-fund --loglevel=error >&2) ||
+# The pinned packages go into the build tree, not the source tree (whose node_modules would
+# hold a third-party client with real provider hosts in it): the test and its lock file are
+# copied to BUILD/e2e-node, and npm ci runs there when node_modules is missing or older than
+# the lock file.
+NODE_DIR=$BUILD/e2e-node
+mkdir -p "$NODE_DIR"
+cp "$HERE/package.json" "$HERE/package-lock.json" "$HERE/e2e.mjs" "$NODE_DIR/"
+if [[ ! -f $NODE_DIR/node_modules/openai/package.json ||
+      $NODE_DIR/package-lock.json -nt $NODE_DIR/node_modules/.package-lock.json ]]; then
+    log "npm ci in $NODE_DIR"
+    (cd "$NODE_DIR" && timeout 600 npm ci --no-audit --no-fund --loglevel=error >&2) ||
         die "npm ci failed"
 fi
 
@@ -259,7 +265,7 @@ for d in "${DEPLOY[@]}"; do MODELS+=("e2e-$d"); done
 # --- the tests -----------------------------------------------------------------------------
 set +e
 # Run directly (node --test would not pass arguments); the spec reporter prints the summary.
-(cd "$HERE" && COMPASS_E2E_MOCKLLM=$ML timeout -k 5 240 node --test-reporter=spec e2e.mjs \
+(cd "$NODE_DIR" && COMPASS_E2E_MOCKLLM=$ML timeout -k 5 240 node --test-reporter=spec e2e.mjs \
     "http://127.0.0.1:$CD_PORT" "${MODELS[@]}")
 RC=$?
 set -e
