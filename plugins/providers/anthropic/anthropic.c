@@ -85,45 +85,6 @@ static int jpush(json_object *arr, json_object *v)
     return 0;
 }
 
-/* Parses exactly the n bytes at p as one JSON value. Returns 0 and *out (which may be NULL
- * for the literal null), or -1 when the text is not JSON. */
-static int json_parse_n(const char *p, size_t n, json_object **out)
-{
-    json_tokener *tok;
-    json_object *o;
-    enum json_tokener_error e;
-    size_t end, i;
-
-    *out = NULL;
-    if (!p || n == 0 || n > (size_t)INT_MAX - 1)
-        return -1;
-    tok = json_tokener_new_ex(ANTHROPIC_JSON_DEPTH);
-    if (!tok)
-        return -1;
-    o = json_tokener_parse_ex(tok, p, (int)n);
-    e = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    if (e == json_tokener_continue) {
-        /* A bare number is only complete once something follows it. */
-        o = json_tokener_parse_ex(tok, " ", 1);
-        e = json_tokener_get_error(tok);
-        end = n;
-    }
-    json_tokener_free(tok);
-    if (e != json_tokener_success) {
-        json_object_put(o);
-        return -1;
-    }
-    for (i = end; i < n; i++) {
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n') {
-            json_object_put(o);
-            return -1;
-        }
-    }
-    *out = o;
-    return 0;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Error classification                                                                     */
 /* ---------------------------------------------------------------------------------------- */
@@ -274,7 +235,7 @@ static void classify_error(void *inst, compass_req *req, const compass_http_resp
         uerr_fill(uerr, 0, NULL, "anthropic: no response");
         return;
     }
-    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+    if (json_parse_n(resp->body.ptr, resp->body.len, ANTHROPIC_JSON_DEPTH, &root) != 0 ||
         uerr_from_body(uerr, resp->status, root) != 0) {
         /* Not Anthropic's error shape (a proxy's HTML page, an empty body): the status
          * decides, and a short piece of the body says what it was. */
@@ -489,7 +450,8 @@ static int add_tool_use_blocks(builder *b, json_object *blocks, const compass_me
             input = json_object_new_object();
             if (!input)
                 return b_oom(b);
-        } else if (json_parse_n(tc->arguments.ptr, tc->arguments.len, &input) != 0 ||
+        } else if (json_parse_n(tc->arguments.ptr, tc->arguments.len, ANTHROPIC_JSON_DEPTH,
+                                &input) != 0 ||
                    !json_object_is_type(input, json_type_object)) {
             json_object_put(input);
             return fail(b->err, COMPASS_EUNSUPPORTED,
@@ -679,7 +641,8 @@ static int build_tools(builder *b, const compass_chat_request *in, json_object *
                 json_object_put(schema);
                 return b_oom(b);
             }
-        } else if (json_parse_n(t->parameters.ptr, t->parameters.len, &schema) != 0 ||
+        } else if (json_parse_n(t->parameters.ptr, t->parameters.len, ANTHROPIC_JSON_DEPTH,
+                                &schema) != 0 ||
                    !json_object_is_type(schema, json_type_object)) {
             json_object_put(schema);
             return fail(b->err, COMPASS_EUNSUPPORTED,
@@ -762,9 +725,9 @@ static int check_unsupported(builder *b, const compass_chat_request *in)
     if (in->response_format.len > 0 && !str_is_blank(in->response_format)) {
         json_object *rf = NULL;
         const char *t;
-        if (json_parse_n(in->response_format.ptr, in->response_format.len, &rf) != 0) {
-            return fail(b->err, COMPASS_EUNSUPPORTED,
-                        "anthropic: response_format: not valid JSON");
+        if (json_parse_n(in->response_format.ptr, in->response_format.len, ANTHROPIC_JSON_DEPTH,
+                         &rf) != 0) {
+            return fail(b->err, COMPASS_EUNSUPPORTED, "anthropic: response_format: not valid JSON");
         }
         t = jgets(rf, "type");
         if (streq(t, "json_schema")) {
@@ -1129,7 +1092,7 @@ int an_parse_response_full(const compass_host *h, compass_req *req,
     size_t i, n;
     int rc = COMPASS_OK;
 
-    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+    if (json_parse_n(resp->body.ptr, resp->body.len, ANTHROPIC_JSON_DEPTH, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
         return fail(err, COMPASS_EPARSE, "anthropic: response body is not a JSON object");
@@ -1594,7 +1557,7 @@ static int parse_stream_event(void *inst, compass_req *req, const compass_stream
         return fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\" has no data",
                     STR_ARG(ev->event));
     }
-    if (json_parse_n(ev->data.ptr, ev->data.len, &root) != 0 ||
+    if (json_parse_n(ev->data.ptr, ev->data.len, ANTHROPIC_JSON_DEPTH, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
         return fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\": data is not a JSON "

@@ -85,6 +85,46 @@ static inline int64_t jgeti(json_object *o, const char *key, int *found)
     return 0;
 }
 
+/* Parses exactly the n bytes at p as one JSON value (whitespace around it allowed), nested at
+ * most depth deep. Returns 0 and *out (NULL for the literal null), or -1 when the text is not
+ * one JSON value (or there was no memory to read it). */
+static inline int json_parse_n(const char *p, size_t n, int depth, json_object **out)
+{
+    json_tokener *tok;
+    json_object *o;
+    enum json_tokener_error e;
+    size_t end, i;
+
+    *out = NULL;
+    if (!p || n == 0 || n > (size_t)INT_MAX - 1)
+        return -1;
+    tok = json_tokener_new_ex(depth);
+    if (!tok)
+        return -1;
+    o = json_tokener_parse_ex(tok, p, (int)n);
+    e = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (e == json_tokener_continue) {
+        /* A bare number is only complete once something follows it. */
+        o = json_tokener_parse_ex(tok, " ", 1);
+        e = json_tokener_get_error(tok);
+        end = n;
+    }
+    json_tokener_free(tok);
+    if (e != json_tokener_success) {
+        json_object_put(o);
+        return -1;
+    }
+    for (i = end; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n') {
+            json_object_put(o);
+            return -1;
+        }
+    }
+    *out = o;
+    return 0;
+}
+
 static inline int streq(const char *a, const char *b)
 {
     return a && b && strcmp(a, b) == 0;

@@ -119,45 +119,6 @@ static int is_set(const char *s)
     return s && *s;
 }
 
-/* Parses exactly the n bytes at p as one JSON value. Returns 0 and *out (which may be NULL
- * for the literal null), or -1 when the text is not JSON. */
-static int json_parse_n(const char *p, size_t n, json_object **out)
-{
-    json_tokener *tok;
-    json_object *o;
-    enum json_tokener_error e;
-    size_t end, i;
-
-    *out = NULL;
-    if (!p || n == 0 || n > (size_t)INT_MAX - 1)
-        return -1;
-    tok = json_tokener_new_ex(REPLICATE_JSON_DEPTH);
-    if (!tok)
-        return -1;
-    o = json_tokener_parse_ex(tok, p, (int)n);
-    e = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    if (e == json_tokener_continue) {
-        /* A bare number is only complete once something follows it. */
-        o = json_tokener_parse_ex(tok, " ", 1);
-        e = json_tokener_get_error(tok);
-        end = n;
-    }
-    json_tokener_free(tok);
-    if (e != json_tokener_success) {
-        json_object_put(o);
-        return -1;
-    }
-    for (i = end; i < n; i++) {
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n') {
-            json_object_put(o);
-            return -1;
-        }
-    }
-    *out = o;
-    return 0;
-}
-
 static void copy_cstr(char *dst, size_t cap, const char *s)
 {
     compass_copy_fixed(dst, cap, compass_str_c(s));
@@ -357,7 +318,7 @@ static void classify_error(void *inst, compass_req *req, const compass_http_resp
         uerr->outcome = COMPASS_OUTCOME_RETRYABLE;
         return;
     }
-    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+    if (json_parse_n(resp->body.ptr, resp->body.len, REPLICATE_JSON_DEPTH, &root) != 0 ||
         uerr_from_problem(uerr, resp->status, root) != 0) {
         /* Not problem details (a proxy's HTML page, an empty 502): the status decides, and
          * a short piece of the body says what it was. */
@@ -434,7 +395,7 @@ static int instance_new(const compass_host *h, const compass_instance_info *info
                     "replicate: deployment %s: template \"%s\" is unknown (transcript, single, "
                     "chatml)", name, tn);
     if (o && is_set(o->extra_input) &&
-        (json_parse_n(o->extra_input, strlen(o->extra_input), &extra) != 0 ||
+        (json_parse_n(o->extra_input, strlen(o->extra_input), REPLICATE_JSON_DEPTH, &extra) != 0 ||
          !json_object_is_type(extra, json_type_object))) {
         json_object_put(extra);
         return fail(err, COMPASS_ECONFIG,
@@ -701,7 +662,8 @@ static int check_unsupported(replicate *r, const compass_chat_request *in, compa
         json_object *rf = NULL;
         const char *t;
         int rc = COMPASS_OK;
-        if (json_parse_n(in->response_format.ptr, in->response_format.len, &rf) != 0)
+        if (json_parse_n(in->response_format.ptr, in->response_format.len, REPLICATE_JSON_DEPTH,
+                         &rf) != 0)
             return fail(err, COMPASS_EUNSUPPORTED, "replicate: response_format: not valid JSON");
         t = jgets(rf, "type");
         if (streq(t, "json_schema"))
@@ -1042,7 +1004,7 @@ static int parse_response(void *inst, compass_req *req, const compass_http_respo
     if (rc)
         return rc;
     stream = st ? st->stream : 0;
-    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+    if (json_parse_n(resp->body.ptr, resp->body.len, REPLICATE_JSON_DEPTH, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
         return fail(err, COMPASS_EPARSE, "replicate: response body is not a JSON object");
@@ -1170,7 +1132,7 @@ static int follow(void *inst, compass_req *req, const compass_http_response *res
         return rc;
     if (!st || !st->stream || st->followed)
         return COMPASS_ENOTFOUND; /* not a stream, or the stream call's answer itself */
-    if (json_parse_n(resp->body.ptr, resp->body.len, &root) != 0 ||
+    if (json_parse_n(resp->body.ptr, resp->body.len, REPLICATE_JSON_DEPTH, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
         return COMPASS_ENOTFOUND; /* parse_response says what is wrong with it */
@@ -1271,7 +1233,7 @@ static int on_error_event(replicate *r, const compass_stream_event *ev,
     compass_uerr_init(u, COMPASS_OUTCOME_RETRYABLE, 502);
     copy_cstr(u->type, sizeof(u->type), "server_error");
     copy_cstr(u->code, sizeof(u->code), "prediction_failed");
-    if (json_parse_n(ev->data.ptr, ev->data.len, &root) == 0)
+    if (json_parse_n(ev->data.ptr, ev->data.len, REPLICATE_JSON_DEPTH, &root) == 0)
         detail = jgets(root, "detail");
     if (detail && *detail)
         snprintf(u->message, sizeof(u->message), "replicate: stream error: %s", detail);
@@ -1294,7 +1256,7 @@ static int on_done_event(replicate *r, compass_req *req, attempt_state *st,
     int rc;
 
     if (!str_is_blank(ev->data)) {
-        if (json_parse_n(ev->data.ptr, ev->data.len, &root) != 0 ||
+        if (json_parse_n(ev->data.ptr, ev->data.len, REPLICATE_JSON_DEPTH, &root) != 0 ||
             (root && !json_object_is_type(root, json_type_object))) {
             json_object_put(root);
             return fail(err, COMPASS_EPARSE, "replicate: done event: data is not a JSON object");
