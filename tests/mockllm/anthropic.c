@@ -56,52 +56,6 @@ static const char *get_str(json_object *o, const char *k)
 
 /* ---------------------------------------------------------------- text helpers */
 
-static size_t count_words(const char *s)
-{
-    size_t n = 0;
-    bool in = false;
-    for (; *s; s++) {
-        bool sp = is_space(*s);
-        if (!sp && !in)
-            n++;
-        in = !sp;
-    }
-    return n;
-}
-
-static void cut_words(char *s, size_t max_words)
-{
-    size_t n = 0;
-    bool in = false;
-    for (char *p = s; *p; p++) {
-        bool sp = is_space(*p);
-        if (!sp && !in) {
-            if (n == max_words) {
-                while (p > s && is_space(p[-1]))
-                    p--;
-                *p = '\0';
-                return;
-            }
-            n++;
-        }
-        in = !sp;
-    }
-}
-
-static size_t utf8_prefix(const char *s, size_t n)
-{
-    size_t i = 0, cps = 0;
-    while (s[i]) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80) {
-            if (cps == n)
-                break;
-            cps++;
-        }
-        i++;
-    }
-    return i;
-}
-
 /* Text of a content (string, or array of blocks: the text of "text" blocks). Returns chars. */
 static size_t content_text(json_object *content, sbuf *out)
 {

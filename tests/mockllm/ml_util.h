@@ -90,6 +90,54 @@ static inline size_t utf8_len(const char *s)
     return n;
 }
 
+static inline size_t count_words(const char *s)
+{
+    size_t n = 0;
+    bool in = false;
+    for (; *s; s++) {
+        bool sp = is_space(*s);
+        if (!sp && !in)
+            n++;
+        in = !sp;
+    }
+    return n;
+}
+
+/* Cuts s in place after max_words words (and the spaces before the cut). */
+static inline void cut_words(char *s, size_t max_words)
+{
+    size_t n = 0;
+    bool in = false;
+    for (char *p = s; *p; p++) {
+        bool sp = is_space(*p);
+        if (!sp && !in) {
+            if (n == max_words) {
+                while (p > s && is_space(p[-1]))
+                    p--;
+                *p = '\0';
+                return;
+            }
+            n++;
+        }
+        in = !sp;
+    }
+}
+
+/* The length in bytes of the first n code points of s. */
+static inline size_t utf8_prefix(const char *s, size_t n)
+{
+    size_t i = 0, cps = 0;
+    while (s[i]) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80) {
+            if (cps == n)
+                break;
+            cps++;
+        }
+        i++;
+    }
+    return i;
+}
+
 static inline bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);

@@ -243,55 +243,6 @@ static char *oa_last_user_text(const ml_request *req)
     return NULL;
 }
 
-static size_t count_words(const char *s)
-{
-    size_t n = 0;
-    bool in = false;
-    for (; *s; s++) {
-        bool sp = *s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v';
-        if (!sp && !in)
-            n++;
-        in = !sp;
-    }
-    return n;
-}
-
-/* Cut s in place after max_words words. */
-static void cut_words(char *s, size_t max_words)
-{
-    size_t n = 0;
-    bool in = false;
-    for (char *p = s; *p; p++) {
-        bool sp = is_space(*p);
-        if (!sp && !in) {
-            if (n == max_words) {
-                /* trim trailing spaces too */
-                while (p > s && is_space(p[-1]))
-                    p--;
-                *p = '\0';
-                return;
-            }
-            n++;
-        }
-        in = !sp;
-    }
-}
-
-/* Byte offset of the first n UTF-8 code points of s. */
-static size_t utf8_prefix(const char *s, size_t n)
-{
-    size_t i = 0, cps = 0;
-    while (s[i]) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80) {
-            if (cps == n)
-                break;
-            cps++;
-        }
-        i++;
-    }
-    return i;
-}
-
 /* ---------------------------------------------------------------- chat */
 
 typedef struct chat {
