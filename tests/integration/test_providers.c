@@ -266,26 +266,32 @@ static void assert_clean_failover(const char *route, const char *knobs, const ch
     th_resp_free(&r);
 }
 
-/* ================================================================ Anthropic */
-
-Test(providers, anthropic_non_streaming)
+/* A non-streaming "hello" through route, answered by deployment/model in OpenAI's shape. */
+static void hello_answered(const char *route, const char *deployment, const char *model)
 {
     th_resp r;
-    post(chat("r-claude", "hello", 0), &r);
+    post(chat(route, "hello", 0), &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
-    assert_header(&r, "x-compass-provider", "claude");
-    assert_header(&r, "x-compass-model", "claude-test");
+    assert_header(&r, "x-compass-provider", deployment);
+    assert_header(&r, "x-compass-model", model);
     json_object *o = body_json(&r);
     cr_assert_str_eq(th_json_str(o, "object"), "chat.completion");
     cr_assert_str_eq(th_json_str(o, "choices.0.message.role"), "assistant");
     cr_assert_str_eq(th_json_str(o, "choices.0.message.content"), "mock reply to: hello");
     cr_assert_str_eq(th_json_str(o, "choices.0.finish_reason"), "stop");
-    /* mockllm: input_tokens = ceil(("be brief" + "hello") / 4) = 4, output = 4 words */
+    /* mockllm: prompt = ceil(("be brief" + "hello") / 4) = 4, completion = 4 words */
     cr_assert_eq(th_json_int(o, "usage.prompt_tokens"), 4, "%s", r.body);
     cr_assert_eq(th_json_int(o, "usage.completion_tokens"), 4, "%s", r.body);
     cr_assert_eq(th_json_int(o, "usage.total_tokens"), 8, "%s", r.body);
     json_object_put(o);
     th_resp_free(&r);
+}
+
+/* ================================================================ Anthropic */
+
+Test(providers, anthropic_non_streaming)
+{
+    hello_answered("r-claude", "claude", "claude-test");
 
     json_object *st, *lr = last_request(&m1, &st);
     cr_assert_str_eq(th_json_str(lr, "path"), "/v1/messages");
@@ -490,20 +496,7 @@ Test(providers, anthropic_error_statuses)
 
 Test(providers, gemini_non_streaming)
 {
-    th_resp r;
-    post(chat("r-gem", "hello", 0), &r);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    assert_header(&r, "x-compass-provider", "gem");
-    assert_header(&r, "x-compass-model", "gemini-test");
-    json_object *o = body_json(&r);
-    cr_assert_str_eq(th_json_str(o, "choices.0.message.role"), "assistant");
-    cr_assert_str_eq(th_json_str(o, "choices.0.message.content"), "mock reply to: hello");
-    cr_assert_str_eq(th_json_str(o, "choices.0.finish_reason"), "stop");
-    cr_assert_eq(th_json_int(o, "usage.prompt_tokens"), 4, "%s", r.body);
-    cr_assert_eq(th_json_int(o, "usage.completion_tokens"), 4, "%s", r.body);
-    cr_assert_eq(th_json_int(o, "usage.total_tokens"), 8, "%s", r.body);
-    json_object_put(o);
-    th_resp_free(&r);
+    hello_answered("r-gem", "gem", "gemini-test");
 
     json_object *st, *lr = last_request(&m1, &st);
     cr_assert_str_eq(th_json_str(lr, "path"), "/v1beta/models/gemini-test:generateContent");
