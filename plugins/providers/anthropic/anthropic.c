@@ -184,43 +184,6 @@ static int uerr_from_body(compass_upstream_error *u, int status, json_object *ro
     return 0;
 }
 
-/* Retry-After: delay-seconds (integer, tolerated with a fraction) or an HTTP-date. */
-static int64_t parse_retry_after(const anthropic *a, compass_str v)
-{
-    char buf[64], *end;
-    size_t i = 0, n = v.len;
-    double secs;
-
-    while (i < n && (v.ptr[i] == ' ' || v.ptr[i] == '\t'))
-        i++;
-    while (n > i && (v.ptr[n - 1] == ' ' || v.ptr[n - 1] == '\t'))
-        n--;
-    if (n == i || n - i >= sizeof(buf))
-        return -1;
-    memcpy(buf, v.ptr + i, n - i);
-    buf[n - i] = '\0';
-    if (buf[0] >= '0' && buf[0] <= '9') {
-        secs = strtod(buf, &end);
-        if (*end != '\0' || secs < 0 || secs > 86400.0 * 365)
-            return -1;
-        return (int64_t)(secs * 1000.0 + 0.5);
-    } else {
-        struct tm tm;
-        time_t t;
-        int64_t now, ms;
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        if (!end || *end != '\0')
-            return -1;
-        t = timegm(&tm);
-        if (t == (time_t)-1)
-            return -1;
-        now = a && a->h && a->h->now_ms ? a->h->now_ms(a->h) : (int64_t)time(NULL) * 1000;
-        ms = (int64_t)t * 1000 - now;
-        return ms > 0 ? ms : 0;
-    }
-}
-
 static void classify_error(void *inst, compass_req *req, const compass_http_response *resp,
                            compass_upstream_error *uerr)
 {
@@ -248,7 +211,7 @@ static void classify_error(void *inst, compass_req *req, const compass_http_resp
 
     ra = compass_header_get(resp->headers, resp->n_headers, "retry-after");
     if (ra.len > 0)
-        uerr->retry_after_ms = parse_retry_after(a, ra);
+        uerr->retry_after_ms = retry_after_ms(a ? a->h : NULL, ra);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Adds v under key; on failure releases v. A NULL v (a failed constructor) fails too. */
 static inline int jset(json_object *o, const char *key, json_object *v)
@@ -160,6 +161,44 @@ static inline int str_is_blank(compass_str s)
         if (s.ptr[i] != ' ' && s.ptr[i] != '\t' && s.ptr[i] != '\r' && s.ptr[i] != '\n')
             return 0;
     return 1;
+}
+
+/* Retry-After in ms: delay-seconds (an integer, a fraction tolerated) or an HTTP-date (measured
+ * from the host's clock when it has one). -1 when the value is neither. */
+static inline int64_t retry_after_ms(const compass_host *h, compass_str v)
+{
+    char buf[64], *end;
+    size_t i = 0, n = v.len;
+    double secs;
+
+    while (i < n && (v.ptr[i] == ' ' || v.ptr[i] == '\t'))
+        i++;
+    while (n > i && (v.ptr[n - 1] == ' ' || v.ptr[n - 1] == '\t'))
+        n--;
+    if (n == i || n - i >= sizeof(buf))
+        return -1;
+    memcpy(buf, v.ptr + i, n - i);
+    buf[n - i] = '\0';
+    if (buf[0] >= '0' && buf[0] <= '9') {
+        secs = strtod(buf, &end);
+        if (*end != '\0' || secs < 0 || secs > 86400.0 * 365)
+            return -1;
+        return (int64_t)(secs * 1000.0 + 0.5);
+    } else {
+        struct tm tm;
+        time_t t;
+        int64_t now, ms;
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (!end || *end != '\0')
+            return -1;
+        t = timegm(&tm);
+        if (t == (time_t)-1)
+            return -1;
+        now = h && h->now_ms ? h->now_ms(h) : (int64_t)time(NULL) * 1000;
+        ms = (int64_t)t * 1000 - now;
+        return ms > 0 ? ms : 0;
+    }
 }
 
 #endif

@@ -216,43 +216,6 @@ static int outcome_of(int status)
     return compass_outcome_from_status(status);
 }
 
-/* Retry-After: delay-seconds (integer, tolerated with a fraction) or an HTTP-date. */
-static int64_t parse_retry_after(const replicate *r, compass_str v)
-{
-    char buf[64], *end;
-    size_t i = 0, n = v.len;
-    double secs;
-
-    while (i < n && (v.ptr[i] == ' ' || v.ptr[i] == '\t'))
-        i++;
-    while (n > i && (v.ptr[n - 1] == ' ' || v.ptr[n - 1] == '\t'))
-        n--;
-    if (n == i || n - i >= sizeof(buf))
-        return -1;
-    memcpy(buf, v.ptr + i, n - i);
-    buf[n - i] = '\0';
-    if (buf[0] >= '0' && buf[0] <= '9') {
-        secs = strtod(buf, &end);
-        if (*end != '\0' || secs < 0 || secs > 86400.0 * 365)
-            return -1;
-        return (int64_t)(secs * 1000.0 + 0.5);
-    } else {
-        struct tm tm;
-        time_t t;
-        int64_t now, ms;
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        if (!end || *end != '\0')
-            return -1;
-        t = timegm(&tm);
-        if (t == (time_t)-1)
-            return -1;
-        now = r && r->h && r->h->now_ms ? r->h->now_ms(r->h) : (int64_t)time(NULL) * 1000;
-        ms = (int64_t)t * 1000 - now;
-        return ms > 0 ? ms : 0;
-    }
-}
-
 /* Replicate's throttling detail reads "... Expected available in N second(s)." */
 static int64_t retry_from_detail(const char *detail)
 {
@@ -348,7 +311,7 @@ static void classify_error(void *inst, compass_req *req, const compass_http_resp
 
     ra = compass_header_get(resp->headers, resp->n_headers, "retry-after");
     if (ra.len > 0) {
-        int64_t ms = parse_retry_after(r, ra);
+        int64_t ms = retry_after_ms(r ? r->h : NULL, ra);
         if (ms >= 0)
             uerr->retry_after_ms = ms;
     }
