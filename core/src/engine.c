@@ -1227,8 +1227,7 @@ COMPASS_API int compass_engine_submit(compass_engine *e, const compass_engine_re
     if (rq->key_id)
         snprintf(c->key_id, sizeof(c->key_id), "%s", rq->key_id);
     c->gen = gen_current(e);
-    atomic_fetch_add(&e->in_flight, 1);
-    cps_metrics_set(e->metrics, "compass_active_tasks", NULL, (double)atomic_load(&e->in_flight));
+    atomic_fetch_add(&e->in_flight, 1); /* compass_active_tasks is read from it when rendered */
     if (out)
         *out = c;
 
