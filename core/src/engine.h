@@ -41,6 +41,8 @@ typedef struct cps_stats {
     /* the last 64 times to first token, for hedging at p95 */
     float ttft_ring[64];
     unsigned ttft_n, ttft_pos;
+    /* the metric series every answered request updates, made on first use */
+    _Atomic(cps_metric *) m_ok, m_duration, m_prompt, m_completion;
 } cps_stats;
 
 typedef struct cps_deployment {
@@ -210,6 +212,7 @@ typedef struct cps_loop {
     struct compass_engine *e;
     int index;
     char metric_label[24];     /* loop="<index>" */
+    cps_metric *m_requests;    /* compass_loop_requests_total{loop} */
     pthread_t thread;
     int thread_started;
     CURLM *multi;
@@ -220,8 +223,10 @@ typedef struct cps_loop {
     size_t n_timers, cap_timers;
     struct compass_engine_call *active;
     struct compass_engine_call *all;
-    CURL **easy_pool;
+    CURL *easy_pool[256];      /* idle easy handles, options kept (see launch) */
     size_t n_easy_pool;
+    uint8_t *fdstate;          /* per curl socket: what the loop's epoll watches (loop.c) */
+    size_t n_fdstate;
     uint64_t last_scan_ns;
     int epfd, wakefd;          /* the loop waits on epoll; other threads wake it via eventfd */
     atomic_int wake_pending;

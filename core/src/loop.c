@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,10 +22,22 @@ enum kind { K_OTHER, K_UNSUPPORTED, K_RATE, K_TIMEOUT, K_BADGW, K_CLIENT };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
+/* whether the environment names proxies: libcurl would otherwise getenv() them on every
+ * transfer, five lookups a request, for a process environment that does not change */
+static int env_proxy, env_noproxy;
+
+static int env_set(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v;
+}
 
 static void curl_init(void)
 {
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    env_proxy = env_set("http_proxy") || env_set("https_proxy") || env_set("HTTPS_PROXY") ||
+                env_set("all_proxy") || env_set("ALL_PROXY");
+    env_noproxy = env_set("no_proxy") || env_set("NO_PROXY");
 }
 
 static void next_attempt(compass_engine_call *c);
@@ -96,6 +109,61 @@ static cps_attempt_log *log_slot(compass_engine_call *c)
     return &c->log[c->n_log++];
 }
 
+/* The series s caches in *slot, made on first use. Racing loops make the same series. */
+static cps_metric *series(cps_metrics *m, _Atomic(cps_metric *) *slot, int type, const char *name,
+                          const char *prov, const char *model, const char *extra)
+{
+    cps_metric *x = atomic_load_explicit(slot, memory_order_acquire);
+    if (x)
+        return x;
+    char labels[300];
+    snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"%s", prov, model, extra);
+    x = cps_metrics_series(m, type, name, labels);
+    if (x)
+        atomic_store_explicit(slot, x, memory_order_release);
+    return x;
+}
+
+/* The metrics of an answered request: one lock, and no label text formatted once a
+ * deployment/model has answered 200 before. */
+static void count_request(compass_engine_call *c, int status, double seconds)
+{
+    compass_engine *e = c->e;
+    cps_metric_update u[5];
+    size_t n = 0;
+    const char *prov = c->target ? c->target->dep->cfg->name : "";
+    const char *model = c->target ? c->target->model : "";
+    cps_stats *st = c->target ? c->target->stats : NULL;
+    if (c->loop)
+        u[n++] = (cps_metric_update){c->loop->m_requests, 1};
+    if (st && status == 200) {
+        u[n++] = (cps_metric_update){series(e->metrics, &st->m_ok, CPS_METRIC_COUNTER,
+                                            "compass_requests_total", prov, model,
+                                            ",status=\"200\""), 1};
+    } else {
+        char labels[300];
+        snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov,
+                 model, status);
+        cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
+    }
+    if (st) {
+        u[n++] = (cps_metric_update){series(e->metrics, &st->m_duration, CPS_METRIC_HISTOGRAM,
+                                            "compass_requests_duration_seconds", prov, model,
+                                            ""), seconds};
+        if (c->usage.present || c->usage.prompt_tokens || c->usage.completion_tokens) {
+            u[n++] = (cps_metric_update){series(e->metrics, &st->m_prompt, CPS_METRIC_COUNTER,
+                                                "compass_tokens_total", prov, model,
+                                                ",type=\"prompt\""),
+                                         (double)c->usage.prompt_tokens};
+            u[n++] = (cps_metric_update){series(e->metrics, &st->m_completion,
+                                                CPS_METRIC_COUNTER, "compass_tokens_total", prov,
+                                                model, ",type=\"completion\""),
+                                         (double)c->usage.completion_tokens};
+        }
+    }
+    cps_metrics_apply(e->metrics, u, n);
+}
+
 static void finish(compass_engine_call *c, int status, int rc, const char *body, size_t len)
 {
     if (c->finished)
@@ -129,31 +197,11 @@ static void finish(compass_engine_call *c, int status, int rc, const char *body,
                                       : res.latency_ms;
     res.cost_usd = cost_of(c);
 
-    char labels[300];
     if (c->silent)
         goto quiet;
     if (c->internal)
         goto done;
-    if (lp)
-        cps_metrics_add(e->metrics, "compass_loop_requests_total", lp->metric_label, 1);
-    snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",status=\"%d\"", prov, model,
-             status);
-    cps_metrics_add(e->metrics, "compass_requests_total", labels, 1);
-    if (c->target) {
-        snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"", prov, model);
-        cps_metrics_observe(e->metrics, "compass_requests_duration_seconds", labels,
-                            res.latency_ms / 1000.0);
-        if (c->usage.present || c->usage.prompt_tokens || c->usage.completion_tokens) {
-            snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",type=\"prompt\"", prov,
-                     model);
-            cps_metrics_add(e->metrics, "compass_tokens_total", labels,
-                            (double)c->usage.prompt_tokens);
-            snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",type=\"completion\"",
-                     prov, model);
-            cps_metrics_add(e->metrics, "compass_tokens_total", labels,
-                            (double)c->usage.completion_tokens);
-        }
-    }
+    count_request(c, status, res.latency_ms / 1000.0);
 done:
     c->cb.on_done(c->ud, &res);
     if (!c->internal)
@@ -402,17 +450,18 @@ static void release_easy(compass_engine_call *c)
         return;
     active_remove(lp, c);
     curl_multi_remove_handle(lp->multi, c->easy);
-    if (lp->n_easy_pool < 256) {
-        CURL **np = realloc(lp->easy_pool, (lp->n_easy_pool + 1) * sizeof(*np));
-        if (np) {
-            lp->easy_pool = np;
-            curl_easy_reset(c->easy);
-            lp->easy_pool[lp->n_easy_pool++] = c->easy;
-            c->easy = NULL;
-        }
-    }
-    if (c->easy)
+    if (lp->n_easy_pool < sizeof(lp->easy_pool) / sizeof(lp->easy_pool[0])) {
+        /* kept with its options (launch sets every one that varies): no curl_easy_reset, and
+         * nothing left pointing at this call's memory */
+        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+        curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, (char *)NULL);
+        curl_easy_setopt(c->easy, CURLOPT_PRIVATE, (void *)NULL);
+        curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, (void *)NULL);
+        curl_easy_setopt(c->easy, CURLOPT_HEADERDATA, (void *)NULL);
+        lp->easy_pool[lp->n_easy_pool++] = c->easy;
+    } else {
         curl_easy_cleanup(c->easy);
+    }
     c->easy = NULL;
     if (c->slist) {
         curl_slist_free_all(c->slist);
@@ -955,6 +1004,90 @@ static int clean_header(compass_str s)
     return 1;
 }
 
+/* ---- curl sockets in the loop's epoll ----
+ *
+ * When a transfer ends, curl parks its connection in the pool and asks for its socket to be
+ * removed; the next transfer on that connection asks for it again. Doing both in epoll costs
+ * two epoll_ctl calls per request, so a parked socket stays registered (for input only) and is
+ * removed only if it fires while parked (the server closed it) or when curl closes it. The
+ * state per descriptor lives in lp->fdstate; curl's open and close socket callbacks keep it
+ * true across descriptor reuse. */
+#define FD_IN 1u
+#define FD_OUT 2u
+#define FD_PARKED 4u
+#define FD_REG 8u
+
+static uint8_t *fd_slot(cps_loop *lp, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= lp->n_fdstate) {
+        size_t n = lp->n_fdstate ? lp->n_fdstate : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        uint8_t *p = realloc(lp->fdstate, n);
+        if (!p)
+            return NULL;
+        memset(p + lp->n_fdstate, 0, n - lp->n_fdstate);
+        lp->fdstate = p;
+        lp->n_fdstate = n;
+    }
+    return &lp->fdstate[fd];
+}
+
+static void fd_forget(cps_loop *lp, curl_socket_t fd)
+{
+    if (fd >= 0 && (size_t)fd < lp->n_fdstate)
+        lp->fdstate[fd] = 0;
+}
+
+static curl_socket_t open_sock(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    fd_forget(ud, fd); /* a new socket is in no epoll set, whatever its number held before */
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+static int close_sock(void *ud, curl_socket_t fd)
+{
+    fd_forget(ud, fd); /* closing it takes it out of the epoll set */
+    return close(fd);
+}
+
+/* Whether an event for fd belongs to a parked socket; if so it leaves the epoll set. */
+static int fd_parked_event(cps_loop *lp, int fd)
+{
+    if (fd < 0 || (size_t)fd >= lp->n_fdstate || !(lp->fdstate[fd] & FD_PARKED))
+        return 0;
+    epoll_ctl(lp->epfd, EPOLL_CTL_DEL, fd, NULL);
+    lp->fdstate[fd] = 0;
+    return 1;
+}
+
+/* A new easy handle with the options that never change between transfers. */
+static CURL *easy_new(cps_loop *lp)
+{
+    CURL *h = curl_easy_init();
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_sock);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, lp);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, close_sock);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, lp);
+    if (!env_proxy)
+        curl_easy_setopt(h, CURLOPT_PROXY, "");
+    if (!env_noproxy)
+        curl_easy_setopt(h, CURLOPT_NOPROXY, "");
+    return h;
+}
+
 /* Starts the transfer c->hreq describes. */
 static int launch(compass_engine_call *c, compass_err *err)
 {
@@ -970,14 +1103,19 @@ static int launch(compass_engine_call *c, compass_err *err)
             curl_slist_free_all(sl);
             return compass_err_set(err, COMPASS_EPLUGIN, "plugin built a header with CR/LF");
         }
-        size_t len = h->name.len + h->value.len + 3;
-        char *line = cps_arena_alloc(c->arena, len);
+        size_t nl = h->name.len, vl = h->value.len;
+        char *line = cps_arena_alloc(c->arena, nl + vl + 3);
         if (!line) {
             curl_slist_free_all(sl);
             return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
         }
-        snprintf(line, len, "%.*s: %.*s", (int)h->name.len, h->name.ptr, (int)h->value.len,
-                 h->value.ptr);
+        if (nl)
+            memcpy(line, h->name.ptr, nl);
+        line[nl] = ':';
+        line[nl + 1] = ' ';
+        if (vl)
+            memcpy(line + nl + 2, h->value.ptr, vl);
+        line[nl + 2 + vl] = '\0';
         struct curl_slist *ns = curl_slist_append(sl, line);
         if (!ns) {
             curl_slist_free_all(sl);
@@ -988,29 +1126,32 @@ static int launch(compass_engine_call *c, compass_err *err)
     struct curl_slist *ns = curl_slist_append(sl, "Expect:");
     if (ns)
         sl = ns;
-    CURL *h = lp->n_easy_pool ? lp->easy_pool[--lp->n_easy_pool] : curl_easy_init();
+    CURL *h = lp->n_easy_pool ? lp->easy_pool[--lp->n_easy_pool] : easy_new(lp);
     if (!h) {
         curl_slist_free_all(sl);
         return compass_err_set(err, COMPASS_ENOMEM, "out of memory");
     }
+    /* a pooled handle keeps its options: every option that varies between transfers is set
+     * here, each time */
     const cps_timeouts *t = &c->target->dep->cfg->timeouts;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PRIVATE, c);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)t->connect_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)t->total_ms);
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     switch (c->hreq.method) {
-    case COMPASS_HTTP_GET: curl_easy_setopt(h, CURLOPT_HTTPGET, 1L); break;
-    case COMPASS_HTTP_DELETE: curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE"); break;
+    case COMPASS_HTTP_GET:
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+        break;
+    case COMPASS_HTTP_DELETE:
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+        break;
     default:
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->hreq.body.len);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->hreq.body.ptr ? c->hreq.body.ptr : "");
     }
@@ -1022,6 +1163,8 @@ static int launch(compass_engine_call *c, compass_err *err)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 1024L);
         cps_sse_free(&c->sse);
         cps_sse_init(&c->sse, c->hreq.stream_format, (size_t)4 << 20);
+    } else {
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)CURL_MAX_WRITE_SIZE);
     }
     if (curl_multi_add_handle(lp->multi, h) != CURLM_OK) {
         c->easy = NULL;
@@ -1479,26 +1622,36 @@ static void arm_hedge(compass_engine_call *c)
 static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     cps_loop *lp = userp;
+    uint8_t *st = fd_slot(lp, fd);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.data.fd = fd;
     if (what == CURL_POLL_REMOVE) {
-        if (socketp) {
+        if (!st) {
             epoll_ctl(lp->epfd, EPOLL_CTL_DEL, fd, NULL);
-            curl_multi_assign(lp->multi, fd, NULL);
+        } else if (*st & FD_REG) {
+            /* park it; an idle socket watched for output would fire at once */
+            if (*st & FD_OUT) {
+                ev.events = EPOLLIN;
+                epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
+            }
+            *st = FD_REG | FD_IN | FD_PARKED;
         }
         return 0;
     }
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    ev.data.fd = fd;
-    if (socketp) {
-        if (epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT)
+    unsigned want = (what & CURL_POLL_IN ? FD_IN : 0) | (what & CURL_POLL_OUT ? FD_OUT : 0);
+    ev.events = (want & FD_IN ? EPOLLIN : 0) | (want & FD_OUT ? EPOLLOUT : 0);
+    if (st && (*st & FD_REG)) {
+        if ((*st & (FD_IN | FD_OUT)) != want &&
+            epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT)
             epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev);
-    } else {
-        if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
-            epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(lp->multi, fd, (void *)1);
+    } else if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST) {
+        epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
     }
+    if (st)
+        *st = (uint8_t)(FD_REG | want);
     return 0;
 }
 
@@ -1709,6 +1862,8 @@ static int loop_turn(cps_loop *lp, int max_wait_ms, int *next_ms)
             atomic_store(&lp->wake_pending, 0);
             continue;
         }
+        if (fd_parked_event(lp, fd))
+            continue; /* a pooled connection the server closed: curl finds out on reuse */
         int mask = 0;
         if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
             mask |= CURL_CSELECT_IN;
@@ -1825,6 +1980,8 @@ int cps_loop_start(compass_engine *e, int n, compass_err *err)
         lp->e = e;
         lp->index = i;
         snprintf(lp->metric_label, sizeof(lp->metric_label), "loop=\"%d\"", i);
+        lp->m_requests = cps_metrics_series(e->metrics, CPS_METRIC_COUNTER,
+                                            "compass_loop_requests_total", lp->metric_label);
         lp->epfd = lp->wakefd = -1;
         pthread_mutex_init(&lp->q_mu, NULL);
         atomic_init(&lp->wake_pending, 0);
@@ -1875,8 +2032,6 @@ static void loop_stop(cps_loop *lp)
     }
     for (size_t i = 0; i < lp->n_easy_pool; i++)
         curl_easy_cleanup(lp->easy_pool[i]);
-    free(lp->easy_pool);
-    lp->easy_pool = NULL;
     lp->n_easy_pool = 0;
     free(lp->timers);
     lp->timers = NULL;
@@ -1888,6 +2043,9 @@ static void loop_stop(cps_loop *lp)
     if (lp->wakefd >= 0)
         close(lp->wakefd);
     lp->epfd = lp->wakefd = -1;
+    free(lp->fdstate); /* after curl_multi_cleanup, whose closes clear entries */
+    lp->fdstate = NULL;
+    lp->n_fdstate = 0;
     pthread_mutex_destroy(&lp->q_mu);
 }
 

@@ -10,10 +10,10 @@
 static const double bounds[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                         1,     2.5,  5,     10,   30,  60,  120};
 
-enum { COUNTER, GAUGE, HISTOGRAM };
+enum { COUNTER = CPS_METRIC_COUNTER, GAUGE = CPS_METRIC_GAUGE, HISTOGRAM = CPS_METRIC_HISTOGRAM };
 
-struct entry {
-    struct entry *next;
+struct cps_metric {
+    struct cps_metric *next;
     char *name, *labels;
     int type;
     double value, sum;
@@ -22,7 +22,7 @@ struct entry {
 
 struct cps_metrics {
     pthread_mutex_t mu;
-    struct entry *tab[512];
+    struct cps_metric *tab[512];
     size_t n;
 };
 
@@ -56,9 +56,9 @@ void cps_metrics_free(cps_metrics *m)
     if (!m)
         return;
     for (size_t i = 0; i < 512; i++) {
-        struct entry *e = m->tab[i];
+        struct cps_metric *e = m->tab[i];
         while (e) {
-            struct entry *n = e->next;
+            struct cps_metric *n = e->next;
             free(e->name);
             free(e->labels);
             free(e);
@@ -92,15 +92,15 @@ static unsigned hash2(const char *a, const char *b)
 }
 
 /* Called with the mutex held. */
-static struct entry *get(cps_metrics *m, const char *name, const char *labels, int type)
+static struct cps_metric *get(cps_metrics *m, const char *name, const char *labels, int type)
 {
     if (!labels)
         labels = "";
     unsigned h = hash2(name, labels) % 512;
-    for (struct entry *e = m->tab[h]; e; e = e->next)
+    for (struct cps_metric *e = m->tab[h]; e; e = e->next)
         if (!strcmp(e->name, name) && !strcmp(e->labels, labels))
             return e->type == type ? e : NULL;
-    struct entry *e = calloc(1, sizeof(*e));
+    struct cps_metric *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
     e->name = strdup(name);
@@ -121,7 +121,7 @@ static struct entry *get(cps_metrics *m, const char *name, const char *labels, i
 void cps_metrics_add(cps_metrics *m, const char *name, const char *labels, double delta)
 {
     pthread_mutex_lock(&m->mu);
-    struct entry *e = get(m, name, labels, COUNTER);
+    struct cps_metric *e = get(m, name, labels, COUNTER);
     if (e)
         e->value += delta;
     pthread_mutex_unlock(&m->mu);
@@ -130,29 +130,58 @@ void cps_metrics_add(cps_metrics *m, const char *name, const char *labels, doubl
 void cps_metrics_set(cps_metrics *m, const char *name, const char *labels, double value)
 {
     pthread_mutex_lock(&m->mu);
-    struct entry *e = get(m, name, labels, GAUGE);
+    struct cps_metric *e = get(m, name, labels, GAUGE);
     if (e)
         e->value = value;
     pthread_mutex_unlock(&m->mu);
 }
 
+/* Called with the mutex held. */
+static void observe(struct cps_metric *e, double value)
+{
+    e->count++;
+    e->sum += value;
+    for (int i = NBUCKETS - 1; i >= 0 && value <= bounds[i]; i--)
+        e->buckets[i]++;
+}
+
 void cps_metrics_observe(cps_metrics *m, const char *name, const char *labels, double value)
 {
     pthread_mutex_lock(&m->mu);
-    struct entry *e = get(m, name, labels, HISTOGRAM);
-    if (e) {
-        e->count++;
-        e->sum += value;
-        for (int i = 0; i < NBUCKETS; i++)
-            if (value <= bounds[i])
-                e->buckets[i]++;
+    struct cps_metric *e = get(m, name, labels, HISTOGRAM);
+    if (e)
+        observe(e, value);
+    pthread_mutex_unlock(&m->mu);
+}
+
+cps_metric *cps_metrics_series(cps_metrics *m, int type, const char *name, const char *labels)
+{
+    pthread_mutex_lock(&m->mu);
+    struct cps_metric *e = get(m, name, labels, type);
+    pthread_mutex_unlock(&m->mu);
+    return e;
+}
+
+void cps_metrics_apply(cps_metrics *m, const cps_metric_update *u, size_t n)
+{
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct cps_metric *e = u[i].series;
+        if (!e)
+            continue;
+        if (e->type == HISTOGRAM)
+            observe(e, u[i].value);
+        else if (e->type == COUNTER)
+            e->value += u[i].value;
+        else
+            e->value = u[i].value;
     }
     pthread_mutex_unlock(&m->mu);
 }
 
 static int cmp_entry(const void *a, const void *b)
 {
-    const struct entry *x = *(const struct entry *const *)a, *y = *(const struct entry *const *)b;
+    const struct cps_metric *x = *(const struct cps_metric *const *)a, *y = *(const struct cps_metric *const *)b;
     int c = strcmp(x->name, y->name);
     return c ? c : strcmp(x->labels, y->labels);
 }
@@ -171,19 +200,19 @@ static void labels_with(cps_buf *out, const char *labels, const char *extra)
 int cps_metrics_render(cps_metrics *m, cps_buf *out)
 {
     pthread_mutex_lock(&m->mu);
-    struct entry **all = malloc((m->n ? m->n : 1) * sizeof(*all));
+    struct cps_metric **all = malloc((m->n ? m->n : 1) * sizeof(*all));
     if (!all) {
         pthread_mutex_unlock(&m->mu);
         return -1;
     }
     size_t k = 0;
     for (size_t i = 0; i < 512; i++)
-        for (struct entry *e = m->tab[i]; e; e = e->next)
+        for (struct cps_metric *e = m->tab[i]; e; e = e->next)
             all[k++] = e;
     qsort(all, k, sizeof(*all), cmp_entry);
     const char *last = "";
     for (size_t i = 0; i < k; i++) {
-        struct entry *e = all[i];
+        struct cps_metric *e = all[i];
         if (strcmp(e->name, last)) {
             for (size_t h = 0; h < sizeof(helps) / sizeof(helps[0]); h++)
                 if (!strcmp(helps[h].name, e->name))
