@@ -42,6 +42,17 @@ struct cpd_http {
     pthread_t watchdog;
     int watchdog_started;
     atomic_int stop;
+    /* handoff mode: sockets accepted elsewhere, waiting for this front door's thread */
+    atomic_long tcp_conns, n_handed;
+    pthread_mutex_t hand_mu;
+    struct handed *handed;
+    size_t cap_handed;
+};
+
+struct handed {
+    int fd;
+    socklen_t len;
+    struct sockaddr_storage addr;
 };
 
 struct conn {
@@ -185,6 +196,14 @@ static int sane_id(const char *s)
     return n > 0;
 }
 
+/* snprintf(dst, cap, "%s", src) without the formatter: on every answer's path. */
+static void copy_cstr(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
 /* ---- engine callbacks (engine thread) ---- */
 
 static void on_head(void *ud, const compass_engine_head *hd)
@@ -195,10 +214,10 @@ static void on_head(void *ud, const compass_engine_head *hd)
     c->stream = hd->stream;
     c->attempts = hd->attempts;
     c->cost = hd->cost_usd;
-    snprintf(c->provider, sizeof(c->provider), "%s", hd->provider);
-    snprintf(c->model, sizeof(c->model), "%s", hd->model);
-    snprintf(c->route, sizeof(c->route), "%s", hd->route);
-    snprintf(c->request_id, sizeof(c->request_id), "%s", hd->request_id);
+    copy_cstr(c->provider, sizeof(c->provider), hd->provider);
+    copy_cstr(c->model, sizeof(c->model), hd->model);
+    copy_cstr(c->route, sizeof(c->route), hd->route);
+    copy_cstr(c->request_id, sizeof(c->request_id), hd->request_id);
     c->head_ready = 1;
     if (c->ep == EP_MESSAGES && c->stream && !c->anth) {
         char id[96];
@@ -773,6 +792,86 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *mc, void **sock_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)mc;
+    (void)sock_ctx;
+    cpd_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&h->tcp_conns, 1);
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&h->tcp_conns, 1);
+}
+
+int cpd_http_listen(const char *host, int port, int *bound, char *msg, size_t cap)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        snprintf(msg, cap, "listen address '%s' is not an IPv4 address", host);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 4096)) {
+        snprintf(msg, cap, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof(sa);
+    *bound = getsockname(fd, (struct sockaddr *)&sa, &len) == 0 ? ntohs(sa.sin_port) : port;
+    return fd;
+}
+
+long cpd_http_connections(cpd_http *h)
+{
+    return atomic_load(&h->tcp_conns) + atomic_load(&h->n_handed);
+}
+
+void cpd_http_hand(cpd_http *h, int fd, const struct sockaddr *addr, unsigned addrlen)
+{
+    pthread_mutex_lock(&h->hand_mu);
+    size_t n = (size_t)atomic_load(&h->n_handed);
+    if (n == h->cap_handed) {
+        size_t cap = h->cap_handed ? 2 * h->cap_handed : 16;
+        struct handed *p = realloc(h->handed, cap * sizeof(*p));
+        if (!p) {
+            pthread_mutex_unlock(&h->hand_mu);
+            close(fd); /* the client sees a reset, as at a full backlog */
+            return;
+        }
+        h->handed = p;
+        h->cap_handed = cap;
+    }
+    struct handed *x = &h->handed[n];
+    x->fd = fd;
+    x->len = addrlen <= sizeof(x->addr) ? (socklen_t)addrlen : 0;
+    if (x->len)
+        memcpy(&x->addr, addr, x->len);
+    atomic_store(&h->n_handed, (long)n + 1);
+    pthread_mutex_unlock(&h->hand_mu);
+}
+
+void cpd_http_take_handed(cpd_http *h)
+{
+    if (!atomic_load(&h->n_handed))
+        return;
+    pthread_mutex_lock(&h->hand_mu);
+    size_t n = (size_t)atomic_load(&h->n_handed);
+    for (size_t i = 0; i < n; i++) {
+        struct handed *x = &h->handed[i];
+        /* MHD owns the socket from here, and closes it itself when it refuses it (over the
+         * connection limit) */
+        MHD_add_connection(h->d, x->fd, (struct sockaddr *)&x->addr, x->len);
+        atomic_fetch_sub(&h->n_handed, 1);
+    }
+    pthread_mutex_unlock(&h->hand_mu);
+}
+
 cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, size_t cap)
 {
     cpd_http *h = calloc(1, sizeof(*h));
@@ -783,6 +882,7 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
     h->e = e;
     h->o = *o;
     pthread_mutex_init(&h->watch_mu, NULL);
+    pthread_mutex_init(&h->hand_mu, NULL);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -795,8 +895,11 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
     /* no thread of its own: the caller runs it (cpd_http_run) on its loop's thread. Every
      * front door sets SO_REUSEPORT so that one per event loop can listen on the same port. */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    if (o->handoff)
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, &sa,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, 120u,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)6 * 1024,
@@ -805,6 +908,7 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
     if (!h->d) {
         snprintf(msg, cap, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
         pthread_mutex_destroy(&h->watch_mu);
+        pthread_mutex_destroy(&h->hand_mu);
         free(h);
         return NULL;
     }
@@ -859,6 +963,10 @@ void cpd_http_stop(cpd_http *h)
     if (h->watchdog_started)
         pthread_join(h->watchdog, NULL);
     MHD_stop_daemon(h->d);
+    for (long i = 0; i < atomic_load(&h->n_handed); i++)
+        close(h->handed[i].fd);
+    free(h->handed);
     pthread_mutex_destroy(&h->watch_mu);
+    pthread_mutex_destroy(&h->hand_mu);
     free(h);
 }

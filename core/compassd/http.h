@@ -5,6 +5,7 @@
 #include <compass/compass.h>
 
 typedef struct cpd_http cpd_http;
+struct sockaddr;
 
 typedef struct cpd_http_opts {
     const char *host;
@@ -13,6 +14,7 @@ typedef struct cpd_http_opts {
     long max_connections;   /* per front door */
     int log_requests;
     void (*log_line)(const char *json_line); /* one JSON object, no newline */
+    int handoff;            /* no listening socket: connections come from cpd_http_hand */
 } cpd_http_opts;
 
 /** Starts serving. Returns NULL with msg filled on failure. */
@@ -29,6 +31,16 @@ int cpd_http_fd(cpd_http *h);
 void cpd_http_run(cpd_http *h);
 /** external mode: milliseconds until libmicrohttpd needs to run anyway (-1: never). */
 int cpd_http_timeout_ms(cpd_http *h);
+/** A listening socket (non-blocking) on host:port for front doors started with handoff; its
+ *  port in *bound. -1 with msg filled on failure. */
+int cpd_http_listen(const char *host, int port, int *bound, char *msg, size_t cap);
+/** TCP connections h serves, plus those handed to it and not yet taken. Any thread. */
+long cpd_http_connections(cpd_http *h);
+/** Hands accepted client socket fd to h (handoff mode); h's thread takes it in
+ *  cpd_http_take_handed. Any thread; fd is h's from now on. */
+void cpd_http_hand(cpd_http *h, int fd, const struct sockaddr *addr, unsigned addrlen);
+/** h's own thread: starts serving the sockets handed to it. */
+void cpd_http_take_handed(cpd_http *h);
 /** Stops the daemon and frees everything. */
 void cpd_http_stop(cpd_http *h);
 
