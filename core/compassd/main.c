@@ -201,6 +201,7 @@ struct worker {
     int wake;                 /* eventfd: worker 0 -> this worker, "drain now" */
     int sfd;                  /* worker 0: the signalfd, else -1 */
     int lfd;                  /* worker 0 with several workers: the listening socket, else -1 */
+    int next_pick;            /* worker 0: where the next tie-break starts */
     struct worker *all;
     int n_all;
     pthread_t th;
@@ -235,15 +236,19 @@ static void accept_all(struct worker *w)
                 log_json(COMPASS_LOG_WARN, "accept failed");
             return;
         }
-        struct worker *best = &w->all[0];
-        long least = cpd_http_connections(best->h);
-        for (int i = 1; i < w->n_all; i++) {
-            long n = cpd_http_connections(w->all[i].h);
-            if (n < least) {
+        /* the fewest connections wins; ties go round the workers, so that short
+         * connections made one after another do not all land on one worker */
+        struct worker *best = NULL;
+        long least = 0;
+        for (int i = 0; i < w->n_all; i++) {
+            struct worker *x = &w->all[(w->next_pick + i) % w->n_all];
+            long n = cpd_http_connections(x->h);
+            if (!best || n < least) {
                 least = n;
-                best = &w->all[i];
+                best = x;
             }
         }
+        w->next_pick = (w->next_pick + 1) % w->n_all;
         cpd_http_hand(best->h, fd, (struct sockaddr *)&sa, (unsigned)len);
         uint64_t one = 1;
         if (best == w)
@@ -533,7 +538,7 @@ int main(int argc, char **argv)
         /* server.max_connections is the whole daemon's: each front door gets its share */
         cpd_http_opts ho = {host,      port,     max_body, (max_conns + n - 1) / n,
                             log_requests, log_line, n > 1};
-        ws[i] = (struct worker){e, NULL, i, drain, -1, -1, i == 0 ? lfd : -1, ws, n, 0, 0};
+        ws[i] = (struct worker){e, NULL, i, drain, -1, -1, i == 0 ? lfd : -1, 0, ws, n, 0, 0};
         ws[i].h = cpd_http_start(e, &ho, msg, sizeof(msg));
         if (!ws[i].h) {
             fprintf(stderr, "compassd: %s\n", msg);
