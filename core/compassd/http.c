@@ -174,6 +174,14 @@ static enum MHD_Result send_error(struct MHD_Connection *mc, int status, const c
     return ret;
 }
 
+/* snprintf(dst, cap, "%s", src) without the formatter: on every answer's path. */
+static void copy_cstr(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
 static void new_request_id(char *out, size_t cap)
 {
     static atomic_ulong n;
@@ -182,7 +190,13 @@ static void new_request_id(char *out, size_t cap)
     unsigned long long x = ((unsigned long long)ts.tv_nsec << 20) ^ (unsigned long long)ts.tv_sec;
     x ^= (unsigned long long)atomic_fetch_add(&n, 1) * 0x9E3779B97F4A7C15ull;
     x ^= x >> 31;
-    snprintf(out, cap, "req-%016llx", x);
+    /* "req-%016llx", by hand: on every request's path */
+    static const char hex[] = "0123456789abcdef";
+    char id[21] = "req-";
+    for (int i = 0; i < 16; i++)
+        id[4 + i] = hex[(x >> (60 - 4 * i)) & 15];
+    id[20] = '\0';
+    copy_cstr(out, cap, id);
 }
 
 static int sane_id(const char *s)
@@ -194,14 +208,6 @@ static int sane_id(const char *s)
                          *s == ':'))
             return 0;
     return n > 0;
-}
-
-/* snprintf(dst, cap, "%s", src) without the formatter: on every answer's path. */
-static void copy_cstr(char *dst, size_t cap, const char *src)
-{
-    size_t n = src ? strnlen(src, cap - 1) : 0;
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
 }
 
 /* ---- engine callbacks (engine thread) ---- */
@@ -427,9 +433,15 @@ static enum MHD_Result queue_answer(struct conn *c)
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    } else if (c->out.ptr && c->out.len) {
+        /* the body moves to MHD, which free()s it (cps_buf allocates with realloc) */
+        r = MHD_create_response_from_buffer(c->out.len, c->out.ptr, MHD_RESPMEM_MUST_FREE);
+        if (!r)
+            return MHD_NO;
+        cps_buf_init(&c->out);
+        MHD_add_response_header(r, "Content-Type", "application/json");
     } else {
-        r = MHD_create_response_from_buffer(c->out.len, c->out.ptr ? c->out.ptr : (void *)"",
-                                            MHD_RESPMEM_MUST_COPY);
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!r)
             return MHD_NO;
         MHD_add_response_header(r, "Content-Type", "application/json");
@@ -892,8 +904,9 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
         free(h);
         return NULL;
     }
-    /* no thread of its own: the caller runs it (cpd_http_run) on its loop's thread. Every
-     * front door sets SO_REUSEPORT so that one per event loop can listen on the same port. */
+    /* no thread of its own: the caller runs it (cpd_http_run) on its loop's thread. With
+     * handoff it listens on nothing (compassd's first loop accepts for all of them); else it
+     * listens itself, without SO_REUSEPORT, so a second daemon on the port fails to start. */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
     if (o->handoff)
         flags |= MHD_USE_NO_LISTEN_SOCKET;
@@ -903,7 +916,6 @@ cpd_http *cpd_http_start(compass_engine *e, const cpd_http_opts *o, char *msg, s
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, 120u,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)6 * 1024,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
     if (!h->d) {
         snprintf(msg, cap, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
