@@ -9,6 +9,8 @@
 #        BENCH_MOCK_THREADS=2     mockllm worker threads (2 is the fastest on 2 cores)
 #        BENCH_COMPASS_THREADS=0  compassd server.threads for the main runs (0, the shipped
 #                                 default: one event loop per core, as nginx's workers auto)
+#        BENCH_PACE_MS=5          part 1b: each of the 64 connections waits this long between
+#                                 a response and its next request
 #
 # 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
 #    (b) nginx as a keepalive reverse proxy to it, (c) compassd's openai plugin pointed at it
@@ -17,6 +19,11 @@
 #    (e) compassd's anthropic plugin against mockllm's /v1/messages (same client body; ratio
 #    to (c)), (f) one compassd with two routes over the same two openai deployments, one
 #    ranked by the Lua policy scripts/routing/cheapest_healthy.lua, one by priority (ratio).
+# 1b. Latency at a fixed load: the same three targets (a)-(c), each connection pausing
+#    BENCH_PACE_MS between requests, so every target gets about the same offered load (~64 /
+#    (pace + latency) req/s, well under each one's capacity). At saturation (part 1) a closed
+#    loop of 64 connections measures queueing (latency = 64 / throughput); paced, p99 added
+#    over direct is the time the gateway itself adds to a request.
 # 2. N concurrent ~10 s streams through compassd to mockllm, with compassd's threads and RSS.
 # 3. bench_routers / bench_lua from the build, when they were built.
 # 4. bench_translate from the build: CPU ns per chunk of each provider plugin's stream parser
@@ -33,6 +40,7 @@ MOCK_THREADS=${BENCH_MOCK_THREADS:-2}
 CD_THREADS=${BENCH_COMPASS_THREADS:-0}
 LUA=$root/tests/bench/chat.lua
 MODEL=gpt-4o-mini
+PACE_MS=${BENCH_PACE_MS:-5}
 
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
 note() { echo "bench: $*"; }
@@ -202,7 +210,7 @@ run_wrk() {
   code=$(curl -s -m 5 -o "$tmp/probe.$key" -D "$tmp/probe_h.$key" -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary "$(lua_body)" "$url")
   [ "$code" = 200 ] || { head -c 400 "$tmp/probe.$key"; echo; die "$label: probe got HTTP $code from $url"; }
-  timeout $((DUR + 30)) wrk -t2 -c64 -d"${DUR}s" --timeout 5s --latency -s "$LUA" "$url" >"$out" 2>&1 ||
+  timeout $((DUR + 30)) wrk -t2 -c64 -d"${DUR}s" --timeout 5s --latency -s "${WRK_SCRIPT:-$LUA}" "$url" >"$out" 2>&1 ||
     { cat "$out"; die "$label: wrk failed"; }
   read -r rps p50 p99 errs < <(awk '
     function ms(v,  n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
@@ -232,6 +240,10 @@ echo
 echo "== 1. throughput: wrk -t2 -c64 -d${DUR}s, POST /v1/chat/completions (non-streaming, $(lua_body | wc -c) B body)"
 echo "   mockllm --threads $MOCK_THREADS on 127.0.0.1:$ML_PORT"
 run_wrk a "(a) mockllm direct" "http://127.0.0.1:$ML_PORT/v1/chat/completions"
+# part 1b's paced runs are made while each target is up; their table is printed after part 1's
+{ cat "$LUA"; echo "function delay() return $PACE_MS end"; } >"$tmp/paced.lua"
+paced() { WRK_SCRIPT=$tmp/paced.lua run_wrk "$@" >/dev/null; }
+paced pa "(a) mockllm direct, paced" "http://127.0.0.1:$ML_PORT/v1/chat/completions"
 
 # (b) nginx
 NG_PORT=$(free_port) || die "no free port for nginx"
@@ -270,11 +282,13 @@ for _ in $(seq 1 50); do
 done
 kill -0 "$ng_pid" 2>/dev/null || { cat "$tmp/nginx/out" "$tmp/nginx/logs/error.log" 2>/dev/null; die "nginx did not start"; }
 run_wrk b "(b) nginx reverse proxy (workers auto, keepalive 64)" "http://127.0.0.1:$NG_PORT/v1/chat/completions"
+paced pb "(b) nginx reverse proxy, paced" "http://127.0.0.1:$NG_PORT/v1/chat/completions"
 stop "$ng_pid"
 
 # (c) compassd -> openai plugin -> mockllm, request log off
 start_compassd c "$(conf_upstream "$CD_THREADS" false)"
 run_wrk c "(c) compassd openai->mockllm, log off, thr=${CD_THREADS/#0/auto}" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
+paced pc "(c) compassd openai->mockllm, paced" "http://127.0.0.1:$CD_PORT/v1/chat/completions"
 c_log=$tmp/c.log
 c_pid=$CD_PID
 stop "$c_pid"
@@ -314,6 +328,8 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }'
 ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
 ratio_c_a=$(ratio "${RPS[c]}" "${RPS[a]}")
 p99_added=$(awk -v c="${P99[c]}" -v a="${P99[a]}" 'BEGIN { printf "%.2f", c - a }')
+p99_added_paced=$(awk -v c="${P99[pc]}" -v a="${P99[pa]}" 'BEGIN { printf "%.2f", c - a }')
+p50_added_paced=$(awk -v c="${P50[pc]}" -v a="${P50[pa]}" 'BEGIN { printf "%.2f", c - a }')
 ratio_anthropic_openai=$(ratio "${RPS[e]}" "${RPS[c]}")
 # where compassd sent each probe (x-compass-provider): e -> claude; the Lua policy picks the
 # cheaper up2, priority the first listed, up1 (up1 on the Lua route would mean a fallback)
@@ -322,6 +338,7 @@ ratio_lua_priority=$(ratio "${RPS[flua]}" "${RPS[fprio]}")
 echo
 printf '   %-52s %9s %9s %9s\n' target "req/s" "p50 ms" "p99 ms"
 for k in "${order[@]}"; do
+  case $k in p?) continue ;; esac
   printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
 done
 echo "   ratio c/b (req/s): $ratio_c_b   ratio c/a (req/s): $ratio_c_a   p99 added over direct (c-a): $p99_added ms"
@@ -339,6 +356,13 @@ for l in c:"$c_log" e:"$e_log" f:"$f_log"; do
     grep -m3 '"level":"\(error\|warn\)"' "${l#*:}" | cut -c1-300 | sed 's/^/     | /'
   fi
 done
+
+echo
+echo "== 1b. latency at a fixed load: wrk -t2 -c64 -d${DUR}s, each connection pausing ${PACE_MS} ms between requests"
+for k in pa pb pc; do
+  printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
+done
+echo "   added over direct at that load (pc-pa): p50 $p50_added_paced ms, p99 $p99_added_paced ms"
 
 # ---- 2. concurrent slow streams
 echo
@@ -450,6 +474,8 @@ echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} comp
   "direct_p50_ms=${P50[a]} direct_p99_ms=${P99[a]} nginx_p50_ms=${P50[b]} nginx_p99_ms=${P99[b]}" \
   "compassd_p50_ms=${P50[c]} compassd_p99_ms=${P99[c]} compassd_log_p99_ms=${P99[clog]} compassd_mock_p99_ms=${P99[d]}" \
   "p99_added_ms=$p99_added wrk_errors=$total_errs" \
+  "paced_direct_rps=${RPS[pa]} paced_compassd_rps=${RPS[pc]} paced_direct_p99_ms=${P99[pa]}" \
+  "paced_nginx_p99_ms=${P99[pb]} paced_compassd_p99_ms=${P99[pc]} p99_added_paced_ms=$p99_added_paced" \
   "streams=$N streams_ok=$streams_ok streams_failed=$streams_failed streams_p50_s=$streams_p50_s streams_max_s=$streams_max_s" \
   "streams_direct_ok=$sd_ok streams_direct_p50_s=$sd_p50 streams_direct_max_s=$sd_max" \
   "threads_idle=$threads_idle threads_peak=$threads_peak rss_idle_mb=$rss_idle_mb rss_peak_mb=$rss_peak_mb" \
