@@ -1,6 +1,8 @@
-/* OpenAI chat completions JSON <-> the canonical model in plugin.h. Parsing uses json-c and
- * copies what it keeps into the request arena; writing appends JSON text to a cps_buf by hand
- * because it is on every response's path. */
+/* OpenAI chat completions JSON <-> the canonical model in plugin.h. Parsing copies what it
+ * keeps into the request arena: a chat request is first read in place by a fast path (the
+ * strict scanner of json_scan.h), and anything that path is not sure of goes to the general
+ * path, a json-c tree, which also writes every error message. Writing appends JSON text to a
+ * cps_buf by hand because it is on every response's path. */
 #include "canon.h"
 
 #include <json-c/json.h>
@@ -8,6 +10,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The fast path reads bodies with the provider plugins' strict scanner. It is header-only,
+ * all static inline code: the core compiles its own copy, as each plugin does, so no symbol
+ * is shared between the core and a plugin. */
+#include "json_scan.h"
 
 static int fail(compass_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -530,8 +537,8 @@ static int parse_root(cps_arena *a, json_object *root, compass_chat_request *out
     return 0;
 }
 
-int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_chat_request *out,
-                         compass_err *err)
+int cps_canon_parse_chat_general(cps_arena *a, const char *json, size_t len,
+                                 compass_chat_request *out, compass_err *err)
 {
     memset(out, 0, sizeof(*out));
     out->size = sizeof(*out);
@@ -565,6 +572,831 @@ int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_cha
     out->raw.ptr = json;
     out->raw.len = len;
     return rc;
+}
+
+/* ---- the fast path: reading the body in place ----
+ *
+ * json_scan walks the body without building a tree; every value that json-c's tree would
+ * give us is read straight from the bytes: plain strings are copied, escaped ones decoded
+ * here, short numbers read exactly. Only the sub-values the general path re-serialises
+ * (parameters, non-string arguments, response_format), a lone surrogate and the rare number
+ * not read exactly here go through json-c, each on just its own bytes.
+ *
+ * It declines (returns -1, and cps_canon_parse_chat runs the general path from scratch) on
+ * anything it is not sure of: every client mistake (so the general path writes the message),
+ * a duplicate key the fields read (json-c keeps the last), an escaped key, deep nesting,
+ * json-c's leniencies (the scanner is strict) and out of memory. What it answers is exactly
+ * what the general path would. */
+
+#define FAST_DEPTH 32 /* below the general tokener's 64: what the scanner takes, json-c takes */
+
+typedef struct fast {
+    cps_arena *a;
+    js_keep keep; /* json-c, for the few spans decoded with it */
+} fast;
+
+/* Frees what json-c decoded for one value; the tokener is kept for the next. */
+static void fast_drop(fast *f)
+{
+    for (int i = 0; i < f->keep.n; i++)
+        json_object_put(f->keep.objs[i]);
+    f->keep.n = 0;
+}
+
+typedef struct fast_key {
+    const char *s;
+    size_t n;
+} fast_key;
+
+#define FKEY(lit) {lit, sizeof(lit) - 1}
+
+/* The next member of the object being read whose key is one of keys[0..n): 1 with *ki set
+ * (its value comes next), 0 at the end of the object, -1 to decline: bad JSON, an escaped
+ * key (it might spell a kept one) or a kept key seen twice. Other members are skipped. */
+static int fast_member(json_scan *s, const fast_key *keys, int n, unsigned *seen, int *ki)
+{
+    js_val k;
+    int r;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        size_t len = k.len - 2;
+        int i;
+        for (i = 0; i < n && (keys[i].n != len || memcmp(keys[i].s, k.ptr + 1, len)); i++)
+            ;
+        if (i == n) {
+            if (js_skip(s))
+                return -1;
+            continue;
+        }
+        if (*seen & (1u << i))
+            return -1;
+        *seen |= 1u << i;
+        *ki = i;
+        return 1;
+    }
+    return r;
+}
+
+/* Whether string value v is exactly lit, with no escapes (json-c compares the decoded C
+ * string; an escaped one is left to it). */
+static int fast_is(const js_val *v, const char *lit)
+{
+    return js_key_is(v, lit);
+}
+
+/* String v decoded by json-c, copied into the arena. */
+static int fast_jc_string(fast *f, const js_val *v, compass_str *out)
+{
+    compass_str s;
+    int rc = -1;
+    if (!js_string(&f->keep, v, &s)) {
+        *out = dup_str(f->a, s.ptr, s.len);
+        rc = out->ptr ? 0 : -1;
+    }
+    fast_drop(f);
+    return rc;
+}
+
+static unsigned fast_hex4(const char *p)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = (unsigned char)p[i];
+        v = v << 4 | (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* Decodes string v (escaped) into the arena byte for byte as json-c does: \u escapes and
+ * surrogate pairs to UTF-8, \u0000 to a NUL byte kept in the length. A lone surrogate (json-c
+ * writes U+FFFD for it) is left to json-c itself. The scanner has checked every escape. */
+static int fast_unescape(fast *f, const js_val *v, compass_str *out)
+{
+    const char *p = v->ptr + 1, *end = v->ptr + v->len - 1;
+    char *d = cps_arena_alloc(f->a, (size_t)(end - p) + 1), *o = d;
+    if (!d)
+        return -1;
+    while (p < end) {
+        const char *bs = memchr(p, '\\', (size_t)(end - p));
+        size_t run = (size_t)((bs ? bs : end) - p);
+        memcpy(o, p, run);
+        o += run;
+        p += run;
+        if (!bs)
+            break;
+        p++;
+        switch (*p++) {
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp = fast_hex4(p), lo;
+            p += 4;
+            if (cp >= 0xd800 && cp <= 0xdfff) {
+                if (cp >= 0xdc00 || end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+                    (lo = fast_hex4(p + 2)) < 0xdc00 || lo > 0xdfff)
+                    return fast_jc_string(f, v, out);
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            }
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xc0 | cp >> 6);
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xe0 | cp >> 12);
+                *o++ = (char)(0x80 | (cp >> 6 & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else {
+                *o++ = (char)(0xf0 | cp >> 18);
+                *o++ = (char)(0x80 | (cp >> 12 & 0x3f));
+                *o++ = (char)(0x80 | (cp >> 6 & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        }
+        default: /* '"', '\\', '/' */
+            *o++ = p[-1];
+            break;
+        }
+    }
+    *o = '\0';
+    out->ptr = d;
+    out->len = (size_t)(o - d);
+    return 0;
+}
+
+/* Copies string v into the arena, decoded, as jstr does for json-c's string. */
+static int fast_str(fast *f, const js_val *v, compass_str *out)
+{
+    if (v->escaped)
+        return fast_unescape(f, v, out);
+    *out = dup_str(f->a, v->ptr + 1, v->len - 2);
+    return out->ptr ? 0 : -1;
+}
+
+/* Value v decoded by json-c and written back as jdump writes it. */
+static int fast_dump(fast *f, const js_val *v, compass_str *out)
+{
+    json_object *o;
+    int ok = 0;
+    if (!js_decode(&f->keep, v, &o)) {
+        ok = 1;
+        *out = jdump(f->a, o, &ok);
+    }
+    fast_drop(f);
+    return ok ? 0 : -1;
+}
+
+/* A number as json-c holds it: an int64 (json-c saturates a too large integer; its uint64
+ * for one above INT64_MAX reads back as INT64_MAX) or a double. */
+typedef struct fast_num {
+    int is_double;
+    int64_t i;
+    double d;
+} fast_num;
+
+/* Reads number v exactly as json-c does. Integers are read here, saturating like strtoll;
+ * a decimal of at most 15 digits with a power of ten of at most 22 is one correctly rounded
+ * IEEE operation on exact operands, so it equals the correctly rounded strtod json-c calls
+ * (Clinger's fast path); other decimals are decoded with json-c. */
+static int fast_number(fast *f, const js_val *v, fast_num *out)
+{
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *p = v->ptr, *end = v->ptr + v->len;
+    int neg = *p == '-', digits = 0, frac = 0;
+    uint64_t m = 0;
+    if (neg)
+        p++;
+    for (; p < end && js_is_digit(*p); p++, digits++)
+        if (digits < 19) /* 19 digits fit a uint64 */
+            m = m * 10 + (uint64_t)(*p - '0');
+    if (p == end) {
+        out->is_double = 0;
+        if (neg)
+            out->i = digits > 19 || m > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)m;
+        else
+            out->i = digits > 19 || m > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)m;
+        out->d = (double)out->i;
+        return 0;
+    }
+    out->is_double = 1;
+    if (*p == '.')
+        for (p++; p < end && js_is_digit(*p); p++, digits++, frac++)
+            if (digits < 19)
+                m = m * 10 + (uint64_t)(*p - '0');
+    int e10 = -frac;
+    if (p < end) { /* the exponent */
+        int eneg = 0, ex = 0, ed = 0;
+        p++;
+        if (*p == '+' || *p == '-')
+            eneg = *p++ == '-';
+        for (; p < end; p++, ed++)
+            if (ed < 4)
+                ex = ex * 10 + (*p - '0');
+        if (ed > 4)
+            goto general;
+        e10 += eneg ? -ex : ex;
+    }
+    if (digits > 15 || e10 < -22 || e10 > 22)
+        goto general;
+    double d = (double)m;
+    d = e10 < 0 ? d / pow10[-e10] : d * pow10[e10];
+    out->d = neg ? -d : d;
+    out->i = 0;
+    return 0;
+general:;
+    json_object *o;
+    int rc = -1;
+    if (!js_decode(&f->keep, v, &o) && json_object_is_type(o, json_type_double)) {
+        out->d = json_object_get_double(o);
+        out->i = json_object_get_int64(o);
+        rc = 0;
+    }
+    fast_drop(f);
+    return rc;
+}
+
+/* num_field on a scanned value. */
+static int fast_double(fast *f, const js_val *v, double lo, double hi, double *dst,
+                       unsigned bit, unsigned *set)
+{
+    fast_num x;
+    if (v->type == JS_NONE || v->type == JS_NULL)
+        return 0;
+    if (v->type != JS_NUMBER || fast_number(f, v, &x))
+        return -1;
+    double d = x.is_double ? x.d : (double)x.i;
+    if (!(d >= lo && d <= hi))
+        return -1;
+    *dst = d;
+    *set |= bit;
+    return 0;
+}
+
+/* int_field on a scanned value, with is_integer's rule for a double. */
+static int fast_int(fast *f, const js_val *v, int64_t lo, int64_t *dst, unsigned bit,
+                    unsigned *set)
+{
+    fast_num x;
+    int64_t i;
+    if (v->type == JS_NONE || v->type == JS_NULL)
+        return 0;
+    if (v->type != JS_NUMBER || fast_number(f, v, &x))
+        return -1;
+    if (!x.is_double)
+        i = x.i;
+    else if (isfinite(x.d) && floor(x.d) == x.d && fabs(x.d) < 9e15)
+        i = (int64_t)x.d;
+    else
+        return -1;
+    if (i < lo)
+        return -1;
+    *dst = i;
+    *set |= bit;
+    return 0;
+}
+
+/* A boolean, or absent/null (left as it is): 0, or -1 for anything else. */
+static int fast_bool(const js_val *v, int *dst, int *given)
+{
+    if (v->type == JS_NONE || v->type == JS_NULL)
+        return 0;
+    if (v->type != JS_TRUE && v->type != JS_FALSE)
+        return -1;
+    *dst = v->type == JS_TRUE;
+    if (given)
+        *given = 1;
+    return 0;
+}
+
+/* A growing array in the arena (declined requests waste what they grew). */
+typedef struct fast_vec {
+    void *ptr;
+    size_t n, cap;
+} fast_vec;
+
+/* A zeroed new last element of v, NULL on OOM. */
+static void *fast_push(cps_arena *a, fast_vec *v, size_t size)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 4;
+        void *p = cap <= SIZE_MAX / size ? cps_arena_alloc(a, cap * size) : NULL;
+        if (!p)
+            return NULL;
+        if (v->n)
+            memcpy(p, v->ptr, v->n * size);
+        v->ptr = p;
+        v->cap = cap;
+    }
+    void *e = (char *)v->ptr + v->n++ * size;
+    memset(e, 0, size);
+    return e;
+}
+
+/* The array's elements; an empty one still gets storage, as the general path's
+ * calloc(n ? n : 1) does (so parts, tool_calls, tools say "given, empty"). */
+static void *fast_vec_done(cps_arena *a, fast_vec *v, size_t size)
+{
+    if (!v->ptr)
+        v->ptr = cps_arena_calloc(a, size);
+    return v->ptr;
+}
+
+static int fast_part(fast *f, json_scan *s, compass_content_part *part)
+{
+    enum { K_TYPE, K_TEXT, K_IMAGE_URL, K_N };
+    static const fast_key keys[K_N] = {FKEY("type"), FKEY("text"), FKEY("image_url")};
+    enum { K_URL, K_DETAIL, K_UN };
+    static const fast_key ukeys[K_UN] = {FKEY("url"), FKEY("detail")};
+    js_val type = {0}, text = {0}, url = {0}, detail = {0};
+    js_type image = JS_NONE;
+    unsigned seen = 0, useen = 0;
+    int ki, r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
+        if (ki == K_TYPE) {
+            r = js_value(s, &type);
+        } else if (ki == K_TEXT) {
+            r = js_value(s, &text);
+        } else if ((image = js_peek(s)) == JS_OBJECT) {
+            if (js_begin(s, '{'))
+                return -1;
+            while ((r = fast_member(s, ukeys, K_UN, &useen, &ki)) > 0)
+                if (js_value(s, ki == K_URL ? &url : &detail))
+                    return -1;
+        } else {
+            r = js_value(s, &url);
+        }
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0)
+        return -1;
+    if (fast_is(&type, "text")) {
+        part->type = COMPASS_PART_TEXT;
+        return text.type == JS_STRING ? fast_str(f, &text, &part->text) : -1;
+    }
+    if (!fast_is(&type, "image_url") || url.type != JS_STRING ||
+        (image != JS_STRING && image != JS_OBJECT))
+        return -1;
+    part->type = COMPASS_PART_IMAGE_URL;
+    if (fast_str(f, &url, &part->url))
+        return -1;
+    return detail.type == JS_STRING ? fast_str(f, &detail, &part->detail) : 0;
+}
+
+static int fast_content(fast *f, json_scan *s, compass_message *m)
+{
+    js_val v;
+    switch (js_peek(s)) {
+    case JS_NULL:
+        m->has_content = 0;
+        return js_skip(s);
+    case JS_STRING:
+        m->has_content = 1;
+        return js_value(s, &v) || fast_str(f, &v, &m->content) ? -1 : 0;
+    case JS_ARRAY:
+        break;
+    default:
+        return -1;
+    }
+    fast_vec parts = {0};
+    size_t text_len = 0;
+    int r;
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        compass_content_part *p = fast_push(f->a, &parts, sizeof(*p));
+        if (!p || fast_part(f, s, p))
+            return -1;
+        text_len += p->text.len;
+    }
+    compass_content_part *ps = fast_vec_done(f->a, &parts, sizeof(*ps));
+    char *all = cps_arena_alloc(f->a, text_len + 1);
+    if (r < 0 || !ps || !all)
+        return -1;
+    size_t off = 0;
+    for (size_t j = 0; j < parts.n; j++)
+        if (ps[j].text.len) {
+            memcpy(all + off, ps[j].text.ptr, ps[j].text.len);
+            off += ps[j].text.len;
+        }
+    all[off] = '\0';
+    m->has_content = 1;
+    m->content.ptr = all;
+    m->content.len = off;
+    m->parts = ps;
+    m->n_parts = parts.n;
+    return 0;
+}
+
+static int fast_tool_call(fast *f, json_scan *s, compass_tool_call *c)
+{
+    enum { K_ID, K_FUNCTION, K_N };
+    static const fast_key keys[K_N] = {FKEY("id"), FKEY("function")};
+    enum { K_NAME, K_ARGUMENTS, K_FN };
+    static const fast_key fkeys[K_FN] = {FKEY("name"), FKEY("arguments")};
+    js_val id = {0}, name = {0}, args = {0};
+    unsigned seen = 0, fseen = 0;
+    int ki, r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
+        if (ki == K_ID) {
+            if (js_value(s, &id))
+                return -1;
+            continue;
+        }
+        if (js_begin(s, '{'))
+            return -1;
+        while ((r = fast_member(s, fkeys, K_FN, &fseen, &ki)) > 0)
+            if (js_value(s, ki == K_NAME ? &name : &args))
+                return -1;
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0 || name.type != JS_STRING)
+        return -1;
+    if ((id.type == JS_STRING && fast_str(f, &id, &c->id)) || fast_str(f, &name, &c->name))
+        return -1;
+    if (args.type == JS_STRING)
+        return fast_str(f, &args, &c->arguments);
+    return args.type == JS_NONE ? 0 : fast_dump(f, &args, &c->arguments);
+}
+
+static int fast_tool_calls(fast *f, json_scan *s, compass_message *m)
+{
+    fast_vec calls = {0};
+    int r;
+    if (js_peek(s) == JS_NULL)
+        return js_skip(s);
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        compass_tool_call *c = fast_push(f->a, &calls, sizeof(*c));
+        if (!c || fast_tool_call(f, s, c))
+            return -1;
+    }
+    if (r < 0 || !(m->tool_calls = fast_vec_done(f->a, &calls, sizeof(*m->tool_calls))))
+        return -1;
+    m->n_tool_calls = calls.n;
+    return 0;
+}
+
+static int fast_role(const js_val *v)
+{
+    static const char *const names[] = {"system", "user", "assistant", "tool", "developer"};
+    static const int roles[] = {COMPASS_ROLE_SYSTEM, COMPASS_ROLE_USER, COMPASS_ROLE_ASSISTANT,
+                                COMPASS_ROLE_TOOL, COMPASS_ROLE_DEVELOPER};
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (fast_is(v, names[i]))
+            return roles[i];
+    return 0;
+}
+
+static int fast_message(fast *f, json_scan *s, compass_message *m)
+{
+    enum { K_ROLE, K_CONTENT, K_TOOL_CALLS, K_NAME, K_TOOL_CALL_ID, K_N };
+    static const fast_key keys[K_N] = {FKEY("role"), FKEY("content"), FKEY("tool_calls"),
+                                       FKEY("name"), FKEY("tool_call_id")};
+    js_val role = {0}, name = {0}, call_id = {0};
+    unsigned seen = 0;
+    int ki, r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
+        switch (ki) {
+        case K_ROLE: r = js_value(s, &role); break;
+        case K_CONTENT: r = fast_content(f, s, m); break;
+        case K_TOOL_CALLS: r = fast_tool_calls(f, s, m); break;
+        case K_NAME: r = js_value(s, &name); break;
+        default: r = js_value(s, &call_id); break;
+        }
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0 || !(m->role = fast_role(&role)))
+        return -1;
+    if ((seen & 1u << K_TOOL_CALLS) && m->role != COMPASS_ROLE_ASSISTANT)
+        return -1;
+    if (name.type == JS_STRING && fast_str(f, &name, &m->name))
+        return -1;
+    if (m->role == COMPASS_ROLE_TOOL &&
+        (call_id.type != JS_STRING || fast_str(f, &call_id, &m->tool_call_id)))
+        return -1;
+    if (!m->has_content && !m->n_tool_calls && m->role != COMPASS_ROLE_ASSISTANT)
+        return -1;
+    return 0;
+}
+
+static int fast_messages(fast *f, json_scan *s, compass_chat_request *out)
+{
+    fast_vec ms = {0};
+    int r;
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        compass_message *m = fast_push(f->a, &ms, sizeof(*m));
+        if (!m || fast_message(f, s, m))
+            return -1;
+    }
+    if (r < 0 || !ms.n)
+        return -1;
+    out->messages = ms.ptr;
+    out->n_messages = ms.n;
+    return 0;
+}
+
+static int fast_tool(fast *f, json_scan *s, compass_tool *t)
+{
+    enum { K_TYPE, K_FUNCTION, K_N };
+    static const fast_key keys[K_N] = {FKEY("type"), FKEY("function")};
+    enum { K_NAME, K_DESCRIPTION, K_PARAMETERS, K_STRICT, K_FN };
+    static const fast_key fkeys[K_FN] = {FKEY("name"), FKEY("description"),
+                                         FKEY("parameters"), FKEY("strict")};
+    js_val type = {0}, fn[K_FN] = {{0}};
+    unsigned seen = 0, fseen = 0;
+    int ki, r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
+        if (ki == K_TYPE) {
+            if (js_value(s, &type))
+                return -1;
+            continue;
+        }
+        if (js_begin(s, '{'))
+            return -1;
+        while ((r = fast_member(s, fkeys, K_FN, &fseen, &ki)) > 0)
+            if (js_value(s, &fn[ki]))
+                return -1;
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0 || (type.type != JS_NONE && !fast_is(&type, "function")) ||
+        !(seen & 1u << K_FUNCTION) || fn[K_NAME].type != JS_STRING ||
+        fast_str(f, &fn[K_NAME], &t->name) || !t->name.len)
+        return -1;
+    if (fn[K_DESCRIPTION].type == JS_STRING && fast_str(f, &fn[K_DESCRIPTION], &t->description))
+        return -1;
+    if (fn[K_PARAMETERS].type == JS_OBJECT) {
+        if (fast_dump(f, &fn[K_PARAMETERS], &t->parameters))
+            return -1;
+    } else if (fn[K_PARAMETERS].type != JS_NONE && fn[K_PARAMETERS].type != JS_NULL) {
+        return -1;
+    }
+    t->strict = fn[K_STRICT].type == JS_TRUE ? 1 : fn[K_STRICT].type == JS_FALSE ? 0 : -1;
+    return 0;
+}
+
+static int fast_tools(fast *f, json_scan *s, compass_chat_request *out)
+{
+    fast_vec ts = {0};
+    int r;
+    if (js_peek(s) == JS_NULL)
+        return js_skip(s);
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        compass_tool *t = fast_push(f->a, &ts, sizeof(*t));
+        if (!t || fast_tool(f, s, t))
+            return -1;
+    }
+    if (r < 0 || !(out->tools = fast_vec_done(f->a, &ts, sizeof(*out->tools))))
+        return -1;
+    out->n_tools = ts.n;
+    return 0;
+}
+
+static int fast_tool_choice(fast *f, json_scan *s, compass_chat_request *out)
+{
+    static const fast_key fkey[1] = {FKEY("function")}, nkey[1] = {FKEY("name")};
+    js_val v = {0}, name = {0};
+    unsigned seen = 0, fseen = 0;
+    int ki, r;
+    switch (js_peek(s)) {
+    case JS_NULL:
+        return js_skip(s);
+    case JS_STRING:
+        if (js_value(s, &v))
+            return -1;
+        out->tool_choice = fast_is(&v, "auto")       ? COMPASS_TOOL_CHOICE_AUTO
+                           : fast_is(&v, "none")     ? COMPASS_TOOL_CHOICE_NONE
+                           : fast_is(&v, "required") ? COMPASS_TOOL_CHOICE_REQUIRED
+                                                     : COMPASS_TOOL_CHOICE_UNSET;
+        return out->tool_choice ? 0 : -1;
+    case JS_OBJECT:
+        break;
+    default:
+        return -1;
+    }
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, fkey, 1, &seen, &ki)) > 0) {
+        if (js_begin(s, '{'))
+            return -1;
+        while ((r = fast_member(s, nkey, 1, &fseen, &ki)) > 0)
+            if (js_value(s, &name))
+                return -1;
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0 || name.type != JS_STRING || fast_str(f, &name, &out->tool_choice_name))
+        return -1;
+    out->tool_choice = COMPASS_TOOL_CHOICE_FUNCTION;
+    return 0;
+}
+
+static int fast_stream_options(json_scan *s, compass_chat_request *out)
+{
+    static const fast_key keys[1] = {FKEY("include_usage")};
+    js_val iu = {0};
+    unsigned seen = 0;
+    int ki, r;
+    if (js_peek(s) == JS_NULL)
+        return js_skip(s);
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, 1, &seen, &ki)) > 0)
+        if (js_value(s, &iu))
+            return -1;
+    if (r < 0 || iu.type == JS_NULL)
+        return -1;
+    return fast_bool(&iu, &out->include_usage, NULL);
+}
+
+static int fast_stop(fast *f, json_scan *s, compass_chat_request *out)
+{
+    compass_str tmp[4];
+    compass_str *st;
+    js_val v;
+    size_t n = 0;
+    int r;
+    switch (js_peek(s)) {
+    case JS_NULL:
+        return js_skip(s);
+    case JS_STRING:
+        if (js_value(s, &v) || !(st = cps_arena_alloc(f->a, sizeof(*st))) ||
+            fast_str(f, &v, &st[0]))
+            return -1;
+        out->stop = st;
+        out->n_stop = 1;
+        return 0;
+    case JS_ARRAY:
+        break;
+    default:
+        return -1;
+    }
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        if (n == 4 || js_value(s, &v) || v.type != JS_STRING || fast_str(f, &v, &tmp[n]))
+            return -1;
+        n++;
+    }
+    if (r < 0 || !(st = cps_arena_calloc(f->a, (n ? n : 1) * sizeof(*st))))
+        return -1;
+    if (n)
+        memcpy(st, tmp, n * sizeof(*st));
+    out->stop = st;
+    out->n_stop = n;
+    return 0;
+}
+
+static int fast_response_format(fast *f, json_scan *s, compass_chat_request *out)
+{
+    static const fast_key keys[1] = {FKEY("type")};
+    js_val type = {0}, all = {0};
+    unsigned seen = 0;
+    int ki, r;
+    if (js_peek(s) == JS_NULL)
+        return js_skip(s);
+    size_t start = s->i;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = fast_member(s, keys, 1, &seen, &ki)) > 0)
+        if (js_value(s, &type))
+            return -1;
+    if (r < 0 || (!fast_is(&type, "text") && !fast_is(&type, "json_object") &&
+                  !fast_is(&type, "json_schema")))
+        return -1;
+    all.type = JS_OBJECT;
+    all.ptr = s->p + start;
+    all.len = s->i - start;
+    return fast_dump(f, &all, &out->response_format);
+}
+
+enum {
+    RK_MODEL, RK_MESSAGES, RK_TOOLS, RK_TOOL_CHOICE, RK_STREAM, RK_STREAM_OPTIONS,
+    RK_TEMPERATURE, RK_TOP_P, RK_PRESENCE_PENALTY, RK_FREQUENCY_PENALTY, RK_MAX_TOKENS,
+    RK_MAX_COMPLETION_TOKENS, RK_SEED, RK_N, RK_PARALLEL_TOOL_CALLS, RK_STOP,
+    RK_RESPONSE_FORMAT, RK_REASONING_EFFORT, RK_USER, RK_COUNT
+};
+
+static const fast_key root_keys[RK_COUNT] = {
+    FKEY("model"), FKEY("messages"), FKEY("tools"), FKEY("tool_choice"), FKEY("stream"),
+    FKEY("stream_options"), FKEY("temperature"), FKEY("top_p"), FKEY("presence_penalty"),
+    FKEY("frequency_penalty"), FKEY("max_tokens"), FKEY("max_completion_tokens"), FKEY("seed"),
+    FKEY("n"), FKEY("parallel_tool_calls"), FKEY("stop"), FKEY("response_format"),
+    FKEY("reasoning_effort"), FKEY("user")};
+
+static int fast_root(fast *f, const char *json, size_t len, compass_chat_request *out)
+{
+    json_scan s;
+    js_val v[RK_COUNT] = {{0}}; /* the scalars, read once the object is done */
+    unsigned seen = 0;
+    int ki, r, ptc = 0;
+    js_init(&s, json, len, FAST_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = fast_member(&s, root_keys, RK_COUNT, &seen, &ki)) > 0) {
+        switch (ki) {
+        case RK_MESSAGES: r = fast_messages(f, &s, out); break;
+        case RK_TOOLS: r = fast_tools(f, &s, out); break;
+        case RK_TOOL_CHOICE: r = fast_tool_choice(f, &s, out); break;
+        case RK_STREAM_OPTIONS: r = fast_stream_options(&s, out); break;
+        case RK_STOP: r = fast_stop(f, &s, out); break;
+        case RK_RESPONSE_FORMAT: r = fast_response_format(f, &s, out); break;
+        default: r = js_value(&s, &v[ki]); break;
+        }
+        if (r < 0)
+            return -1;
+    }
+    if (r < 0 || js_end(&s) || !(seen & 1u << RK_MESSAGES) || v[RK_MODEL].type != JS_STRING ||
+        fast_str(f, &v[RK_MODEL], &out->model) || !out->model.len)
+        return -1;
+    if (out->tool_choice == COMPASS_TOOL_CHOICE_FUNCTION) {
+        size_t i;
+        for (i = 0; i < out->n_tools; i++)
+            if (out->tools[i].name.len == out->tool_choice_name.len &&
+                !memcmp(out->tools[i].name.ptr, out->tool_choice_name.ptr,
+                        out->tool_choice_name.len))
+                break;
+        if (i == out->n_tools)
+            return -1;
+    }
+    if (fast_bool(&v[RK_STREAM], &out->stream, NULL) ||
+        fast_double(f, &v[RK_TEMPERATURE], 0, 2, &out->temperature, COMPASS_SET_TEMPERATURE,
+                    &out->set) ||
+        fast_double(f, &v[RK_TOP_P], 0, 1, &out->top_p, COMPASS_SET_TOP_P, &out->set) ||
+        fast_double(f, &v[RK_PRESENCE_PENALTY], -2, 2, &out->presence_penalty,
+                    COMPASS_SET_PRESENCE_PENALTY, &out->set) ||
+        fast_double(f, &v[RK_FREQUENCY_PENALTY], -2, 2, &out->frequency_penalty,
+                    COMPASS_SET_FREQUENCY_PENALTY, &out->set) ||
+        fast_int(f, &v[RK_MAX_TOKENS], 1, &out->max_tokens, COMPASS_SET_MAX_TOKENS,
+                 &out->set) ||
+        fast_int(f, &v[RK_MAX_COMPLETION_TOKENS], 1, &out->max_completion_tokens,
+                 COMPASS_SET_MAX_COMPLETION_TOKENS, &out->set) ||
+        fast_int(f, &v[RK_SEED], INT64_MIN, &out->seed, COMPASS_SET_SEED, &out->set) ||
+        fast_int(f, &v[RK_N], 1, &out->n, COMPASS_SET_N, &out->set) ||
+        fast_bool(&v[RK_PARALLEL_TOOL_CALLS], &out->parallel_tool_calls, &ptc))
+        return -1;
+    if (ptc)
+        out->set |= COMPASS_SET_PARALLEL_TOOL_CALLS;
+    if (v[RK_REASONING_EFFORT].type == JS_STRING &&
+        fast_str(f, &v[RK_REASONING_EFFORT], &out->reasoning_effort))
+        return -1;
+    if (v[RK_USER].type == JS_STRING && fast_str(f, &v[RK_USER], &out->user))
+        return -1;
+    return 0;
+}
+
+int cps_canon_parse_chat_fast(cps_arena *a, const char *json, size_t len,
+                              compass_chat_request *out)
+{
+    fast f;
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    if (len > INT32_MAX)
+        return 1;
+    f.a = a;
+    js_keep_init(&f.keep, 64);
+    int rc = fast_root(&f, json, len, out);
+    js_keep_release(&f.keep);
+    if (rc) {
+        memset(out, 0, sizeof(*out));
+        out->size = sizeof(*out);
+        return 1;
+    }
+    out->raw.ptr = json;
+    out->raw.len = len;
+    return 0;
+}
+
+int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_chat_request *out,
+                         compass_err *err)
+{
+    if (!cps_canon_parse_chat_fast(a, json, len, out))
+        return 0;
+    return cps_canon_parse_chat_general(a, json, len, out, err);
 }
 
 static json_object *parse_root_object(const char *json, size_t len, compass_err *err, int *rc)

@@ -16,6 +16,19 @@
 int cps_canon_parse_chat(cps_arena *a, const char *json, size_t len, compass_chat_request *out,
                          compass_err *err);
 
+/* The two paths of cps_canon_parse_chat, declared for the differential test
+ * (tests/unit/test_canon_fast.c); everything else calls cps_canon_parse_chat.
+ *
+ * The fast path reads the body in place and answers only when it is sure of giving exactly
+ * what the general path gives: 0 with out filled, or 1 when it declines (out reset, nothing
+ * kept that matters; arena bytes may be spent). It never writes err.
+ *
+ * The general path builds a json-c tree; it takes any body and writes every error. */
+int cps_canon_parse_chat_fast(cps_arena *a, const char *json, size_t len,
+                              compass_chat_request *out);
+int cps_canon_parse_chat_general(cps_arena *a, const char *json, size_t len,
+                                 compass_chat_request *out, compass_err *err);
+
 /** Writes r as an OpenAI "chat.completion" object. model overrides r->model when r's is
  *  empty. */
 int cps_canon_write_response(cps_buf *b, const compass_chat_response *r, compass_str id,
