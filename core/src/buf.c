@@ -1,5 +1,6 @@
 #include "buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,17 +96,61 @@ int cps_buf_printf(cps_buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Whether cps_buf_json_str escapes byte c. */
+static inline int json_escapes(unsigned char c)
+{
+    return c == '"' || c == '\\' || c < 0x20;
+}
+
+#define SWAR_ONES UINT64_C(0x0101010101010101)
+#define SWAR_HIGHS UINT64_C(0x8080808080808080)
+
+/* The index of the first byte at or after i (i <= n) that json_escapes flags; n when none.
+ * Eight bytes at a time (SWAR), since response text is mostly long runs of plain bytes: the
+ * high bit of a lane is set by (x - 1) & ~x for a 0 lane, by (x - 0x20) & ~x for one below
+ * 0x20; '"' and '\\' have no high bit, so all three share ~w. A borrow can only flag lanes
+ * above a true hit, so the lowest flagged lane is exact (little-endian: the first in
+ * memory); elsewhere the word only says where to walk bytes from. */
+static size_t json_plain_run(const char *s, size_t n, size_t i)
+{
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof(w));
+        uint64_t m = (((w ^ (SWAR_ONES * '"')) - SWAR_ONES) |
+                      ((w ^ (SWAR_ONES * '\\')) - SWAR_ONES) | (w - SWAR_ONES * 0x20)) &
+                     ~w & SWAR_HIGHS;
+        if (m) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return i + ((size_t)__builtin_ctzll(m) >> 3);
+#else
+            break;
+#endif
+        }
+    }
+    while (i < n && !json_escapes((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 int cps_buf_json_str(cps_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
     if (cps_buf_reserve(b, n + 2))
         return COMPASS_ENOMEM;
     b->ptr[b->len++] = '"';
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    for (;;) {
+        size_t run = json_plain_run(s, n, i);
         const char *esc = NULL;
         char u[6];
+        unsigned char c;
+        if (cps_buf_append(b, s + i, run - i))
+            return COMPASS_ENOMEM;
+        if (run == n)
+            break;
+        c = (unsigned char)s[run];
+        i = run + 1;
         switch (c) {
         case '"': esc = "\\\""; break;
         case '\\': esc = "\\\\"; break;
@@ -115,20 +160,14 @@ int cps_buf_json_str(cps_buf *b, const char *s, size_t n)
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
         default:
-            if (c < 0x20) {
-                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-                u[4] = hex[c >> 4]; u[5] = hex[c & 15];
-                if (cps_buf_append(b, s + start, i - start) || cps_buf_append(b, u, 6))
-                    return COMPASS_ENOMEM;
-                start = i + 1;
-            }
-            continue;
+            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+            u[4] = hex[c >> 4]; u[5] = hex[c & 15];
+            break;
         }
-        if (cps_buf_append(b, s + start, i - start) || cps_buf_puts(b, esc))
+        if (esc ? cps_buf_append(b, esc, 2) : cps_buf_append(b, u, 6))
             return COMPASS_ENOMEM;
-        start = i + 1;
     }
-    if (cps_buf_append(b, s + start, n - start) || cps_buf_append(b, "\"", 1))
+    if (cps_buf_append(b, "\"", 1))
         return COMPASS_ENOMEM;
     return 0;
 }
