@@ -77,14 +77,112 @@ static inline void js_init(json_scan *s, const char *p, size_t n, int max_depth)
 
 static inline int js_is_ws(char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+    /* one compare rules out every byte that starts a value or is punctuation */
+    return (unsigned char)c <= ' ' && (c == ' ' || c == '\t' || c == '\n' || c == '\r');
+}
+
+/* The walking calls (js_member) sit in every caller's loop: inlined, the scanner's state
+ * stays in registers across an object, which GCC does not do by itself for a function this
+ * size. */
+#if defined(__GNUC__)
+#define JS_HOT inline __attribute__((always_inline))
+#define JS_COLD __attribute__((noinline, unused))
+#else
+#define JS_HOT inline
+#define JS_COLD inline
+#endif
+
+/* ---- several bytes at a time
+ *
+ * SWAR (SIMD within a register): 8 input bytes in one uint64_t, loaded with memcpy (any
+ * alignment, no aliasing question; compilers make it one load). Each test sets the high bit
+ * of every byte lane that holds what it looks for; a borrow can also set it in lanes above a
+ * true hit, never below one. So a mask that is 0 means no lane hits, the OR of several masks
+ * still has its lowest set bit on a true hit, and on a little-endian machine that bit marks
+ * the first such byte in memory. Elsewhere (or without a count-trailing-zeros builtin) the
+ * word only says "look closer" and the bytes are walked one at a time from there. */
+
+#define JS_SWAR_ONES UINT64_C(0x0101010101010101)
+#define JS_SWAR_HIGHS UINT64_C(0x8080808080808080)
+
+/* JS_SWAR_PORTABLE takes the byte walk everywhere (to test it on a little-endian machine). */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    !defined(JS_SWAR_PORTABLE)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define JS_SWAR_FIRST 1
+#endif
+#endif
+
+static inline uint64_t js_swar_load(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+/* The borrow terms of the tests: lanes of w below b (1 <= b <= 0x80) once ANDed with ~w and
+ * the high bits; lanes of w equal to b (b < 0x80) once w ^ b is. Tests for bytes without the
+ * high bit share that ~w (x ^ b has the high bits of x), so a mask of several is
+ * (term | term | ...) & ~w & JS_SWAR_HIGHS. */
+static inline uint64_t js_swar_below(uint64_t w, unsigned b)
+{
+    return w - JS_SWAR_ONES * b;
+}
+
+static inline uint64_t js_swar_equal(uint64_t w, unsigned b)
+{
+    return (w ^ (JS_SWAR_ONES * b)) - JS_SWAR_ONES;
+}
+
+/* Lanes of w holding '"', '\\' or a control byte: what a string cannot hold as it is. One
+ * test takes both '"' and the control bytes: x ^ 2 is below 0x21 just for x below 0x20 (which
+ * it shuffles among themselves) and for 0x22 (which it makes 0x20). */
+static inline uint64_t js_swar_str_special(uint64_t w)
+{
+    return (js_swar_below(w ^ (JS_SWAR_ONES * 2), 0x21) | js_swar_equal(w, '\\')) & ~w &
+           JS_SWAR_HIGHS;
+}
+
+#ifdef JS_SWAR_FIRST
+/* The offset in memory of the first lane mask m (not 0) flags. */
+static inline size_t js_swar_first(uint64_t m)
+{
+    return (size_t)__builtin_ctzll(m) >> 3;
+}
+#endif
+
+/* Whether a[0..n) and b[0..n) hold the same bytes: memcmp for the short keys of JSON
+ * objects, inline, a word (or the overlapping last word) at a time. */
+static inline int js_bytes_eq(const char *a, const char *b, size_t n)
+{
+    size_t j;
+    uint32_t x, y, x2, y2;
+    if (n >= 8) {
+        for (j = 0; j + 8 < n; j += 8)
+            if (js_swar_load(a + j) != js_swar_load(b + j))
+                return 0;
+        return js_swar_load(a + n - 8) == js_swar_load(b + n - 8);
+    }
+    if (n >= 4) {
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        memcpy(&x2, a + n - 4, 4);
+        memcpy(&y2, b + n - 4, 4);
+        return x == y && x2 == y2;
+    }
+    /* 0, n / 2 and n - 1 cover every byte of 1 to 3 */
+    return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
 }
 
 /* The index of the first byte at or after i that is not JSON whitespace. */
 static inline size_t js_skip_ws(const char *p, size_t n, size_t i)
 {
-    while (i < n && js_is_ws(p[i]))
+    while (i < n && js_is_ws(p[i])) {
         i++;
+        /* pretty-printed JSON indents with runs of spaces */
+        while (n - i >= 8 && js_swar_load(p + i) == JS_SWAR_ONES * ' ')
+            i += 8;
+    }
     return i;
 }
 
@@ -98,11 +196,34 @@ static inline int js_hex(char c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
-/* A string whose opening quote is at p[*i]; *i ends one past the closing quote. Sets
- * *escaped when it holds a backslash. 0, or -1 when it is not a valid JSON string. */
-static inline int js_scan_string(const char *p, size_t n, size_t *i, int *escaped)
+/* Whether a string may not hold byte c as it is: its end, an escape or a control byte. */
+static inline int js_str_special(unsigned char c)
 {
-    size_t k = *i + 1;
+    return c == '"' || c == '\\' || c < 0x20;
+}
+
+/* The index of the first byte at or after k (k <= n) that js_str_special flags; n when none
+ * does. Never reads p[n] or past it. */
+static inline size_t js_str_run(const char *p, size_t n, size_t k)
+{
+    for (; n - k >= 8; k += 8) {
+        uint64_t m = js_swar_str_special(js_swar_load(p + k));
+        if (m) {
+#ifdef JS_SWAR_FIRST
+            return k + js_swar_first(m);
+#else
+            break;
+#endif
+        }
+    }
+    while (k < n && !js_str_special((unsigned char)p[k]))
+        k++;
+    return k;
+}
+
+/* js_scan_string from p[k], the first byte js_str_run flags after the opening quote. */
+static inline int js_scan_string_at(const char *p, size_t n, size_t *i, int *escaped, size_t k)
+{
     *escaped = 0;
     for (;;) {
         unsigned char c;
@@ -113,27 +234,40 @@ static inline int js_scan_string(const char *p, size_t n, size_t *i, int *escape
             break;
         if (c < 0x20)
             return -1;
-        if (c == '\\') {
-            *escaped = 1;
-            if (++k >= n)
+        /* a backslash */
+        *escaped = 1;
+        if (++k >= n)
+            return -1;
+        switch (p[k]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            break;
+        case 'u':
+            if (n - k < 5 || !js_hex(p[k + 1]) || !js_hex(p[k + 2]) || !js_hex(p[k + 3]) ||
+                !js_hex(p[k + 4]))
                 return -1;
-            switch (p[k]) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-                break;
-            case 'u':
-                if (n - k < 5 || !js_hex(p[k + 1]) || !js_hex(p[k + 2]) || !js_hex(p[k + 3]) ||
-                    !js_hex(p[k + 4]))
-                    return -1;
-                k += 4;
-                break;
-            default:
-                return -1;
-            }
+            k += 4;
+            break;
+        default:
+            return -1;
         }
-        k++;
+        k = js_str_run(p, n, k + 1);
     }
     *i = k + 1;
     return 0;
+}
+
+/* A string whose opening quote is at p[*i]; *i ends one past the closing quote. Sets
+ * *escaped when it holds a backslash. 0, or -1 when it is not a valid JSON string. */
+static inline int js_scan_string(const char *p, size_t n, size_t *i, int *escaped)
+{
+    size_t k = js_str_run(p, n, *i + 1);
+    /* most strings hold no escape: their first flagged byte is the closing quote */
+    if (k < n && p[k] == '"') {
+        *escaped = 0;
+        *i = k + 1;
+        return 0;
+    }
+    return js_scan_string_at(p, n, i, escaped, k);
 }
 
 /* A number at p[*i] (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?); *i ends after it. What
@@ -169,6 +303,9 @@ static inline int js_scan_number(const char *p, size_t n, size_t *i)
     return 0;
 }
 
+static JS_COLD int js_scan_container(const char *p, size_t n, size_t *i, int depth,
+                                     int max_depth);
+
 /* One value at p[*i] (whitespace already skipped) inside depth open containers; *i ends one
  * past it. Fills v (may be NULL). 0, or -1 on bad JSON or nesting deeper than max_depth. */
 static inline int js_scan_value(const char *p, size_t n, size_t *i, int depth, int max_depth,
@@ -186,49 +323,20 @@ static inline int js_scan_value(const char *p, size_t n, size_t *i, int depth, i
         t = JS_STRING;
         break;
     case '{':
-    case '[': {
-        char close = p[k] == '{' ? '}' : ']';
+    case '[':
         t = p[k] == '{' ? JS_OBJECT : JS_ARRAY;
-        if (depth >= max_depth)
+        if (js_scan_container(p, n, &k, depth, max_depth))
             return -1;
-        k = js_skip_ws(p, n, k + 1);
-        if (k < n && p[k] == close) {
-            k++;
-            break;
-        }
-        for (;;) {
-            if (t == JS_OBJECT) {
-                int key_escaped;
-                if (k >= n || p[k] != '"' || js_scan_string(p, n, &k, &key_escaped))
-                    return -1;
-                k = js_skip_ws(p, n, k);
-                if (k >= n || p[k] != ':')
-                    return -1;
-                k = js_skip_ws(p, n, k + 1);
-            }
-            if (js_scan_value(p, n, &k, depth + 1, max_depth, NULL))
-                return -1;
-            k = js_skip_ws(p, n, k);
-            if (k >= n)
-                return -1;
-            if (p[k] == close) {
-                k++;
-                break;
-            }
-            if (p[k] != ',')
-                return -1;
-            k = js_skip_ws(p, n, k + 1);
-        }
         break;
-    }
     case 't':
     case 'f':
     case 'n': {
         static const char *const lit[] = {"null", "false", "true"};
+        static const unsigned char lit_len[] = {4, 5, 4};
         size_t ll;
         t = p[k] == 't' ? JS_TRUE : p[k] == 'f' ? JS_FALSE : JS_NULL;
-        ll = strlen(lit[t - JS_NULL]);
-        if (n - k < ll || memcmp(p + k, lit[t - JS_NULL], ll))
+        ll = lit_len[t - JS_NULL];
+        if (n - k < ll || !js_bytes_eq(p + k, lit[t - JS_NULL], ll))
             return -1;
         k += ll;
         break;
@@ -247,6 +355,45 @@ static inline int js_scan_value(const char *p, size_t n, size_t *i, int depth, i
     }
     *i = k;
     return 0;
+}
+
+/* The object or array opening at p[*i], skipped whole. Kept out of line: most values are
+ * scalars, and they are read without this loop's frame. */
+static JS_COLD int js_scan_container(const char *p, size_t n, size_t *i, int depth,
+                                     int max_depth)
+{
+    size_t k = *i;
+    char close = p[k] == '{' ? '}' : ']';
+    if (depth >= max_depth)
+        return -1;
+    k = js_skip_ws(p, n, k + 1);
+    if (k < n && p[k] == close) {
+        *i = k + 1;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            int key_escaped;
+            if (k >= n || p[k] != '"' || js_scan_string(p, n, &k, &key_escaped))
+                return -1;
+            k = js_skip_ws(p, n, k);
+            if (k >= n || p[k] != ':')
+                return -1;
+            k = js_skip_ws(p, n, k + 1);
+        }
+        if (js_scan_value(p, n, &k, depth + 1, max_depth, NULL))
+            return -1;
+        k = js_skip_ws(p, n, k);
+        if (k >= n)
+            return -1;
+        if (p[k] == close) {
+            *i = k + 1;
+            return 0;
+        }
+        if (p[k] != ',')
+            return -1;
+        k = js_skip_ws(p, n, k + 1);
+    }
 }
 
 /* Whether p[0..n) is exactly one JSON value, whitespace around it allowed. */
@@ -312,19 +459,20 @@ static inline int js_begin(json_scan *s, char open)
  * container is left), -1 on bad JSON. */
 static inline int js_next(json_scan *s, char close)
 {
-    size_t i = js_skip_ws(s->p, s->n, s->i);
-    if (i >= s->n)
+    const char *p = s->p;
+    size_t n = s->n, i = js_skip_ws(p, n, s->i);
+    if (i >= n)
         return -1;
-    if (s->p[i] == close) {
+    if (p[i] == close) {
         s->i = i + 1;
         s->depth--;
         s->first = 0;
         return 0;
     }
     if (!s->first) {
-        if (s->p[i] != ',')
+        if (p[i] != ',')
             return -1;
-        i = js_skip_ws(s->p, s->n, i + 1);
+        i = js_skip_ws(p, n, i + 1);
     }
     s->i = i;
     s->first = 0;
@@ -334,19 +482,35 @@ static inline int js_next(json_scan *s, char close)
 /* The next member of the object entered with js_begin(s, '{'): 1 with key filled (its value
  * comes next: read it with js_value/js_skip or enter it with js_begin), 0 at the end of the
  * object, -1 on bad JSON. */
-static inline int js_member(json_scan *s, js_val *key)
+static JS_HOT int js_member(json_scan *s, js_val *key)
 {
-    int r = js_next(s, '}');
+    const char *p = s->p;
+    size_t n = s->n, start, i, end;
+    int r = js_next(s, '}'), escaped;
     if (r <= 0)
-        return r;
-    if (s->i >= s->n || s->p[s->i] != '"' ||
-        js_scan_value(s->p, s->n, &s->i, s->depth, s->max_depth, key))
-        return -1;
-    s->i = js_skip_ws(s->p, s->n, s->i);
-    if (s->i >= s->n || s->p[s->i] != ':')
-        return -1;
-    s->i++;
+        goto none;
+    start = i = s->i;
+    r = -1;
+    if (i >= n || p[i] != '"' || js_scan_string(p, n, &i, &escaped))
+        goto none;
+    end = i;
+    if (i >= n || p[i] != ':') { /* compact JSON has the colon right there */
+        i = js_skip_ws(p, n, i);
+        if (i >= n || p[i] != ':')
+            goto none;
+    }
+    s->i = i + 1;
+    key->type = JS_STRING;
+    key->escaped = escaped;
+    key->ptr = p + start;
+    key->len = end - start;
     return 1;
+none: /* no key: an empty one, never stale bytes */
+    key->type = JS_NONE;
+    key->escaped = 0;
+    key->ptr = NULL;
+    key->len = 0;
+    return r;
 }
 
 /* The next element of the array entered with js_begin(s, '['): 1 when one follows (read it
@@ -374,14 +538,59 @@ static inline int js_take(json_scan *s, js_val *slot)
 /* Whether key (or string value) k is exactly lit, with no escapes. */
 static inline int js_key_is(const js_val *k, const char *lit)
 {
-    size_t n = strlen(lit);
-    return k->type == JS_STRING && !k->escaped && k->len == n + 2 && !memcmp(k->ptr + 1, lit, n);
+    size_t n;
+    if (k->type != JS_STRING || k->escaped)
+        return 0;
+    /* its first byte tells most keys apart before strlen (a raw string holds no NUL) */
+    if (k->len > 2 && k->ptr[1] != lit[0])
+        return 0;
+    n = strlen(lit);
+    return k->len == n + 2 && !memcmp(k->ptr + 1, lit, n);
 }
 
-/* Reads the object that comes next, keeping the members named in keys[0..n) in slots (which
- * the caller zeroes: a slot left JS_NONE was absent) and skipping the others. 0, or -1 on bad
+/* A key looked for, with its length, so that a table of them is searched without strlen:
+ * most keys are told apart by their length alone. Write them with JS_KEY("name"). */
+typedef struct js_key {
+    const char *name;
+    size_t len;
+} js_key;
+
+/* "" lit "" does not compile for a pointer, whose sizeof would not be the length. */
+#define JS_KEY(lit) {"" lit "", sizeof(lit) - 1}
+
+/* The index in keys[0..n) of the one key k (a raw key: the caller refuses escaped ones) is,
+ * or n when it is none of them. */
+static inline size_t js_key_index(const js_val *k, const js_key *keys, size_t n)
+{
+    size_t i, len = k->len - 2;
+    for (i = 0; i < n; i++)
+        if (keys[i].len == len && js_bytes_eq(k->ptr + 1, keys[i].name, len))
+            return i;
+    return n;
+}
+
+/* Reads the object that comes next, keeping the members keys[0..n) names in slots (which the
+ * caller zeroes: a slot left JS_NONE was absent) and skipping the others. 0, or -1 on bad
  * JSON, an escaped key (it might spell a kept one) or a kept key that comes twice (json-c
  * keeps the last). */
+static inline int js_members_k(json_scan *s, const js_key *keys, js_val *slots, size_t n)
+{
+    js_val k;
+    size_t i;
+    int r;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        i = js_key_index(&k, keys, n);
+        if (i < n ? js_take(s, &slots[i]) : js_skip(s))
+            return -1;
+    }
+    return r;
+}
+
+/* js_members_k with the keys as strings. */
 static inline int js_members(json_scan *s, const char *const *keys, js_val *slots, size_t n)
 {
     js_val k;
@@ -425,9 +634,10 @@ static inline int js_small_int(const js_val *v, int64_t *out)
     if (v->len - i > 18)
         return 0;
     for (; i < v->len; i++) {
-        if (!js_is_digit(v->ptr[i]))
+        unsigned d = (unsigned char)v->ptr[i] - (unsigned)'0';
+        if (d > 9)
             return 0;
-        r = r * 10 + (v->ptr[i] - '0');
+        r = r * 10 + (int64_t)d;
     }
     *out = neg ? -r : r;
     return 1;

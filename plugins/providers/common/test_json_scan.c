@@ -367,3 +367,217 @@ Test(json_scan, sums_are_held_at_the_int64_range)
     cr_assert_eq(js_add_sat(INT64_MIN, -1), INT64_MIN);
     cr_assert_eq(js_add_sat(INT64_MIN, INT64_MAX), -1);
 }
+
+/* ---- the word-at-a-time string and whitespace scans against byte-at-a-time references */
+
+/* js_scan_string as it was written before it read words: one byte at a time. */
+static int ref_scan_string(const char *p, size_t n, size_t *i, int *escaped)
+{
+    size_t k = *i + 1;
+    *escaped = 0;
+    for (;;) {
+        unsigned char c;
+        if (k >= n)
+            return -1;
+        c = (unsigned char)p[k];
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (++k >= n)
+                return -1;
+            switch (p[k]) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                break;
+            case 'u':
+                if (n - k < 5 || !js_hex(p[k + 1]) || !js_hex(p[k + 2]) || !js_hex(p[k + 3]) ||
+                    !js_hex(p[k + 4]))
+                    return -1;
+                k += 4;
+                break;
+            default:
+                return -1;
+            }
+        }
+        k++;
+    }
+    *i = k + 1;
+    return 0;
+}
+
+static size_t ref_skip_ws(const char *p, size_t n, size_t i)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* Scans p[0..n) (a string opening at p[at]) with both, from a heap copy of exactly n bytes
+ * (so that ASan sees any read past n); asserts the same answer. Returns js_scan_string's. */
+static int same_scan(const char *p, size_t n, size_t at, const char *what, size_t off)
+{
+    char *copy = malloc(n ? n : 1);
+    size_t ia = at, ib = at;
+    int ea = -7, eb = -7, ra, rb;
+    cr_assert(copy);
+    memcpy(copy, p, n);
+    ra = js_scan_string(copy, n, &ia, &ea);
+    rb = ref_scan_string(copy, n, &ib, &eb);
+    free(copy);
+    cr_assert_eq(ra, rb, "%s at %zu, %zu bytes: rc %d vs %d", what, off, n, ra, rb);
+    if (!ra) {
+        cr_assert_eq(ia, ib, "%s at %zu, %zu bytes: ends at %zu vs %zu", what, off, n, ia, ib);
+        cr_assert_eq(ea, eb, "%s at %zu, %zu bytes: escaped %d vs %d", what, off, n, ea, eb);
+    } else {
+        cr_assert_eq(ia, at, "%s at %zu, %zu bytes: moved on a refusal", what, off, n);
+    }
+    return ra;
+}
+
+/* What goes at the offset under test: the end of the string, each escape (good and bad),
+ * control bytes, and bytes that must pass as they are (0x7f, >= 0x80, the edges of the
+ * special ranges). */
+static const struct {
+    const char *bytes;
+    size_t len;
+} SPECIALS[] = {
+    {"\"", 1}, {"\\\"", 2}, {"\\\\", 2}, {"\\/", 2}, {"\\b", 2}, {"\\f", 2}, {"\\n", 2},
+    {"\\r", 2}, {"\\t", 2}, {"\\u00e9", 6}, {"\\uD83D\\uDE00", 12}, {"\\uABCF", 6},
+    {"\\u12G4", 6}, {"\\u12", 4}, {"\\x", 2}, {"\\0", 2}, {"\\", 1}, {"\\\\\\", 3},
+    {"\0", 1}, {"\x01", 1}, {"\t", 1}, {"\n", 1}, {"\x1f", 1}, {" ", 1}, {"!", 1}, {"#", 1},
+    {"[", 1}, {"]", 1}, {"\x7f", 1}, {"\x80", 1}, {"\xa2", 1}, {"\xdc", 1}, {"\xff", 1},
+    {"\xc3\xa9", 2}, {"\x9f\x22", 2}, {"\xdc\x5c\x6e", 3}, {"\"\"", 2}, {"\x20\x1f", 2},
+};
+
+/* Fillers around the special byte: plain ASCII, and high bytes whose lanes a borrow could
+ * confuse (0x80, 0xa0, 0xdc, 0xff: each is '"', ' ' or '\\' with the high bit set, or all
+ * bits). */
+static const char FILLERS[] = {'a', ' ', '\x80', '\xa2', '\xdc', '\xff', '~', '0'};
+
+Test(json_scan, string_scan_agrees_at_every_offset_and_length)
+{
+    char buf[64];
+    size_t s, f, off, tail, n;
+    for (s = 0; s < sizeof(SPECIALS) / sizeof(SPECIALS[0]); s++) {
+        for (f = 0; f < sizeof(FILLERS); f++) {
+            for (off = 0; off <= 20; off++) {
+                for (tail = 0; tail <= 20; tail++) {
+                    size_t o = 0;
+                    buf[o++] = '"';
+                    memset(buf + o, FILLERS[f], off);
+                    o += off;
+                    memcpy(buf + o, SPECIALS[s].bytes, SPECIALS[s].len);
+                    o += SPECIALS[s].len;
+                    memset(buf + o, FILLERS[(f + 1) % sizeof(FILLERS)], tail);
+                    o += tail;
+                    buf[o++] = '"';
+                    buf[o++] = ',';
+                    cr_assert_lt(o, sizeof(buf));
+                    /* every truncation of it too, down to the lone opening quote */
+                    for (n = 1; n <= o; n++)
+                        same_scan(buf, n, 0, SPECIALS[s].bytes, off);
+                }
+            }
+        }
+    }
+}
+
+Test(json_scan, string_scan_finds_the_end_at_every_length)
+{
+    char buf[80];
+    size_t len, at, n;
+    int escaped;
+    for (at = 0; at < 3; at++) {
+        for (len = 0; len <= 60; len++) {
+            size_t i = at, o;
+            memset(buf, 'x', at);
+            o = at;
+            buf[o++] = '"';
+            memset(buf + o, 'a' + (int)(len % 26), len);
+            o += len;
+            buf[o++] = '"';
+            cr_assert_eq(same_scan(buf, o, at, "plain", len), 0);
+            cr_assert_eq(js_scan_string(buf, o, &i, &escaped), 0);
+            cr_assert_eq(i, o, "%zu bytes from %zu", len, at);
+            cr_assert_eq(escaped, 0);
+            for (n = at + 1; n < o; n++)
+                cr_assert_eq(same_scan(buf, n, at, "truncated", len), -1);
+        }
+    }
+}
+
+/* Random strings over a small alphabet dense in special bytes, at random offsets. */
+Test(json_scan, string_scan_agrees_on_random_strings)
+{
+    static const char alphabet[] = "aZ \"\\\\\\/bfnrtu0123456789AbCdEfG\x01\x1f\x7f\x80\xa2\xdc"
+                                   "\xff\x22\x5c";
+    unsigned seed = 12345;
+    char buf[48];
+    int trial;
+    for (trial = 0; trial < 200000; trial++) {
+        size_t len, k, at;
+        seed = seed * 1103515245u + 12345u;
+        len = 1 + (seed >> 16) % (sizeof(buf) - 1);
+        at = (seed >> 8) % 4 < len ? (seed >> 8) % 4 : 0;
+        for (k = 0; k < len; k++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[k] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+        }
+        buf[at] = '"';
+        same_scan(buf, len, at, "random", (size_t)trial);
+    }
+}
+
+Test(json_scan, whitespace_skip_agrees_at_every_length)
+{
+    static const char ws[] = {' ', '\t', '\n', '\r'};
+    char buf[64];
+    size_t run, at, w, n;
+    for (w = 0; w < sizeof(ws); w++) {
+        for (at = 0; at <= 20; at++) {
+            for (run = 0; run <= 40; run++) {
+                size_t o = 0, k;
+                memset(buf, 'x', at);
+                o = at;
+                /* mostly spaces (the indentation of pretty-printed JSON), one other byte */
+                for (k = 0; k < run; k++)
+                    buf[o++] = k == run / 3 ? ws[w] : ' ';
+                buf[o++] = '"';
+                for (n = 0; n <= o; n++) {
+                    char *copy = malloc(n ? n : 1);
+                    size_t start = at < n ? at : n;
+                    cr_assert(copy);
+                    memcpy(copy, buf, n);
+                    cr_assert_eq(js_skip_ws(copy, n, start), ref_skip_ws(copy, n, start),
+                                 "run %zu from %zu, %zu bytes", run, at, n);
+                    free(copy);
+                }
+            }
+        }
+    }
+    /* bytes next to the whitespace ones are not whitespace */
+    cr_assert_eq(js_skip_ws("\x0b", 1, 0), 0);
+    cr_assert_eq(js_skip_ws("\x0c", 1, 0), 0);
+    cr_assert_eq(js_skip_ws("\x08", 1, 0), 0);
+    cr_assert_eq(js_skip_ws("\x21", 1, 0), 0);
+    cr_assert_eq(js_skip_ws("\xa0", 1, 0), 0);
+    cr_assert_eq(js_skip_ws("        \xa0", 9, 0), 8);
+}
+
+/* Keys are told apart by their first byte before anything else: that must not change which
+ * keys match. */
+Test(json_scan, key_is_matches_exactly)
+{
+    cr_assert(js_key_is(&(js_val){JS_STRING, 0, "\"\"", 2}, ""));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"\"", 2}, "a"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"a\"", 3}, ""));
+    cr_assert(js_key_is(&(js_val){JS_STRING, 0, "\"a\"", 3}, "a"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"b\"", 3}, "a"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"ab\"", 4}, "a"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"a\"", 3}, "ab"));
+    cr_assert_not(js_key_is(&(js_val){JS_NUMBER, 0, "\"a\"", 3}, "a"));
+    cr_assert(js_key_is(&(js_val){JS_STRING, 0, "\"usage\"", 7}, "usage"));
+    cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"usagf\"", 7}, "usage"));
+}
