@@ -18,7 +18,7 @@
 #include "../common/json_scan.h"
 
 #include <inttypes.h>
-#include <math.h> /* isfinite only: no libm */
+#include <math.h> /* isfinite and signbit only, macros: no libm */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,28 +302,40 @@ typedef struct jw {
     int failed;
 } jw;
 
-static void jw_put(jw *w, const char *s, size_t n)
+/* Grows the buffer for n more bytes: 0, or -1 with w->failed set. */
+static int jw_grow(jw *w, size_t n)
+{
+    size_t cap = w->cap ? w->cap : 1024;
+    char *np;
+    while (cap - w->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            w->failed = 1;
+            return -1;
+        }
+        cap *= 2;
+    }
+    np = w->p ? w->h->realloc(w->h, w->p, cap) : w->h->alloc(w->h, cap);
+    if (!np) {
+        w->failed = 1;
+        return -1;
+    }
+    w->p = np;
+    w->cap = cap;
+    return 0;
+}
+
+/* Room for n more bytes: 0, or -1 once writing has failed. */
+static inline int jw_room(jw *w, size_t n)
 {
     if (w->failed)
+        return -1;
+    return n <= w->cap - w->len ? 0 : jw_grow(w, n);
+}
+
+static void jw_put(jw *w, const char *s, size_t n)
+{
+    if (jw_room(w, n))
         return;
-    if (n > w->cap - w->len) {
-        size_t cap = w->cap ? w->cap : 1024;
-        char *np;
-        while (cap - w->len < n) {
-            if (cap > SIZE_MAX / 2) {
-                w->failed = 1;
-                return;
-            }
-            cap *= 2;
-        }
-        np = w->p ? w->h->realloc(w->h, w->p, cap) : w->h->alloc(w->h, cap);
-        if (!np) {
-            w->failed = 1;
-            return;
-        }
-        w->p = np;
-        w->cap = cap;
-    }
     if (n)
         memcpy(w->p + w->len, s, n);
     w->len += n;
@@ -334,14 +346,20 @@ static void jw_lit(jw *w, const char *s)
     jw_put(w, s, strlen(s));
 }
 
-/* A ',' before the next member or element unless one just opened (or a key was written). */
-static void jw_sep(jw *w)
+/* Whether a ',' goes before the next member or element: not when one just opened (or a key
+ * was written). */
+static inline int jw_needs_sep(const jw *w)
 {
     char c;
-    if (w->failed || w->len == 0)
-        return;
+    if (w->len == 0)
+        return 0;
     c = w->p[w->len - 1];
-    if (c != '{' && c != '[' && c != ':')
+    return c != '{' && c != '[' && c != ':';
+}
+
+static void jw_sep(jw *w)
+{
+    if (!w->failed && jw_needs_sep(w))
         jw_put(w, ",", 1);
 }
 
@@ -356,15 +374,51 @@ static void jw_close(jw *w, char c)
     jw_put(w, &c, 1);
 }
 
+/* Whether jw_strval escapes byte c (it escapes DEL too, which JSON allows raw). */
+static inline int jw_escapes(unsigned char c)
+{
+    return c == '"' || c == '\\' || c < 0x20 || c == 0x7f;
+}
+
+/* The index of the first byte at or after i (i <= n) that jw_strval escapes; n when none.
+ * Eight bytes at a time (json_scan.h's SWAR): request text is mostly runs of plain bytes. */
+static size_t jw_plain_run(const char *s, size_t n, size_t i)
+{
+    for (; n - i >= 8; i += 8) {
+        uint64_t v = js_swar_load(s + i);
+        uint64_t m = (js_swar_equal(v, '"') | js_swar_equal(v, '\\') | js_swar_equal(v, 0x7f) |
+                      js_swar_below(v, 0x20)) &
+                     ~v & JS_SWAR_HIGHS;
+        if (m) {
+#ifdef JS_SWAR_FIRST
+            return i + js_swar_first(m);
+#else
+            break;
+#endif
+        }
+    }
+    while (i < n && !jw_escapes((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 static void jw_strval(jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, run = 0;
-    jw_put(w, "\"", 1);
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
+    size_t i = 0;
+    if (jw_room(w, n + 2)) /* the common case, nothing to escape, grows once */
+        return;
+    w->p[w->len++] = '"';
+    for (;;) {
+        size_t run = jw_plain_run(s, n, i);
+        unsigned char c;
         char u[6];
+        const char *esc = NULL;
+        jw_put(w, s + i, run - i);
+        if (run == n)
+            break;
+        c = (unsigned char)s[run];
+        i = run + 1;
         switch (c) {
         case '"': esc = "\\\""; break;
         case '\\': esc = "\\\\"; break;
@@ -375,12 +429,8 @@ static void jw_strval(jw *w, const char *s, size_t n)
         case '\f': esc = "\\f"; break;
         default: break;
         }
-        if (!esc && c >= 0x20 && c != 0x7f)
-            continue;
-        jw_put(w, s + run, i - run);
-        run = i + 1;
         if (esc) {
-            jw_lit(w, esc);
+            jw_put(w, esc, 2);
         } else {
             u[0] = '\\';
             u[1] = 'u';
@@ -391,16 +441,28 @@ static void jw_strval(jw *w, const char *s, size_t n)
             jw_put(w, u, 6);
         }
     }
-    jw_put(w, s + run, n - run);
     jw_put(w, "\"", 1);
 }
 
-static void jw_key(jw *w, const char *k)
+/* A key as a string literal and its length, for the jw_k* writers: "" k "" does not compile
+ * for a pointer, whose sizeof would not be the length. */
+#define JW_K(k) "" k "", sizeof(k) - 1
+
+/* A member's key and its colon (the ',' before it too when one is due), in one write. */
+static void jw_key(jw *w, const char *k, size_t kn)
 {
-    jw_sep(w);
-    jw_put(w, "\"", 1);
-    jw_lit(w, k);
-    jw_put(w, "\":", 2);
+    char *o;
+    if (jw_room(w, kn + 4))
+        return;
+    o = w->p + w->len;
+    if (jw_needs_sep(w))
+        *o++ = ',';
+    *o++ = '"';
+    memcpy(o, k, kn);
+    o += kn;
+    *o++ = '"';
+    *o++ = ':';
+    w->len = (size_t)(o - w->p);
 }
 
 static void jw_str(jw *w, compass_str s)
@@ -409,68 +471,140 @@ static void jw_str(jw *w, compass_str s)
     jw_strval(w, s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
 }
 
-static void jw_kstr(jw *w, const char *k, compass_str s)
+static void jw_kstr(jw *w, const char *k, size_t kn, compass_str s)
 {
-    jw_key(w, k);
+    jw_key(w, k, kn);
     jw_strval(w, s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
 }
 
-static void jw_kcstr(jw *w, const char *k, const char *s)
+static void jw_kcstr(jw *w, const char *k, size_t kn, const char *s)
 {
-    jw_key(w, k);
+    jw_key(w, k, kn);
     jw_strval(w, s, strlen(s));
 }
 
-static void jw_kint(jw *w, const char *k, int64_t v)
+static void jw_kint(jw *w, const char *k, size_t kn, int64_t v)
 {
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%" PRId64, v);
-    jw_key(w, k);
-    jw_put(w, buf, (size_t)n);
+    char buf[24], *o = buf + sizeof(buf);
+    /* through uint64_t: -INT64_MIN does not fit an int64_t */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--o = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--o = '-';
+    jw_key(w, k, kn);
+    jw_put(w, o, (size_t)(buf + sizeof(buf) - o));
 }
 
-static void jw_kdouble(jw *w, const char *k, double d)
+/* Powers of ten a double holds exactly, for oai_wire_double_fast. */
+static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
+
+size_t oai_wire_double_fast(double d, char *buf)
 {
-    char buf[40];
-    int n, i;
-    jw_key(w, k);
+    double a = d < 0 ? -d : d;
+    char digits[20];
+    size_t nd = 0, o = 0, m;
+    int64_t k = 0;
+    if (d == 0) { /* %.15g keeps the sign of -0.0 */
+        if (signbit(d))
+            buf[o++] = '-';
+        buf[o++] = '0';
+        buf[o] = '\0';
+        return o;
+    }
+    /* there %.15g prints no exponent (NaN fails this too) */
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    /* The smallest m with k / 10^m == a exactly: k and 10^m are exact doubles and division
+     * rounds correctly, so a is the double nearest the decimal k / 10^m, which has at most 15
+     * significant digits and so is what %.15g prints (and strtod reads back as a). */
+    for (m = 0;; m++) {
+        double x;
+        if (m == sizeof(p10) / sizeof(p10[0]))
+            return 0;
+        x = a * p10[m];
+        if (x >= 1e15)
+            return 0;
+        k = (int64_t)(x + 0.5);
+        if ((double)k / p10[m] == a)
+            break;
+    }
+    /* k has no trailing zero unless m is 0: a smaller m would have been found */
+    do {
+        digits[nd++] = (char)('0' + k % 10);
+        k /= 10;
+    } while (k);
+    if (d < 0)
+        buf[o++] = '-';
+    if (nd <= m) {
+        size_t z;
+        buf[o++] = '0';
+        buf[o++] = '.';
+        for (z = nd; z < m; z++)
+            buf[o++] = '0';
+    }
+    while (nd) {
+        buf[o++] = digits[--nd];
+        if (nd == m && m) /* only when an integer part came first */
+            buf[o++] = '.';
+    }
+    buf[o] = '\0';
+    return o;
+}
+
+size_t oai_wire_double_text(double d, char *buf)
+{
+    size_t n = oai_wire_double_fast(d, buf), i;
+    if (n)
+        return n;
+    /* the shortest of %.15g / %.17g that reads back exactly: 0.7 stays "0.7" */
+    n = (size_t)snprintf(buf, OAI_WIRE_DOUBLE_CAP, "%.15g", d);
+    if (strtod(buf, NULL) != d)
+        n = (size_t)snprintf(buf, OAI_WIRE_DOUBLE_CAP, "%.17g", d);
+    for (i = 0; i < n; i++)
+        if (buf[i] == ',')
+            buf[i] = '.'; /* a locale with a decimal comma */
+    return n;
+}
+
+static void jw_kdouble(jw *w, const char *k, size_t kn, double d)
+{
+    char buf[OAI_WIRE_DOUBLE_CAP];
+    jw_key(w, k, kn);
     if (!isfinite(d)) {
         jw_lit(w, "null");
         return;
     }
-    /* the shortest of %.15g / %.17g that reads back exactly: 0.7 stays "0.7" */
-    n = snprintf(buf, sizeof(buf), "%.15g", d);
-    if (strtod(buf, NULL) != d)
-        n = snprintf(buf, sizeof(buf), "%.17g", d);
-    for (i = 0; i < n; i++)
-        if (buf[i] == ',')
-            buf[i] = '.'; /* a locale with a decimal comma */
-    jw_put(w, buf, (size_t)n);
+    jw_put(w, buf, oai_wire_double_text(d, buf));
 }
 
-static void jw_kbool(jw *w, const char *k, int v)
+static void jw_kbool(jw *w, const char *k, size_t kn, int v)
 {
-    jw_key(w, k);
+    jw_key(w, k, kn);
     jw_lit(w, v ? "true" : "false");
 }
 
 /* Fields of the request body that build_request writes from the canonical model. */
-static const char *const oai_named[] = {
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature",
-    "top_p", "presence_penalty", "frequency_penalty", "max_tokens", "max_completion_tokens",
-    "seed", "n", "stop", "response_format", "reasoning_effort", "user", "stream",
-    "stream_options", NULL};
+static const js_key oai_named[] = {
+    JS_KEY("model"), JS_KEY("messages"), JS_KEY("tools"), JS_KEY("tool_choice"),
+    JS_KEY("parallel_tool_calls"), JS_KEY("temperature"), JS_KEY("top_p"),
+    JS_KEY("presence_penalty"), JS_KEY("frequency_penalty"), JS_KEY("max_tokens"),
+    JS_KEY("max_completion_tokens"), JS_KEY("seed"), JS_KEY("n"), JS_KEY("stop"),
+    JS_KEY("response_format"), JS_KEY("reasoning_effort"), JS_KEY("user"), JS_KEY("stream"),
+    JS_KEY("stream_options")};
 
-static int is_named(const char *k, size_t n, const compass_chat_request *in)
+/* Whether the raw key k is a field the canonical model names (and build_request writes). */
+static int is_named(const js_val *k, const compass_chat_request *in)
 {
-    size_t i;
-    for (i = 0; oai_named[i]; i++)
-        if (strlen(oai_named[i]) == n && !memcmp(oai_named[i], k, n))
-            return 1;
-    /* the legacy function-calling fields would duplicate tools/tool_choice */
-    if (n == 9 && !memcmp(k, "functions", 9) && in->n_tools)
+    size_t n = sizeof(oai_named) / sizeof(oai_named[0]);
+    if (js_key_index(k, oai_named, n) < n)
         return 1;
-    if (n == 13 && !memcmp(k, "function_call", 13) && in->tool_choice)
+    /* the legacy function-calling fields would duplicate tools/tool_choice */
+    if (js_key_is(k, "functions") && in->n_tools)
+        return 1;
+    if (js_key_is(k, "function_call") && in->tool_choice)
         return 1;
     return 0;
 }
@@ -489,7 +623,7 @@ static void write_passthrough(jw *w, const compass_chat_request *in, size_t *n_p
         return;
     while (js_member(&s, &k) > 0 && !js_value(&s, &v)) {
         /* keys with escapes never match a named field: drop them rather than guess */
-        if (!k.escaped && !is_named(k.ptr + 1, k.len - 2, in)) {
+        if (!k.escaped && !is_named(&k, in)) {
             jw_sep(w);
             jw_put(w, k.ptr, k.len);
             jw_put(w, ":", 1);
@@ -520,23 +654,23 @@ static int write_message(jw *w, const char *pl, const compass_message *m, size_t
         return err_fmt(err, COMPASS_EINVAL, "%s: messages[%zu]: unknown role %d", pl, idx,
                        m->role);
     jw_open(w, '{');
-    jw_kcstr(w, "role", role);
-    jw_key(w, "content");
+    jw_kcstr(w, JW_K("role"), role);
+    jw_key(w, JW_K("content"));
     if (m->parts) {
         jw_open(w, '[');
         for (j = 0; j < m->n_parts; j++) {
             const compass_content_part *pt = &m->parts[j];
             jw_open(w, '{');
             if (pt->type == COMPASS_PART_TEXT) {
-                jw_kcstr(w, "type", "text");
-                jw_kstr(w, "text", pt->text);
+                jw_kcstr(w, JW_K("type"), "text");
+                jw_kstr(w, JW_K("text"), pt->text);
             } else if (pt->type == COMPASS_PART_IMAGE_URL) {
-                jw_kcstr(w, "type", "image_url");
-                jw_key(w, "image_url");
+                jw_kcstr(w, JW_K("type"), "image_url");
+                jw_key(w, JW_K("image_url"));
                 jw_open(w, '{');
-                jw_kstr(w, "url", pt->url);
+                jw_kstr(w, JW_K("url"), pt->url);
                 if (pt->detail.len)
-                    jw_kstr(w, "detail", pt->detail);
+                    jw_kstr(w, JW_K("detail"), pt->detail);
                 jw_close(w, '}');
             } else {
                 return err_fmt(err, COMPASS_EUNSUPPORTED,
@@ -552,45 +686,47 @@ static int write_message(jw *w, const char *pl, const compass_message *m, size_t
         jw_lit(w, "null");
     }
     if (m->name.len)
-        jw_kstr(w, "name", m->name);
+        jw_kstr(w, JW_K("name"), m->name);
     if (m->n_tool_calls) {
-        jw_key(w, "tool_calls");
+        jw_key(w, JW_K("tool_calls"));
         jw_open(w, '[');
         for (j = 0; j < m->n_tool_calls; j++) {
             const compass_tool_call *tc = &m->tool_calls[j];
             jw_open(w, '{');
-            jw_kstr(w, "id", tc->id);
-            jw_kcstr(w, "type", "function");
-            jw_key(w, "function");
+            jw_kstr(w, JW_K("id"), tc->id);
+            jw_kcstr(w, JW_K("type"), "function");
+            jw_key(w, JW_K("function"));
             jw_open(w, '{');
-            jw_kstr(w, "name", tc->name);
+            jw_kstr(w, JW_K("name"), tc->name);
             /* arguments is a JSON text in a string; servers that parse it choke on "" */
             if (tc->arguments.len)
-                jw_kstr(w, "arguments", tc->arguments);
+                jw_kstr(w, JW_K("arguments"), tc->arguments);
             else
-                jw_kcstr(w, "arguments", "{}");
+                jw_kcstr(w, JW_K("arguments"), "{}");
             jw_close(w, '}');
             jw_close(w, '}');
         }
         jw_close(w, ']');
     }
     if (m->role == COMPASS_ROLE_TOOL || m->tool_call_id.len)
-        jw_kstr(w, "tool_call_id", m->tool_call_id);
+        jw_kstr(w, JW_K("tool_call_id"), m->tool_call_id);
     jw_close(w, '}');
     return COMPASS_OK;
 }
 
-static int write_raw_member(jw *w, const char *pl, const char *key, compass_str raw,
-                            const char *what, compass_err *err)
+/* Writes a member whose value is the client's JSON text raw (nothing when it is empty); -1
+ * when that is not valid JSON (the caller words the error: naming the member costs a
+ * snprintf, paid only then). */
+static int write_raw_member(jw *w, const char *key, size_t key_len, compass_str raw)
 {
     compass_str t = str_trim(raw.ptr ? raw.ptr : "", raw.ptr ? raw.len : 0);
     if (!t.len)
-        return COMPASS_OK;
+        return 0;
     if (!js_is_json(t.ptr, t.len, OAI_MAX_DEPTH))
-        return err_fmt(err, COMPASS_EINVAL, "%s: %s is not valid JSON", pl, what);
-    jw_key(w, key);
+        return -1;
+    jw_key(w, key, key_len);
     jw_put(w, t.ptr, t.len);
-    return COMPASS_OK;
+    return 0;
 }
 
 static int write_body(const oai_wire *inst, const compass_chat_request *in, jw *w,
@@ -598,11 +734,10 @@ static int write_body(const oai_wire *inst, const compass_chat_request *in, jw *
 {
     size_t i;
     int rc;
-    char what[64];
 
     jw_open(w, '{');
-    jw_kstr(w, "model", in->model);
-    jw_key(w, "messages");
+    jw_kstr(w, JW_K("model"), in->model);
+    jw_key(w, JW_K("messages"));
     jw_open(w, '[');
     for (i = 0; i < in->n_messages; i++)
         if ((rc = write_message(w, inst->plugin, &in->messages[i], i, err)))
@@ -610,53 +745,54 @@ static int write_body(const oai_wire *inst, const compass_chat_request *in, jw *
     jw_close(w, ']');
 
     if (in->n_tools) {
-        jw_key(w, "tools");
+        jw_key(w, JW_K("tools"));
         jw_open(w, '[');
         for (i = 0; i < in->n_tools; i++) {
             const compass_tool *t = &in->tools[i];
             jw_open(w, '{');
-            jw_kcstr(w, "type", "function");
-            jw_key(w, "function");
+            jw_kcstr(w, JW_K("type"), "function");
+            jw_key(w, JW_K("function"));
             jw_open(w, '{');
-            jw_kstr(w, "name", t->name);
+            jw_kstr(w, JW_K("name"), t->name);
             if (t->description.len)
-                jw_kstr(w, "description", t->description);
-            snprintf(what, sizeof(what), "tools[%zu].function.parameters", i);
-            if ((rc = write_raw_member(w, inst->plugin, "parameters", t->parameters, what, err)))
-                return rc;
+                jw_kstr(w, JW_K("description"), t->description);
+            if (write_raw_member(w, JW_K("parameters"), t->parameters))
+                return err_fmt(err, COMPASS_EINVAL,
+                               "%s: tools[%zu].function.parameters is not valid JSON",
+                               inst->plugin, i);
             if (t->strict >= 0)
-                jw_kbool(w, "strict", t->strict);
+                jw_kbool(w, JW_K("strict"), t->strict);
             jw_close(w, '}');
             jw_close(w, '}');
         }
         jw_close(w, ']');
     }
     switch (in->tool_choice) {
-    case COMPASS_TOOL_CHOICE_AUTO: jw_kcstr(w, "tool_choice", "auto"); break;
-    case COMPASS_TOOL_CHOICE_NONE: jw_kcstr(w, "tool_choice", "none"); break;
-    case COMPASS_TOOL_CHOICE_REQUIRED: jw_kcstr(w, "tool_choice", "required"); break;
+    case COMPASS_TOOL_CHOICE_AUTO: jw_kcstr(w, JW_K("tool_choice"), "auto"); break;
+    case COMPASS_TOOL_CHOICE_NONE: jw_kcstr(w, JW_K("tool_choice"), "none"); break;
+    case COMPASS_TOOL_CHOICE_REQUIRED: jw_kcstr(w, JW_K("tool_choice"), "required"); break;
     case COMPASS_TOOL_CHOICE_FUNCTION:
-        jw_key(w, "tool_choice");
+        jw_key(w, JW_K("tool_choice"));
         jw_open(w, '{');
-        jw_kcstr(w, "type", "function");
-        jw_key(w, "function");
+        jw_kcstr(w, JW_K("type"), "function");
+        jw_key(w, JW_K("function"));
         jw_open(w, '{');
-        jw_kstr(w, "name", in->tool_choice_name);
+        jw_kstr(w, JW_K("name"), in->tool_choice_name);
         jw_close(w, '}');
         jw_close(w, '}');
         break;
     default: break;
     }
     if (in->set & COMPASS_SET_PARALLEL_TOOL_CALLS)
-        jw_kbool(w, "parallel_tool_calls", in->parallel_tool_calls);
+        jw_kbool(w, JW_K("parallel_tool_calls"), in->parallel_tool_calls);
     if (in->set & COMPASS_SET_TEMPERATURE)
-        jw_kdouble(w, "temperature", in->temperature);
+        jw_kdouble(w, JW_K("temperature"), in->temperature);
     if (in->set & COMPASS_SET_TOP_P)
-        jw_kdouble(w, "top_p", in->top_p);
+        jw_kdouble(w, JW_K("top_p"), in->top_p);
     if (in->set & COMPASS_SET_PRESENCE_PENALTY)
-        jw_kdouble(w, "presence_penalty", in->presence_penalty);
+        jw_kdouble(w, JW_K("presence_penalty"), in->presence_penalty);
     if (in->set & COMPASS_SET_FREQUENCY_PENALTY)
-        jw_kdouble(w, "frequency_penalty", in->frequency_penalty);
+        jw_kdouble(w, JW_K("frequency_penalty"), in->frequency_penalty);
 
     /* The output cap: by default each field the client gave goes out under its own name;
      * max_tokens_field renames them for upstreams that take only one of the two. */
@@ -665,44 +801,44 @@ static int write_body(const oai_wire *inst, const compass_chat_request *in, jw *
         int has_mct = (in->set & COMPASS_SET_MAX_COMPLETION_TOKENS) != 0;
         if (inst->max_tokens_field == OAI_MTF_KEEP) {
             if (has_mt)
-                jw_kint(w, "max_tokens", in->max_tokens);
+                jw_kint(w, JW_K("max_tokens"), in->max_tokens);
             if (has_mct)
-                jw_kint(w, "max_completion_tokens", in->max_completion_tokens);
+                jw_kint(w, JW_K("max_completion_tokens"), in->max_completion_tokens);
         } else if (has_mt || has_mct) {
             int64_t v = has_mct ? in->max_completion_tokens : in->max_tokens;
-            jw_kint(w,
-                    inst->max_tokens_field == OAI_MTF_MAX_TOKENS ? "max_tokens"
-                                                                 : "max_completion_tokens",
-                    v);
+            if (inst->max_tokens_field == OAI_MTF_MAX_TOKENS)
+                jw_kint(w, JW_K("max_tokens"), v);
+            else
+                jw_kint(w, JW_K("max_completion_tokens"), v);
         }
     }
     if (in->set & COMPASS_SET_SEED)
-        jw_kint(w, "seed", in->seed);
+        jw_kint(w, JW_K("seed"), in->seed);
     if (in->set & COMPASS_SET_N)
-        jw_kint(w, "n", in->n);
+        jw_kint(w, JW_K("n"), in->n);
     if (in->n_stop) {
-        jw_key(w, "stop");
+        jw_key(w, JW_K("stop"));
         jw_open(w, '[');
         for (i = 0; i < in->n_stop; i++)
             jw_str(w, in->stop[i]);
         jw_close(w, ']');
     }
-    if ((rc = write_raw_member(w, inst->plugin, "response_format", in->response_format,
-                               "response_format", err)))
-        return rc;
+    if (write_raw_member(w, JW_K("response_format"), in->response_format))
+        return err_fmt(err, COMPASS_EINVAL, "%s: response_format is not valid JSON",
+                       inst->plugin);
     if (in->reasoning_effort.len)
-        jw_kstr(w, "reasoning_effort", in->reasoning_effort);
+        jw_kstr(w, JW_K("reasoning_effort"), in->reasoning_effort);
     if (in->user.len)
-        jw_kstr(w, "user", in->user);
+        jw_kstr(w, JW_K("user"), in->user);
     write_passthrough(w, in, n_passed);
     if (in->stream) {
-        jw_kbool(w, "stream", 1);
+        jw_kbool(w, JW_K("stream"), 1);
         /* The gateway counts tokens, so ask for the usage chunk whatever the client said,
          * unless this upstream refuses stream_options. */
         if (inst->stream_options) {
-            jw_key(w, "stream_options");
+            jw_key(w, JW_K("stream_options"));
             jw_open(w, '{');
-            jw_kbool(w, "include_usage", 1);
+            jw_kbool(w, JW_K("include_usage"), 1);
             jw_close(w, '}');
         }
     }
@@ -1768,8 +1904,30 @@ static int stream_event_tree(const oai_wire *inst, compass_req *req,
 
 /* The members of a choice's delta (a chunk) or message (a response) that the readers keep. */
 enum { CM_ROLE, CM_CONTENT, CM_REFUSAL, CM_TOOL_CALLS, CM_FUNCTION_CALL, CM_N };
-static const char *const choice_keys[CM_N] = {"role", "content", "refusal", "tool_calls",
-                                              "function_call"};
+static const js_key choice_keys[CM_N] = {JS_KEY("role"), JS_KEY("content"), JS_KEY("refusal"),
+                                         JS_KEY("tool_calls"), JS_KEY("function_call")};
+
+/* The top-level members of a chunk or a response that the readers look at. TM_EXTRA is the
+ * one member only one of them reads (a chunk's x_groq, a response's created). */
+enum { TM_ID, TM_MODEL, TM_OBJECT, TM_ERROR, TM_USAGE, TM_EXTRA, TM_N };
+/* The members of a choice the readers look at; CH_INNER is its delta or message. */
+enum { CH_INNER, CH_INDEX, CH_FINISH, CH_N };
+
+/* The keys the scanner reader looks for in a chunk or in a response. */
+typedef struct scan_shape {
+    js_key top[TM_N + 1]; /* TM_*, then choices */
+    js_key choice[CH_N];
+} scan_shape;
+
+static const scan_shape chunk_shape = {
+    {JS_KEY("id"), JS_KEY("model"), JS_KEY("object"), JS_KEY("error"), JS_KEY("usage"),
+     JS_KEY("x_groq"), JS_KEY("choices")},
+    {JS_KEY("delta"), JS_KEY("index"), JS_KEY("finish_reason")}};
+
+static const scan_shape response_shape = {
+    {JS_KEY("id"), JS_KEY("model"), JS_KEY("object"), JS_KEY("error"), JS_KEY("usage"),
+     JS_KEY("created"), JS_KEY("choices")},
+    {JS_KEY("message"), JS_KEY("index"), JS_KEY("finish_reason")}};
 
 /* Members of a choice as the scanner found them; JS_NONE when absent. */
 typedef struct scan_choice {
@@ -1778,8 +1936,8 @@ typedef struct scan_choice {
     js_val m[CM_N];   /* the members of inner, when it is an object */
 } scan_choice;
 
-/* A choice object; inner_key names its delta or message. */
-static int scan_choice_obj(json_scan *s, const char *inner_key, scan_choice *c)
+/* A choice object, whose members keys (CH_*) names. */
+static int scan_choice_obj(json_scan *s, const js_key *keys, scan_choice *c)
 {
     js_val k;
     int r;
@@ -1789,24 +1947,30 @@ static int scan_choice_obj(json_scan *s, const char *inner_key, scan_choice *c)
     while ((r = js_member(s, &k)) > 0) {
         if (k.escaped)
             return -1;
-        if (js_key_is(&k, inner_key)) {
+        switch (js_key_index(&k, keys, CH_N)) {
+        case CH_INNER:
             if (c->inner.type != JS_NONE)
                 return -1;
             if (js_peek(s) == JS_OBJECT) {
                 c->inner.type = JS_OBJECT;
-                if (js_members(s, choice_keys, c->m, CM_N))
+                if (js_members_k(s, choice_keys, c->m, CM_N))
                     return -1;
             } else if (js_value(s, &c->inner)) {
                 return -1;
             }
-        } else if (js_key_is(&k, "index")) {
+            break;
+        case CH_INDEX:
             if (js_take(s, &c->index))
                 return -1;
-        } else if (js_key_is(&k, "finish_reason")) {
+            break;
+        case CH_FINISH:
             if (js_take(s, &c->finish))
                 return -1;
-        } else if (js_skip(s)) {
-            return -1;
+            break;
+        default:
+            if (js_skip(s))
+                return -1;
+            break;
         }
     }
     return r;
@@ -1815,7 +1979,7 @@ static int scan_choice_obj(json_scan *s, const char *inner_key, scan_choice *c)
 /* choices: finds choice 0 as choice0() does (the first element whose index is 0 or absent;
  * none when an element before it is not an object). *found says whether c0 was filled;
  * *count is the number of elements. */
-static int scan_choices(json_scan *s, js_keep *keep, const char *inner_key, scan_choice *c0,
+static int scan_choices(json_scan *s, js_keep *keep, const js_key *keys, scan_choice *c0,
                         int *found, size_t *count)
 {
     int r, stop = 0;
@@ -1837,7 +2001,7 @@ static int scan_choices(json_scan *s, js_keep *keep, const char *inner_key, scan
                 return -1;
             continue;
         }
-        if (scan_choice_obj(s, inner_key, c0))
+        if (scan_choice_obj(s, keys, c0))
             return -1;
         if (c0->index.type == JS_NUMBER) {
             if (js_int64(keep, &c0->index, &ix))
@@ -1851,10 +2015,6 @@ static int scan_choices(json_scan *s, js_keep *keep, const char *inner_key, scan
     return r;
 }
 
-/* The top-level members of a chunk or a response that the readers look at. TM_EXTRA is the
- * one member only one of them reads (a chunk's x_groq, a response's created). */
-enum { TM_ID, TM_MODEL, TM_OBJECT, TM_ERROR, TM_USAGE, TM_EXTRA, TM_N };
-
 typedef struct scan_top {
     js_val m[TM_N];
     js_type choices;  /* the type of choices (JS_NONE when absent) */
@@ -1863,14 +2023,17 @@ typedef struct scan_top {
     scan_choice c0;
 } scan_top;
 
-/* Walks a whole chunk or response body in place: the members of TM_*, extra naming TM_EXTRA,
- * and choices for choice 0, whose delta or message inner_key names. -1 when the tree reader
- * must take the body: not strict JSON, a duplicate or escaped key, an error (a non-null error
- * member or object "error"). */
-static int scan_body(compass_str data, js_keep *keep, const char *extra, const char *inner_key,
-                     scan_top *t)
+static int scan_usage_in(json_scan *s, js_keep *keep, compass_usage *out);
+
+/* Walks a whole chunk or response body in place, each byte once: the members of TM_* and
+ * choices, for choice 0, as shape names them. With usage (a response), a usage object is read
+ * in place into *usage (zeroed when there is none), leaving only its type in t; without (a
+ * chunk, whose usage json-c decodes), its span is kept like the others. -1 when the tree
+ * reader must take the body: not strict JSON, a duplicate or escaped key, an error (a
+ * non-null error member or object "error"). */
+static int scan_body(compass_str data, js_keep *keep, const scan_shape *shape,
+                     compass_usage *usage, scan_top *t)
 {
-    const char *const keys[TM_N] = {"id", "model", "object", "error", "usage", extra};
     const js_val *object = &t->m[TM_OBJECT], *error = &t->m[TM_ERROR];
     json_scan s;
     js_val k;
@@ -1878,6 +2041,8 @@ static int scan_body(compass_str data, js_keep *keep, const char *extra, const c
     int r;
 
     memset(t, 0, sizeof(*t));
+    if (usage)
+        memset(usage, 0, sizeof(*usage));
     if (data.len > (size_t)INT32_MAX)
         return -1;
     js_init(&s, data.ptr, data.len, OAI_JSON_DEPTH);
@@ -1886,20 +2051,25 @@ static int scan_body(compass_str data, js_keep *keep, const char *extra, const c
     while ((r = js_member(&s, &k)) > 0) {
         if (k.escaped)
             return -1;
-        if (js_key_is(&k, "choices")) {
+        i = js_key_index(&k, shape->top, TM_N + 1);
+        if (i == TM_N) { /* choices */
             if (t->choices != JS_NONE)
                 return -1;
             t->choices = js_peek(&s);
-            if (t->choices == JS_ARRAY
-                    ? scan_choices(&s, keep, inner_key, &t->c0, &t->found, &t->n_choices)
-                    : js_skip(&s))
+            if (t->choices == JS_ARRAY ? scan_choices(&s, keep, shape->choice, &t->c0, &t->found,
+                                                      &t->n_choices)
+                                       : js_skip(&s))
                 return -1;
-            continue;
-        }
-        for (i = 0; i < TM_N && !js_key_is(&k, keys[i]); i++)
-            ;
-        if (i < TM_N ? js_take(&s, &t->m[i]) : js_skip(&s))
+        } else if (i == TM_USAGE && usage && js_peek(&s) == JS_OBJECT) {
+            /* entered here rather than taken whole and walked again */
+            if (t->m[TM_USAGE].type != JS_NONE)
+                return -1;
+            t->m[TM_USAGE].type = JS_OBJECT;
+            if (scan_usage_in(&s, keep, usage))
+                return -1;
+        } else if (i < TM_N ? js_take(&s, &t->m[i]) : js_skip(&s)) {
             return -1;
+        }
     }
     if (r < 0 || js_end(&s))
         return -1;
@@ -1934,7 +2104,7 @@ static int scan_chunk(compass_str data, js_keep *keep, oai_chunk *c)
     const js_val *usage = &t.m[TM_USAGE];
 
     memset(c, 0, sizeof(*c));
-    if (scan_body(data, keep, "x_groq", "delta", &t))
+    if (scan_body(data, keep, &chunk_shape, NULL, &t))
         return -1;
     if (scan_str(keep, &t.m[TM_ID], &c->id) || scan_str(keep, &t.m[TM_MODEL], &c->model))
         return -1;
@@ -2025,41 +2195,57 @@ static int scan_int(js_keep *keep, const js_val *v, int64_t *out)
     return v->type == JS_NUMBER ? js_int64(keep, v, out) : 0;
 }
 
-/* jint(jget(v, key)) for a value v the scanner has already walked whole. */
-static int scan_sub_int(js_keep *keep, const js_val *v, const char *key, int64_t *out)
+/* jint(jget(o, key->name)) for the object o that comes next in s, entered in place. */
+static int scan_sub_int_in(json_scan *s, js_keep *keep, const js_key *key, int64_t *out)
 {
-    json_scan s;
     js_val m = {0};
     *out = 0;
-    if (v->type != JS_OBJECT)
-        return 0;
-    js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
-    return js_members(&s, &key, &m, 1) || scan_int(keep, &m, out) ? -1 : 0;
+    return js_members_k(s, key, &m, 1) || scan_int(keep, &m, out) ? -1 : 0;
 }
 
-/* read_usage() for a usage value the scanner has already walked whole. */
-static int scan_usage(js_keep *keep, const js_val *v, compass_usage *out)
+/* read_usage() for the usage object that comes next in s, entered in place: each byte of it
+ * is walked once. */
+static int scan_usage_in(json_scan *s, js_keep *keep, compass_usage *out)
 {
     enum { U_PROMPT, U_COMPLETION, U_TOTAL, U_CACHE_HIT, U_PROMPT_DETAILS, U_COMPLETION_DETAILS,
            U_N };
-    static const char *const keys[U_N] = {"prompt_tokens", "completion_tokens", "total_tokens",
-                                          "prompt_cache_hit_tokens", "prompt_tokens_details",
-                                          "completion_tokens_details"};
-    js_val m[U_N];
-    json_scan s;
+    static const js_key keys[U_N] = {
+        JS_KEY("prompt_tokens"),           JS_KEY("completion_tokens"),
+        JS_KEY("total_tokens"),            JS_KEY("prompt_cache_hit_tokens"),
+        JS_KEY("prompt_tokens_details"),   JS_KEY("completion_tokens_details")};
+    static const js_key cached = JS_KEY("cached_tokens"), reasoning = JS_KEY("reasoning_tokens");
+    js_val m[U_N], k;
     int64_t cache_hit = 0;
+    size_t i;
+    int r;
     memset(out, 0, sizeof(*out));
-    if (v->type != JS_OBJECT)
-        return 0;
     memset(m, 0, sizeof(m));
-    js_init(&s, v->ptr, v->len, OAI_JSON_DEPTH);
-    if (js_members(&s, keys, m, U_N) || scan_int(keep, &m[U_PROMPT], &out->prompt_tokens) ||
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        i = js_key_index(&k, keys, U_N);
+        if (i == U_N) {
+            if (js_skip(s))
+                return -1;
+        } else if (m[i].type != JS_NONE) {
+            return -1; /* json-c keeps the last one */
+        } else if ((i == U_PROMPT_DETAILS || i == U_COMPLETION_DETAILS) &&
+                   js_peek(s) == JS_OBJECT) {
+            m[i].type = JS_OBJECT;
+            if (i == U_PROMPT_DETAILS
+                    ? scan_sub_int_in(s, keep, &cached, &out->cached_tokens)
+                    : scan_sub_int_in(s, keep, &reasoning, &out->reasoning_tokens))
+                return -1;
+        } else if (js_value(s, &m[i])) {
+            return -1;
+        }
+    }
+    if (r < 0 || scan_int(keep, &m[U_PROMPT], &out->prompt_tokens) ||
         scan_int(keep, &m[U_COMPLETION], &out->completion_tokens) ||
         scan_int(keep, &m[U_TOTAL], &out->total_tokens) ||
-        scan_int(keep, &m[U_CACHE_HIT], &cache_hit) ||
-        scan_sub_int(keep, &m[U_PROMPT_DETAILS], "cached_tokens", &out->cached_tokens) ||
-        scan_sub_int(keep, &m[U_COMPLETION_DETAILS], "reasoning_tokens",
-                     &out->reasoning_tokens))
+        scan_int(keep, &m[U_CACHE_HIT], &cache_hit))
         return -1;
     usage_finish(out, cache_hit);
     return 0;
@@ -2074,7 +2260,7 @@ static int scan_response(compass_str body, js_keep *keep, oai_reply *r)
     const js_val *content = &t.c0.m[CM_CONTENT];
 
     memset(r, 0, sizeof(*r));
-    if (scan_body(body, keep, "created", "message", &t) || !t.found ||
+    if (scan_body(body, keep, &response_shape, &r->usage, &t) || !t.found ||
         c0->inner.type != JS_OBJECT)
         return -1;
     r->n_choices = t.n_choices;
@@ -2085,8 +2271,7 @@ static int scan_response(compass_str body, js_keep *keep, oai_reply *r)
         scan_str(keep, &c0->m[CM_REFUSAL], &r->refusal) ||
         scan_str(keep, &c0->finish, &r->finish) ||
         scan_tree(keep, &c0->m[CM_TOOL_CALLS], JS_ARRAY, &r->tool_calls) ||
-        scan_tree(keep, &c0->m[CM_FUNCTION_CALL], JS_OBJECT, &r->function_call) ||
-        scan_usage(keep, &t.m[TM_USAGE], &r->usage))
+        scan_tree(keep, &c0->m[CM_FUNCTION_CALL], JS_OBJECT, &r->function_call))
         return -1;
     return 0;
 }
@@ -2155,18 +2340,18 @@ int oai_wire_build_embed(const oai_wire *inst, compass_req *req, const compass_e
     memset(&w, 0, sizeof(w));
     w.h = h;
     jw_open(&w, '{');
-    jw_kstr(&w, "model", in->model);
-    jw_key(&w, "input");
+    jw_kstr(&w, JW_K("model"), in->model);
+    jw_key(&w, JW_K("input"));
     jw_open(&w, '[');
     for (i = 0; i < in->n_inputs; i++)
         jw_str(&w, in->inputs[i]);
     jw_close(&w, ']');
     if (in->dimensions > 0)
-        jw_kint(&w, "dimensions", in->dimensions);
+        jw_kint(&w, JW_K("dimensions"), in->dimensions);
     /* floats from upstream; the host re-encodes when the client asked for base64 */
-    jw_kcstr(&w, "encoding_format", "float");
+    jw_kcstr(&w, JW_K("encoding_format"), "float");
     if (in->user.len)
-        jw_kstr(&w, "user", in->user);
+        jw_kstr(&w, JW_K("user"), in->user);
     jw_close(&w, '}');
     if (w.failed) {
         h->free(h, w.p);

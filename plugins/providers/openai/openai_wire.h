@@ -131,6 +131,18 @@ int oai_wire_parse_embed_response(const oai_wire *w, compass_req *req,
                                   compass_embed_response *out, compass_upstream_error *uerr,
                                   compass_err *err);
 
+/** Room oai_wire_double_text needs. */
+#define OAI_WIRE_DOUBLE_CAP 40
+/** The text the request writer gives a finite double d: the shortest of %.15g and %.17g that
+ *  reads back as d, with a '.' whatever the locale ("0.2", "-0", "1e-05"). Writes buf (at
+ *  least OAI_WIRE_DOUBLE_CAP bytes, NUL-terminated) and returns its length. */
+size_t oai_wire_double_text(double d, char *buf);
+/** oai_wire_double_text's exact fast path, without snprintf or strtod: for 0 and for d the
+ *  double nearest a decimal of at most 15 significant digits, at most 8 of them after the
+ *  point, with 1e-4 <= |d| < 1e15 (temperatures, penalties, most numbers people write). The
+ *  same text, or 0 (buf undefined) for any other d. */
+size_t oai_wire_double_fast(double d, char *buf);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Reading helpers for plugin-specific additions                                             */
 /* ---------------------------------------------------------------------------------------- */

@@ -1828,6 +1828,24 @@ static const rd_case RD_CORPUS[] = {
      CHS("[{\"message\":{\"content\":\"a\"},\"message\":{\"content\":\"b\"}}]")},
     {"duplicate_usage_detail", 0, 0,
      USE("{\"prompt_tokens_details\":{\"cached_tokens\":1,\"cached_tokens\":2}}")},
+    /* usage is read in place: each of its kept members, and usage itself, may come once */
+    {"duplicate_usage", 0, 0,
+     "{\"id\":\"u\",\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":"
+     "{\"prompt_tokens\":1},\"usage\":{\"prompt_tokens\":2}}"},
+    {"duplicate_usage_null_first", 0, 0,
+     "{\"usage\":null,\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":"
+     "{\"prompt_tokens\":2}}"},
+    {"duplicate_usage_member", 0, 0, USE("{\"prompt_tokens\":1,\"prompt_tokens\":2}")},
+    {"duplicate_usage_details", 0, 0,
+     USE("{\"completion_tokens_details\":{\"reasoning_tokens\":1},"
+         "\"completion_tokens_details\":{\"reasoning_tokens\":2}}")},
+    {"duplicate_usage_details_not_object", 0, 0,
+     USE("{\"prompt_tokens_details\":7,\"prompt_tokens_details\":{\"cached_tokens\":2}}")},
+    {"escaped_usage_detail_key", 0, 0,
+     USE("{\"prompt_tokens_details\":{\"cached\\u005ftokens\":3}}")},
+    {"usage_skipped_duplicates", 1, 0,
+     USE("{\"audio\":1,\"audio\":2,\"prompt_tokens_details\":{\"audio_tokens\":1,"
+         "\"audio_tokens\":2,\"cached_tokens\":5},\"prompt_tokens\":4}")},
     {"escaped_key", 0, 0, MSG("{\"con\\u0074ent\":\"escaped key\"}")},
     {"escaped_top_key", 0, 0, "{\"\\u0069d\":\"x\",\"choices\":[{\"message\":{}}]}"},
     {"escaped_usage_key", 0, 0, USE("{\"prompt\\u005ftokens\":3}")},
@@ -1882,4 +1900,242 @@ Test(openai, response_readers_agree_on_truncated_bodies)
         }
     }
     rd_close_openai(&o);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The request writer's fast paths against the plain code they stand for                     */
+/* ---------------------------------------------------------------------------------------- */
+
+/* jw_strval as it was written before it copied runs found a word at a time. */
+static size_t ref_escape(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, o = 0;
+    out[o++] = '"';
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        default: break;
+        }
+        if (esc) {
+            memcpy(out + o, esc, 2);
+            o += 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    return o;
+}
+
+/* Builds a request whose one message holds content[0..n) and asserts that the body carries
+ * it exactly as ref_escape writes it. */
+static void build_escapes_as_before(void *inst, const char *content, size_t n)
+{
+    compass_message m;
+    compass_chat_request in;
+    compass_http_request out;
+    compass_err err;
+    char want[700], body_want[800];
+    size_t wl, bl;
+    int rc;
+    cr_assert_lt(n, 100);
+    memset(&m, 0, sizeof(m));
+    m.role = COMPASS_ROLE_USER;
+    m.has_content = 1;
+    m.content.ptr = content;
+    m.content.len = n;
+    memset(&in, 0, sizeof(in));
+    in.size = sizeof(in);
+    in.model = compass_str_c("m");
+    in.messages = &m;
+    in.n_messages = 1;
+    memset(&out, 0, sizeof(out));
+    out.size = sizeof(out);
+    memset(&err, 0, sizeof(err));
+    rc = ops->build_request(inst, compass_fakehost_req(fh), &in, &out, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    wl = ref_escape(content, n, want);
+    bl = (size_t)snprintf(body_want, sizeof(body_want),
+                          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":%.*s}]}",
+                          (int)wl, want);
+    cr_assert_eq(out.body.len, bl, "%zu bytes: %s vs %s", n, out.body.ptr, body_want);
+    cr_assert(!memcmp(out.body.ptr, body_want, bl), "%zu bytes: %s vs %s", n, out.body.ptr,
+              body_want);
+}
+
+Test(openai, build_escapes_each_byte_at_every_offset)
+{
+    static const char fill[] = {'a', ' ', '~', '\x80', '\xa2', '\xdc', '\xff'};
+    void *inst = mkinst(NULL, NULL, NULL);
+    char buf[64];
+    unsigned c;
+    size_t off, tail, f;
+    for (c = 0; c < 256; c++) {
+        /* every byte but the plain ones in between, which are checked as fillers and below */
+        if (c > 0x22 && c < 0x7f && c != '\\' && c != 'a')
+            continue;
+        for (off = 0; off <= 20; off++) {
+            for (tail = 0; tail <= 12; tail++) {
+                f = (c + off + tail) % sizeof(fill);
+                memset(buf, fill[f], off);
+                buf[off] = (char)c;
+                memset(buf + off + 1, fill[(f + 3) % sizeof(fill)], tail);
+                build_escapes_as_before(inst, buf, off + 1 + tail);
+            }
+        }
+    }
+    /* runs of plain bytes of every length, and two escapes side by side */
+    for (off = 0; off <= 40; off++) {
+        memset(buf, 'x', off);
+        build_escapes_as_before(inst, buf, off);
+        memcpy(buf + off, "\"\\\x7f\n", 4);
+        build_escapes_as_before(inst, buf, off + 4);
+    }
+}
+
+Test(openai, build_escapes_random_strings_as_before)
+{
+    static const char alphabet[] = "ab \"\\\x01\x1f\x7f\x80\xa2\xdc\xff\n\t\r\b\f\x20\x21\x5b";
+    void *inst = mkinst(NULL, NULL, NULL);
+    unsigned seed = 4242;
+    char buf[80];
+    int trial;
+    for (trial = 0; trial < 3000; trial++) {
+        size_t len, k;
+        seed = seed * 1103515245u + 12345u;
+        len = (seed >> 16) % sizeof(buf);
+        for (k = 0; k < len; k++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[k] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+        }
+        build_escapes_as_before(inst, buf, len);
+    }
+}
+
+/* The number rule the writer had before its fast path: the shortest of %.15g and %.17g that
+ * reads back exactly, with a '.' whatever the locale. */
+static size_t ref_double(double d, char *buf)
+{
+    int n = snprintf(buf, OAI_WIRE_DOUBLE_CAP, "%.15g", d), i;
+    if (strtod(buf, NULL) != d)
+        n = snprintf(buf, OAI_WIRE_DOUBLE_CAP, "%.17g", d);
+    for (i = 0; i < n; i++)
+        if (buf[i] == ',')
+            buf[i] = '.';
+    return (size_t)n;
+}
+
+/* Asserts that the writer prints d as the rule does, and that the fast path, when it takes
+ * d, prints the same. Returns whether the fast path took it. */
+static int double_same(double d)
+{
+    char want[OAI_WIRE_DOUBLE_CAP], got[OAI_WIRE_DOUBLE_CAP], fast[OAI_WIRE_DOUBLE_CAP];
+    size_t wl = ref_double(d, want), gl = oai_wire_double_text(d, got);
+    size_t fl = oai_wire_double_fast(d, fast);
+    cr_assert_eq(gl, wl, "%.17g: \"%.*s\" vs \"%s\"", d, (int)gl, got, want);
+    cr_assert(!memcmp(got, want, wl), "%.17g: \"%.*s\" vs \"%s\"", d, (int)gl, got, want);
+    cr_assert_eq(got[gl], '\0', "%.17g: not NUL-terminated", d);
+    if (fl) {
+        cr_assert_eq(fl, wl, "%.17g: fast \"%.*s\" vs \"%s\"", d, (int)fl, fast, want);
+        cr_assert(!memcmp(fast, want, wl), "%.17g: fast \"%.*s\" vs \"%s\"", d, (int)fl, fast,
+                  want);
+    }
+    return fl != 0;
+}
+
+/* The double next to d, one unit in the last place up (up = 1) or down. */
+static double ulp_step(double d, int up)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    if ((d > 0) == (up > 0))
+        u++;
+    else
+        u--;
+    memcpy(&d, &u, sizeof(d));
+    return d;
+}
+
+Test(openai, double_fast_path_prints_what_snprintf_did)
+{
+    /* what clients send for temperature, top_p and the penalties, and numbers like them */
+    static const double taken[] = {
+        0, -0.0, 0.2, 0.7, 1, 1.5, 2, 0.95, 0.9, 0.1, 0.3, 0.05, 0.01, 1.25, -0.5, -2,
+        -1.999, 0.333, 0.6667, 123456.789, 1e-4, 0.00012, 0.0001234, 99.99999999,
+        1234567.12345678, 999999999999999, 100, 1e14, 281474976710656, 0.12345678,
+        -123456789.5, 42,
+    };
+    /* what it must leave to snprintf (exponents, more digits than it reads) */
+    static const double left[] = {
+        1e-5, 9.9e-5, 1e15, 1e16, 1e300, -1e300, 5e-324, 2.2250738585072014e-308,
+        1.7976931348623157e308, 0.1 + 0.2, 1.0 / 3, 3.141592653589793, 0.123456789,
+        1234567890123456.0, 9007199254740993.0, 1e-10,
+    };
+    unsigned long long seed = 99;
+    size_t i;
+    int m;
+    for (i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        cr_assert(double_same(taken[i]), "%.17g: the fast path left it", taken[i]);
+    for (i = 0; i < sizeof(left) / sizeof(left[0]); i++)
+        cr_assert_not(double_same(left[i]), "%.17g: the fast path took it", left[i]);
+    /* k / 10^m for random k and m, and the doubles just beside each (which the fast path
+     * must either print exactly as the rule does or leave) */
+    for (i = 0; i < 200000; i++) {
+        double d;
+        int64_t k;
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        m = (int)((seed >> 60) % 11);
+        k = (int64_t)((seed >> 11) % (i % 3 ? 100000ULL : 1000000000000000ULL));
+        d = (double)k;
+        while (m--)
+            d /= 10;
+        if (seed & 1)
+            d = -d;
+        double_same(d);
+        double_same(ulp_step(d, 1));
+        double_same(ulp_step(d, -1));
+    }
+    /* random bit patterns: every exponent */
+    for (i = 0; i < 100000; i++) {
+        double d;
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        memcpy(&d, &seed, sizeof(d));
+        if (d != d || d - d != 0)
+            continue; /* NaN and infinities are written as null */
+        double_same(d);
+    }
+}
+
+Test(openai, build_writes_sampling_fields_through_the_fast_path)
+{
+    compass_http_request out;
+    void *inst = mkinst(NULL, "k", NULL);
+    json_object *b = build(inst,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"temperature\":0,\"top_p\":1e-5,\"presence_penalty\":-0.0,"
+                           "\"frequency_penalty\":0.30000000000000004,\"max_tokens\":7,"
+                           "\"seed\":-9223372036854775808}",
+                           &out);
+    cr_assert(strstr(out.body.ptr, "\"temperature\":0,"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"top_p\":1e-05,"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"presence_penalty\":-0,"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"frequency_penalty\":0.30000000000000004"), "%s",
+              out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"max_tokens\":7,"), "%s", out.body.ptr);
+    cr_assert(strstr(out.body.ptr, "\"seed\":-9223372036854775808"), "%s", out.body.ptr);
+    json_object_put(b);
 }
