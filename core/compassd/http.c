@@ -174,14 +174,6 @@ static enum MHD_Result send_error(struct MHD_Connection *mc, int status, const c
     return ret;
 }
 
-/* snprintf(dst, cap, "%s", src) without the formatter: on every answer's path. */
-static void copy_cstr(char *dst, size_t cap, const char *src)
-{
-    size_t n = src ? strnlen(src, cap - 1) : 0;
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
-}
-
 static void new_request_id(char *out, size_t cap)
 {
     static atomic_ulong n;
@@ -196,7 +188,7 @@ static void new_request_id(char *out, size_t cap)
     for (int i = 0; i < 16; i++)
         id[4 + i] = hex[(x >> (60 - 4 * i)) & 15];
     id[20] = '\0';
-    copy_cstr(out, cap, id);
+    cps_str_copy(out, cap, id);
 }
 
 static int sane_id(const char *s)
@@ -220,10 +212,10 @@ static void on_head(void *ud, const compass_engine_head *hd)
     c->stream = hd->stream;
     c->attempts = hd->attempts;
     c->cost = hd->cost_usd;
-    copy_cstr(c->provider, sizeof(c->provider), hd->provider);
-    copy_cstr(c->model, sizeof(c->model), hd->model);
-    copy_cstr(c->route, sizeof(c->route), hd->route);
-    copy_cstr(c->request_id, sizeof(c->request_id), hd->request_id);
+    cps_str_copy(c->provider, sizeof(c->provider), hd->provider);
+    cps_str_copy(c->model, sizeof(c->model), hd->model);
+    cps_str_copy(c->route, sizeof(c->route), hd->route);
+    cps_str_copy(c->request_id, sizeof(c->request_id), hd->request_id);
     c->head_ready = 1;
     if (c->ep == EP_MESSAGES && c->stream && !c->anth) {
         char id[96];

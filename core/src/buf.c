@@ -96,6 +96,27 @@ int cps_buf_printf(cps_buf *b, const char *fmt, ...)
     return rc;
 }
 
+void cps_str_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+int cps_buf_put_i64(cps_buf *b, long long v)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return cps_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 /* Whether cps_buf_json_str escapes byte c. */
 static inline int json_escapes(unsigned char c)
 {

@@ -1530,14 +1530,18 @@ static int put_str(cps_buf *b, compass_str s)
 
 static void write_usage(cps_buf *b, const compass_usage *u)
 {
-    cps_buf_printf(b,
-                   "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
-                   "\"prompt_tokens_details\":{\"cached_tokens\":%lld},"
-                   "\"completion_tokens_details\":{\"reasoning_tokens\":%lld}}",
-                   (long long)u->prompt_tokens, (long long)u->completion_tokens,
-                   (long long)(u->total_tokens ? u->total_tokens
-                                               : u->prompt_tokens + u->completion_tokens),
-                   (long long)u->cached_tokens, (long long)u->reasoning_tokens);
+    cps_buf_puts(b, "{\"prompt_tokens\":");
+    cps_buf_put_i64(b, (long long)u->prompt_tokens);
+    cps_buf_puts(b, ",\"completion_tokens\":");
+    cps_buf_put_i64(b, (long long)u->completion_tokens);
+    cps_buf_puts(b, ",\"total_tokens\":");
+    cps_buf_put_i64(b, (long long)(u->total_tokens ? u->total_tokens
+                                                   : u->prompt_tokens + u->completion_tokens));
+    cps_buf_puts(b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+    cps_buf_put_i64(b, (long long)u->cached_tokens);
+    cps_buf_puts(b, "},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    cps_buf_put_i64(b, (long long)u->reasoning_tokens);
+    cps_buf_puts(b, "}}");
 }
 
 int cps_canon_write_response(cps_buf *b, const compass_chat_response *r, compass_str id,
@@ -1545,8 +1549,9 @@ int cps_canon_write_response(cps_buf *b, const compass_chat_response *r, compass
 {
     cps_buf_puts(b, "{\"id\":");
     put_str(b, r->id.len ? r->id : id);
-    cps_buf_printf(b, ",\"object\":\"chat.completion\",\"created\":%lld,\"model\":",
-                   (long long)(r->created ? r->created : created));
+    cps_buf_puts(b, ",\"object\":\"chat.completion\",\"created\":");
+    cps_buf_put_i64(b, (long long)(r->created ? r->created : created));
+    cps_buf_puts(b, ",\"model\":");
     put_str(b, r->model.len ? r->model : model);
     cps_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                     "\"content\":");
@@ -1574,7 +1579,9 @@ int cps_canon_write_response(cps_buf *b, const compass_chat_response *r, compass
         cps_buf_puts(b, "]");
     }
     const char *fin = cps_canon_finish_name(r->finish_reason);
-    cps_buf_printf(b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}]", fin ? fin : "stop");
+    cps_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":\"");
+    cps_buf_puts(b, fin ? fin : "stop");
+    cps_buf_puts(b, "\"}]");
     if (r->usage.present) {
         cps_buf_puts(b, ",\"usage\":");
         write_usage(b, &r->usage);
@@ -1588,8 +1595,9 @@ int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str i
 {
     cps_buf_puts(b, "{\"id\":");
     put_str(b, id);
-    cps_buf_printf(b, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
-                   (long long)created);
+    cps_buf_puts(b, ",\"object\":\"chat.completion.chunk\",\"created\":");
+    cps_buf_put_i64(b, (long long)created);
+    cps_buf_puts(b, ",\"model\":");
     put_str(b, model);
     if (usage_only) {
         cps_buf_puts(b, ",\"choices\":[],\"usage\":");
@@ -1600,7 +1608,9 @@ int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str i
     cps_buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
     int first = 1;
     if (d->role) {
-        cps_buf_printf(b, "\"role\":\"%s\"", cps_canon_role_name(d->role));
+        cps_buf_puts(b, "\"role\":\"");
+        cps_buf_puts(b, cps_canon_role_name(d->role));
+        cps_buf_puts(b, "\"");
         first = 0;
     }
     if (d->content.len || d->role) {
@@ -1614,7 +1624,8 @@ int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str i
         first = 0;
     }
     if (d->tool_index >= 0) {
-        cps_buf_printf(b, "%s\"tool_calls\":[{\"index\":%d", first ? "" : ",", d->tool_index);
+        cps_buf_puts(b, first ? "\"tool_calls\":[{\"index\":" : ",\"tool_calls\":[{\"index\":");
+        cps_buf_put_i64(b, d->tool_index);
         if (d->tool_id.len) {
             cps_buf_puts(b, ",\"id\":");
             put_str(b, d->tool_id);
@@ -1632,10 +1643,13 @@ int cps_canon_write_chunk(cps_buf *b, const compass_chat_delta *d, compass_str i
     }
     const char *fin = cps_canon_finish_name(d->finish_reason);
     cps_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
-    if (fin)
-        cps_buf_printf(b, "\"%s\"", fin);
-    else
+    if (fin) {
+        cps_buf_puts(b, "\"");
+        cps_buf_puts(b, fin);
+        cps_buf_puts(b, "\"");
+    } else {
         cps_buf_puts(b, "null");
+    }
     cps_buf_puts(b, "}]}");
     return b->oom ? COMPASS_ENOMEM : 0;
 }

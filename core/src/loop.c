@@ -83,9 +83,15 @@ static double cost_of(const compass_engine_call *c)
 static void attempts_text(compass_engine_call *c, cps_buf *b)
 {
     for (int i = 0; i < c->n_log; i++) {
-        cps_buf_printf(b, "%s%s:%s", i ? ", " : "", c->log[i].target, c->log[i].what);
-        if (c->log[i].status)
-            cps_buf_printf(b, ":%d", c->log[i].status);
+        if (i)
+            cps_buf_puts(b, ", ");
+        cps_buf_puts(b, c->log[i].target);
+        cps_buf_puts(b, ":");
+        cps_buf_puts(b, c->log[i].what);
+        if (c->log[i].status) {
+            cps_buf_puts(b, ":");
+            cps_buf_put_i64(b, c->log[i].status);
+        }
     }
 }
 
@@ -503,7 +509,7 @@ static void log_attempt(compass_engine_call *c, const char *what, int status, in
     if (!l)
         return;
     l->target = c->target ? c->target->id : "?";
-    snprintf(l->what, sizeof(l->what), "%s", what);
+    cps_str_copy(l->what, sizeof(l->what), what);
     l->status = status;
     l->kind = kind;
 }

@@ -4,6 +4,8 @@
 
 #include <json-c/json.h>
 #include <string.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "canon.h"
 
@@ -558,4 +560,33 @@ Test(canon, json_str_escapes_an_embedded_nul)
     cr_assert_eq(cps_buf_json_str(&b, "a\0b", 3), 0);
     cr_assert_str_eq(b.ptr, "\"a\\u0000b\"");
     cps_buf_free(&b);
+}
+
+/* The writers' integer and string helpers: what printf's %lld and "%s" into a buffer give. */
+Test(canon, put_i64_writes_what_printf_writes)
+{
+    const long long vals[] = {0, 7, -7, 10, 99, 100, 1796312289, -1, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "x%lld", vals[i]);
+        cps_buf b;
+        cps_buf_init(&b);
+        cps_buf_puts(&b, "x");
+        cr_assert_eq(cps_buf_put_i64(&b, vals[i]), 0);
+        cr_assert_str_eq(b.ptr, want);
+        cps_buf_free(&b);
+    }
+}
+
+Test(canon, str_copy_cuts_to_fit_like_snprintf)
+{
+    char d[6];
+    cps_str_copy(d, sizeof(d), "abc");
+    cr_assert_str_eq(d, "abc");
+    cps_str_copy(d, sizeof(d), "abcdefgh");
+    cr_assert_str_eq(d, "abcde");
+    cps_str_copy(d, sizeof(d), NULL);
+    cr_assert_str_eq(d, "");
+    cps_str_copy(d, 1, "abc");
+    cr_assert_str_eq(d, "");
 }
