@@ -393,7 +393,12 @@ static void add_compass_headers(struct MHD_Response *r, struct conn *c)
         MHD_add_response_header(r, "x-compass-provider", c->provider);
     if (c->model[0])
         MHD_add_response_header(r, "x-compass-model", c->model);
-    snprintf(tmp, sizeof(tmp), "%d", c->attempts);
+    if (c->attempts >= 0 && c->attempts < 10) { /* the usual case, without the formatter */
+        tmp[0] = (char)('0' + c->attempts);
+        tmp[1] = '\0';
+    } else {
+        snprintf(tmp, sizeof(tmp), "%d", c->attempts);
+    }
     MHD_add_response_header(r, "x-compass-attempts", tmp);
     if (c->cost >= 0) {
         snprintf(tmp, sizeof(tmp), "%.8f", c->cost);

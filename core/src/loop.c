@@ -739,8 +739,8 @@ static void success_response(compass_engine_call *c, compass_chat_response *r)
     r->usage.present = 1;
     if (!c->first_content_ns)
         c->first_content_ns = cps_now_ns();
-    char id[96];
-    snprintf(id, sizeof(id), "chatcmpl-%s", c->request_id);
+    char id[96] = "chatcmpl-";
+    cps_str_copy(id + 9, sizeof(id) - 9, c->request_id);
     cps_buf_reset(&c->chunk);
     cps_canon_write_response(&c->chunk, r, compass_str_c(id),
                              compass_str_c(c->target ? c->target->model : ""), c->created);
@@ -1318,8 +1318,7 @@ static void on_done_transfer(compass_engine_call *c, CURLcode res)
     const compass_provider_ops *o = ops_of(c->target);
     long status = 0;
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-    char curl_msg[256];
-    snprintf(curl_msg, sizeof(curl_msg), "%s", curl_easy_strerror(res));
+    const char *curl_msg = curl_easy_strerror(res); /* static text */
     release_easy(c);
     if (atomic_load(&c->cancel_requested)) {
         end_attempt(c, 0, 0);
