@@ -7,6 +7,8 @@
 
 #include <compass/plugin.h>
 
+#include "json_scan.h" /* js_plain_run: the SWAR run finder the JSON code shares */
+
 void cps_buf_init(cps_buf *b)
 {
     b->ptr = NULL;
@@ -117,43 +119,6 @@ int cps_buf_put_i64(cps_buf *b, long long v)
     return cps_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
-/* Whether cps_buf_json_str escapes byte c. */
-static inline int json_escapes(unsigned char c)
-{
-    return c == '"' || c == '\\' || c < 0x20;
-}
-
-#define SWAR_ONES UINT64_C(0x0101010101010101)
-#define SWAR_HIGHS UINT64_C(0x8080808080808080)
-
-/* The index of the first byte at or after i (i <= n) that json_escapes flags; n when none.
- * Eight bytes at a time (SWAR), since response text is mostly long runs of plain bytes: the
- * high bit of a lane is set by (x - 1) & ~x for a 0 lane, by (x - 0x20) & ~x for one below
- * 0x20; '"' and '\\' have no high bit, so all three share ~w. A borrow can only flag lanes
- * above a true hit, so the lowest flagged lane is exact (little-endian: the first in
- * memory); elsewhere the word only says where to walk bytes from. */
-static size_t json_plain_run(const char *s, size_t n, size_t i)
-{
-    for (; n - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, sizeof(w));
-        uint64_t m = (((w ^ (SWAR_ONES * '"')) - SWAR_ONES) |
-                      ((w ^ (SWAR_ONES * '\\')) - SWAR_ONES) | (w - SWAR_ONES * 0x20)) &
-                     ~w & SWAR_HIGHS;
-        if (m) {
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            return i + ((size_t)__builtin_ctzll(m) >> 3);
-#else
-            break;
-#endif
-        }
-    }
-    while (i < n && !json_escapes((unsigned char)s[i]))
-        i++;
-    return i;
-}
-
 int cps_buf_json_str(cps_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -162,7 +127,7 @@ int cps_buf_json_str(cps_buf *b, const char *s, size_t n)
         return COMPASS_ENOMEM;
     b->ptr[b->len++] = '"';
     for (;;) {
-        size_t run = json_plain_run(s, n, i);
+        size_t run = js_plain_run(s, n, i, 0);
         const char *esc = NULL;
         char u[6];
         unsigned char c;

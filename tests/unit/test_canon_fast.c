@@ -746,3 +746,36 @@ Test(canon_fast, answers_many_messages_and_tools_like_json_c)
     check_body("many", b, n, FAST);
     free(b);
 }
+
+/* Surrogate pairs whose code point has its low 16 bits in D800..DFFF (U+1D800..U+1DFFF, the
+ * SignWriting block; U+2D800..U+2DFFF, CJK Extension F...) are real characters, sent escaped
+ * by any client that escapes non-ASCII (Python's json.dumps does). json-c 0.16 tests the
+ * decoded code point against its surrogate masks again and writes U+FFFD for them, so here
+ * the general path would lose the character; the fast path decodes it to its UTF-8. */
+Test(canon_fast, keeps_characters_json_c_would_replace)
+{
+    static const struct {
+        const char *esc, *utf8;
+    } cases[] = {
+        {"\\uD836\\uDC00", "\xF0\x9D\xA0\x80"}, /* U+1D800 */
+        {"\\uD877\\uDFFF", "\xF0\xAD\xBF\xBF"}, /* U+2DFFF */
+        {"\\uD83D\\uDE00", "\xF0\x9F\x98\x80"}, /* U+1F600, which json-c also keeps */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a%sb\"}]}",
+                 cases[i].esc);
+        cps_arena *a = cps_arena_new(4096);
+        compass_chat_request r;
+        compass_err err;
+        memset(&err, 0, sizeof(err));
+        cr_assert_eq(cps_canon_parse_chat_fast(a, body, strlen(body), &r), 0, "%s", body);
+        cr_assert_eq(cps_canon_parse_chat(a, body, strlen(body), &r, &err), 0, "%s", err.msg);
+        char want[16];
+        snprintf(want, sizeof(want), "a%sb", cases[i].utf8);
+        cr_assert_eq(r.messages[0].content.len, strlen(want));
+        cr_assert(!memcmp(r.messages[0].content.ptr, want, strlen(want)), "%s", cases[i].esc);
+        cps_arena_free(a);
+    }
+}

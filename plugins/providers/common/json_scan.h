@@ -202,12 +202,17 @@ static inline int js_str_special(unsigned char c)
     return c == '"' || c == '\\' || c < 0x20;
 }
 
-/* The index of the first byte at or after k (k <= n) that js_str_special flags; n when none
- * does. Never reads p[n] or past it. */
-static inline size_t js_str_run(const char *p, size_t n, size_t k)
+/* The index of the first byte at or after k (k <= n) that is '"', '\\' or a control byte, or
+ * (when del is set) DEL; n when there is none. Never reads p[n] or past it. The readers here
+ * stop at these bytes, and the JSON writers of the core and the plugins (which also escape
+ * DEL) copy the runs between them: all of them share this one loop. */
+static inline size_t js_plain_run(const char *p, size_t n, size_t k, int del)
 {
     for (; n - k >= 8; k += 8) {
-        uint64_t m = js_swar_str_special(js_swar_load(p + k));
+        uint64_t w = js_swar_load(p + k);
+        uint64_t m = js_swar_str_special(w);
+        if (del)
+            m |= js_swar_equal(w, 0x7f) & ~w & JS_SWAR_HIGHS;
         if (m) {
 #ifdef JS_SWAR_FIRST
             return k + js_swar_first(m);
@@ -216,9 +221,16 @@ static inline size_t js_str_run(const char *p, size_t n, size_t k)
 #endif
         }
     }
-    while (k < n && !js_str_special((unsigned char)p[k]))
+    while (k < n && !js_str_special((unsigned char)p[k]) && !(del && p[k] == 0x7f))
         k++;
     return k;
+}
+
+/* The index of the first byte at or after k (k <= n) that js_str_special flags; n when none
+ * does. Never reads p[n] or past it. */
+static inline size_t js_str_run(const char *p, size_t n, size_t k)
+{
+    return js_plain_run(p, n, k, 0);
 }
 
 /* js_scan_string from p[k], the first byte js_str_run flags after the opening quote. */

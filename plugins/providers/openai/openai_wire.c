@@ -374,34 +374,6 @@ static void jw_close(jw *w, char c)
     jw_put(w, &c, 1);
 }
 
-/* Whether jw_strval escapes byte c (it escapes DEL too, which JSON allows raw). */
-static inline int jw_escapes(unsigned char c)
-{
-    return c == '"' || c == '\\' || c < 0x20 || c == 0x7f;
-}
-
-/* The index of the first byte at or after i (i <= n) that jw_strval escapes; n when none.
- * Eight bytes at a time (json_scan.h's SWAR): request text is mostly runs of plain bytes. */
-static size_t jw_plain_run(const char *s, size_t n, size_t i)
-{
-    for (; n - i >= 8; i += 8) {
-        uint64_t v = js_swar_load(s + i);
-        uint64_t m = (js_swar_equal(v, '"') | js_swar_equal(v, '\\') | js_swar_equal(v, 0x7f) |
-                      js_swar_below(v, 0x20)) &
-                     ~v & JS_SWAR_HIGHS;
-        if (m) {
-#ifdef JS_SWAR_FIRST
-            return i + js_swar_first(m);
-#else
-            break;
-#endif
-        }
-    }
-    while (i < n && !jw_escapes((unsigned char)s[i]))
-        i++;
-    return i;
-}
-
 static void jw_strval(jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -410,7 +382,7 @@ static void jw_strval(jw *w, const char *s, size_t n)
         return;
     w->p[w->len++] = '"';
     for (;;) {
-        size_t run = jw_plain_run(s, n, i);
+        size_t run = js_plain_run(s, n, i, 1); /* DEL too, which JSON allows raw */
         unsigned char c;
         char u[6];
         const char *esc = NULL;
