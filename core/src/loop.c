@@ -1016,12 +1016,15 @@ static int clean_header(compass_str s)
  * removed; the next transfer on that connection asks for it again. Doing both in epoll costs
  * two epoll_ctl calls per request, so a parked socket stays registered (for input only) and is
  * removed only if it fires while parked (the server closed it) or when curl closes it. The
- * state per descriptor lives in lp->fdstate; curl's open and close socket callbacks keep it
- * true across descriptor reuse. */
+ * state per descriptor lives in lp->fdstate. It is trusted only for connection sockets, which
+ * curl opens and closes through open_sock/close_sock (FD_OURS), so it stays true across
+ * descriptor reuse; other sockets curl watches (the threaded resolver's socketpair, closed
+ * without the callback) get the plain ADD/MOD/DEL every time. */
 #define FD_IN 1u
 #define FD_OUT 2u
 #define FD_PARKED 4u
 #define FD_REG 8u
+#define FD_OURS 16u
 
 static uint8_t *fd_slot(cps_loop *lp, curl_socket_t fd)
 {
@@ -1051,8 +1054,12 @@ static curl_socket_t open_sock(void *ud, curlsocktype purpose, struct curl_socka
 {
     (void)purpose;
     curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    fd_forget(ud, fd); /* a new socket is in no epoll set, whatever its number held before */
-    return fd < 0 ? CURL_SOCKET_BAD : fd;
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    uint8_t *st = fd_slot(ud, fd);
+    if (st)
+        *st = FD_OURS; /* a new socket is in no epoll set, whatever its number held before */
+    return fd;
 }
 
 static int close_sock(void *ud, curl_socket_t fd)
@@ -1630,6 +1637,8 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
     (void)socketp;
     cps_loop *lp = userp;
     uint8_t *st = fd_slot(lp, fd);
+    if (st && !(*st & FD_OURS))
+        st = NULL; /* not a connection socket: no state kept for it */
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.data.fd = fd;
@@ -1642,7 +1651,7 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
                 ev.events = EPOLLIN;
                 epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
             }
-            *st = FD_REG | FD_IN | FD_PARKED;
+            *st = FD_OURS | FD_REG | FD_IN | FD_PARKED;
         }
         return 0;
     }
@@ -1656,7 +1665,7 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
         epoll_ctl(lp->epfd, EPOLL_CTL_MOD, fd, &ev);
     }
     if (st)
-        *st = (uint8_t)(FD_REG | want);
+        *st = (uint8_t)(FD_OURS | FD_REG | want);
     return 0;
 }
 
