@@ -890,6 +890,28 @@ static void read_in_usage(json_object *u, in_usage *iu)
         iu->cache_creation = v;
 }
 
+/* What one usage object says, whichever reader read it: has_* tells which input counts it
+ * held as numbers (only those replace what a stream kept from message_start). */
+typedef struct usage_in {
+    int present; /* usage is an object */
+    int has_input, has_cache_read, has_cache_creation;
+    in_usage in;    /* 0 where not a number */
+    int64_t output; /* output_tokens; 0 when not a number */
+} usage_in;
+
+/* usage_in for a json-c value (any type; only an object has counts). */
+static void usage_from_tree(json_object *o, usage_in *u)
+{
+    memset(u, 0, sizeof(*u));
+    if (!o || !json_object_is_type(o, json_type_object))
+        return;
+    u->present = 1;
+    u->in.input = jgeti(o, "input_tokens", &u->has_input);
+    u->in.cache_read = jgeti(o, "cache_read_input_tokens", &u->has_cache_read);
+    u->in.cache_creation = jgeti(o, "cache_creation_input_tokens", &u->has_cache_creation);
+    u->output = jgeti(o, "output_tokens", NULL);
+}
+
 /* Sums saturate: the counts are upstream bytes (json-c reads a too large one as INT64_MAX). */
 static void fill_usage(compass_usage *u, const in_usage *iu, int64_t output)
 {
@@ -1118,22 +1140,71 @@ int an_parse_response_full(const compass_host *h, compass_req *req,
     return rc;
 }
 
-/* ---- the scanner reader: walks the body in place, decodes only what the response keeps */
+/* ---- the scanner reader: walks the body in place, each byte once, and decodes only what
+ * the response keeps: escaped strings itself, tool inputs (which are re-serialised) and odd
+ * numbers with json-c */
 
-/* A string member as jgetstr() reads it: empty unless it is a string. */
-static int scan_str(js_keep *keep, const js_val *v, compass_str *out)
+/* Where the decoded text of escaped strings goes, and json-c for the strings js_unescape
+ * leaves to it. The room is a buffer the caller gives, or (with heap set) cap bytes taken
+ * from heap on the first escaped string and given back by text_release. */
+typedef struct an_text {
+    char *buf;
+    size_t cap, used;
+    const compass_host *heap;
+    js_keep *keep;
+} an_text;
+
+static void text_init(an_text *t, char *buf, size_t cap, const compass_host *heap,
+                      js_keep *keep)
 {
-    out->ptr = NULL;
-    out->len = 0;
-    return v->type == JS_STRING ? js_string(keep, v, out) : 0;
+    t->buf = buf;
+    t->cap = cap;
+    t->used = 0;
+    t->heap = buf ? NULL : heap;
+    t->keep = keep;
 }
 
-/* A string member as jgets() reads it, a C string: ptr NULL unless it is a string, and a
- * decoded NUL ends it. */
-static int scan_cstr(js_keep *keep, const js_val *v, compass_str *out)
+static void text_release(an_text *t)
+{
+    if (t->heap && t->buf)
+        t->heap->free(t->heap, t->buf);
+    t->buf = NULL;
+}
+
+/* String v as jgetstr() reads it (ptr NULL unless a string): a view of the input when it
+ * has no escape; else decoded into t's room, or by json-c (kept in t->keep) for what
+ * js_unescape leaves (surrogates json-c writes U+FFFD for) or when there is no room. */
+static int text_of(an_text *t, const js_val *v, compass_str *out)
+{
+    size_t n;
+    out->ptr = NULL;
+    out->len = 0;
+    if (v->type != JS_STRING)
+        return 0;
+    if (!v->escaped) {
+        *out = js_text(v);
+        return 0;
+    }
+    if (!t->buf && t->heap && t->cap) {
+        t->buf = t->heap->alloc(t->heap, t->cap);
+        if (!t->buf)
+            t->heap = NULL; /* json-c decodes instead, from here on */
+    }
+    if (t->buf && !js_unescape(v, t->buf + t->used, t->cap - t->used, &n)) {
+        out->ptr = t->buf + t->used;
+        out->len = n;
+        t->used += n;
+        return 0;
+    }
+    return js_string(t->keep, v, out);
+}
+
+/* String v as jgets() reads it, a C string: ptr NULL unless a string, and a decoded NUL
+ * ends it. */
+static int cstr_of(an_text *t, const js_val *v, compass_str *out)
 {
     const char *nul;
-    if (scan_str(keep, v, out))
+    if (text_of(t, v, out))
         return -1;
     nul = v->escaped && out->len ? memchr(out->ptr, '\0', out->len) : NULL;
     if (nul)
@@ -1141,23 +1212,78 @@ static int scan_cstr(js_keep *keep, const js_val *v, compass_str *out)
     return 0;
 }
 
-/* A number member as jgeti() reads it: left as it was unless it is a number. */
-static int scan_int(js_keep *keep, const js_val *v, int64_t *out)
+/* The usage counts both Messages bodies and stream events carry. */
+enum { U_INPUT, U_CACHE_READ, U_CACHE_CREATION, U_OUTPUT, U_N };
+static const js_key usage_keys[U_N] = {JS_KEY("input_tokens"),
+                                       JS_KEY("cache_read_input_tokens"),
+                                       JS_KEY("cache_creation_input_tokens"),
+                                       JS_KEY("output_tokens")};
+
+/* A usage member as the scanner found it: its type (JS_NONE while absent) and, when an
+ * object, its counts' spans. */
+typedef struct usage_scan {
+    js_type type;
+    js_val m[U_N];
+} usage_scan;
+
+/* Reads the usage value that comes next into u: an object is entered in place (no second
+ * walk over its bytes), anything else only typed. -1 on bad JSON, an escaped key, or usage
+ * or one of its counts coming twice (json-c keeps the last). */
+static int scan_usage_in(json_scan *s, usage_scan *u)
 {
-    return v->type == JS_NUMBER ? js_int64(keep, v, out) : 0;
+    js_val v;
+    if (u->type != JS_NONE)
+        return -1;
+    if (js_peek(s) != JS_OBJECT) {
+        if (js_value(s, &v))
+            return -1;
+        u->type = v.type;
+        return 0;
+    }
+    u->type = JS_OBJECT;
+    memset(u->m, 0, sizeof(u->m));
+    return js_members_k(s, usage_keys, u->m, U_N);
+}
+
+/* A count as jgeti() reads it: found (and *out set) only when it is a number. */
+static int scan_count(js_keep *keep, const js_val *v, int64_t *out, int *found)
+{
+    if (v->type != JS_NUMBER)
+        return 0;
+    if (found)
+        *found = 1;
+    return js_int64(keep, v, out);
+}
+
+/* usage_in as usage_from_tree() reads it, from what scan_usage_in found. */
+static int usage_from_scan(js_keep *keep, const usage_scan *s, usage_in *u)
+{
+    memset(u, 0, sizeof(*u));
+    if (s->type != JS_OBJECT)
+        return 0;
+    u->present = 1;
+    return scan_count(keep, &s->m[U_INPUT], &u->in.input, &u->has_input) ||
+                   scan_count(keep, &s->m[U_CACHE_READ], &u->in.cache_read,
+                              &u->has_cache_read) ||
+                   scan_count(keep, &s->m[U_CACHE_CREATION], &u->in.cache_creation,
+                              &u->has_cache_creation) ||
+                   scan_count(keep, &s->m[U_OUTPUT], &u->output, NULL)
+               ? -1
+               : 0;
 }
 
 /* One element of content, an object: kept (in blocks) when it is a text or tool_use block. */
-static int scan_block(json_scan *s, js_keep *keep, an_blocks *blocks)
+static int scan_block(json_scan *s, an_text *t, an_blocks *blocks)
 {
     enum { B_TYPE, B_TEXT, B_ID, B_NAME, B_INPUT, B_N };
-    static const char *const keys[B_N] = {"type", "text", "id", "name", "input"};
+    static const js_key keys[B_N] = {JS_KEY("type"), JS_KEY("text"), JS_KEY("id"),
+                                     JS_KEY("name"), JS_KEY("input")};
     js_val m[B_N];
     compass_str type;
     an_block *b;
 
     memset(m, 0, sizeof(m));
-    if (js_members(s, keys, m, B_N) || scan_cstr(keep, &m[B_TYPE], &type))
+    if (js_members_k(s, keys, m, B_N) || cstr_of(t, &m[B_TYPE], &type))
         return -1;
     if (!compass_str_eq(type, "text") && !compass_str_eq(type, "tool_use"))
         return 0;
@@ -1165,62 +1291,45 @@ static int scan_block(json_scan *s, js_keep *keep, an_blocks *blocks)
     if (!b)
         return -1;
     if (compass_str_eq(type, "text"))
-        return scan_str(keep, &m[B_TEXT], &b->text);
+        return text_of(t, &m[B_TEXT], &b->text);
     b->tool = 1;
-    return scan_str(keep, &m[B_ID], &b->id) || scan_str(keep, &m[B_NAME], &b->name) ||
-                   (m[B_INPUT].type != JS_NONE && js_decode(keep, &m[B_INPUT], &b->input))
+    return text_of(t, &m[B_ID], &b->id) || text_of(t, &m[B_NAME], &b->name) ||
+                   (m[B_INPUT].type != JS_NONE && js_decode(t->keep, &m[B_INPUT], &b->input))
                ? -1
                : 0;
 }
 
-static int scan_content(json_scan *s, js_keep *keep, an_blocks *blocks)
+static int scan_content(json_scan *s, an_text *t, an_blocks *blocks)
 {
     int r;
     if (js_begin(s, '['))
         return -1;
     while ((r = js_elem(s)) > 0)
-        if (js_peek(s) == JS_OBJECT ? scan_block(s, keep, blocks) : js_skip(s))
+        if (js_peek(s) == JS_OBJECT ? scan_block(s, t, blocks) : js_skip(s))
             return -1;
     return r;
-}
-
-/* read_in_usage() and output_tokens for a usage value the scanner has already walked whole. */
-static int scan_usage(js_keep *keep, const js_val *v, an_reply *r)
-{
-    enum { U_INPUT, U_CACHE_READ, U_CACHE_CREATION, U_OUTPUT, U_N };
-    static const char *const keys[U_N] = {"input_tokens", "cache_read_input_tokens",
-                                          "cache_creation_input_tokens", "output_tokens"};
-    js_val m[U_N];
-    json_scan s;
-    if (v->type != JS_OBJECT)
-        return 0;
-    r->has_usage = 1;
-    memset(m, 0, sizeof(m));
-    js_init(&s, v->ptr, v->len, ANTHROPIC_JSON_DEPTH);
-    return js_members(&s, keys, m, U_N) || scan_int(keep, &m[U_INPUT], &r->in.input) ||
-                   scan_int(keep, &m[U_CACHE_READ], &r->in.cache_read) ||
-                   scan_int(keep, &m[U_CACHE_CREATION], &r->in.cache_creation) ||
-                   scan_int(keep, &m[U_OUTPUT], &r->output)
-               ? -1
-               : 0;
 }
 
 /* Reads a Messages body into r and blocks; -1 when the tree reader must take it: not strict
  * JSON, a duplicate or escaped key, an error (a non-null error member, a type other than
  * "message"), content that is not an array. */
-static int scan_response(compass_str body, js_keep *keep, an_blocks *blocks, an_reply *r)
+static int scan_response(compass_str body, an_text *t, an_blocks *blocks, an_reply *r)
 {
-    enum { T_ID, T_TYPE, T_MODEL, T_STOP_REASON, T_USAGE, T_ERROR, T_N };
-    static const char *const keys[T_N] = {"id", "type", "model", "stop_reason", "usage",
-                                          "error"};
+    enum { T_ID, T_TYPE, T_MODEL, T_STOP_REASON, T_ERROR, T_N, T_USAGE = T_N, T_CONTENT };
+    static const js_key keys[T_CONTENT + 1] = {JS_KEY("id"), JS_KEY("type"), JS_KEY("model"),
+                                              JS_KEY("stop_reason"), JS_KEY("error"),
+                                              JS_KEY("usage"), JS_KEY("content")};
     js_val m[T_N], k;
     const js_val *type = &m[T_TYPE];
+    usage_scan usage;
+    usage_in u;
     json_scan s;
     size_t i;
     int rc, seen_content = 0;
 
     memset(r, 0, sizeof(*r));
     memset(m, 0, sizeof(m));
+    usage.type = JS_NONE;
     r->blocks = blocks;
     if (!body.ptr || body.len == 0 || body.len > (size_t)INT_MAX - 1) /* as json_parse_n */
         return -1;
@@ -1230,25 +1339,26 @@ static int scan_response(compass_str body, js_keep *keep, an_blocks *blocks, an_
     while ((rc = js_member(&s, &k)) > 0) {
         if (k.escaped)
             return -1;
-        if (js_key_is(&k, "content")) {
-            if (seen_content++ || js_peek(&s) != JS_ARRAY || scan_content(&s, keep, blocks))
+        i = js_key_index(&k, keys, T_CONTENT + 1);
+        if (i == T_CONTENT) {
+            if (seen_content++ || js_peek(&s) != JS_ARRAY || scan_content(&s, t, blocks))
                 return -1;
-            continue;
-        }
-        for (i = 0; i < T_N && !js_key_is(&k, keys[i]); i++)
-            ;
-        if (i < T_N ? js_take(&s, &m[i]) : js_skip(&s))
+        } else if (i == T_USAGE ? scan_usage_in(&s, &usage)
+                                : i < T_N ? js_take(&s, &m[i]) : js_skip(&s)) {
             return -1;
+        }
     }
     if (rc < 0 || js_end(&s) || !seen_content ||
         (m[T_ERROR].type != JS_NONE && m[T_ERROR].type != JS_NULL) ||
         (type->type != JS_NONE && !js_key_is(type, "message")))
         return -1;
-    return scan_str(keep, &m[T_ID], &r->id) || scan_str(keep, &m[T_MODEL], &r->model) ||
-                   scan_cstr(keep, &m[T_STOP_REASON], &r->stop_reason) ||
-                   scan_usage(keep, &m[T_USAGE], r)
-               ? -1
-               : 0;
+    if (text_of(t, &m[T_ID], &r->id) || text_of(t, &m[T_MODEL], &r->model) ||
+        cstr_of(t, &m[T_STOP_REASON], &r->stop_reason) || usage_from_scan(t->keep, &usage, &u))
+        return -1;
+    r->has_usage = u.present;
+    r->in = u.in;
+    r->output = u.output;
+    return 0;
 }
 
 int an_parse_response_fast(const compass_host *h, compass_req *req,
@@ -1256,14 +1366,18 @@ int an_parse_response_fast(const compass_host *h, compass_req *req,
                            compass_err *err)
 {
     js_keep keep;
+    an_text t;
     an_blocks blocks;
     an_reply r;
     int rc;
     js_keep_init(&keep, ANTHROPIC_JSON_DEPTH);
+    /* decoded text is never longer than the body it comes from */
+    text_init(&t, NULL, resp->body.len, h, &keep);
     blocks_init(&blocks, h);
-    rc = scan_response(resp->body, &keep, &blocks, &r) ? AN_DECLINED
-                                                      : fill_response(h, req, &r, out, err);
+    rc = scan_response(resp->body, &t, &blocks, &r) ? AN_DECLINED
+                                                   : fill_response(h, req, &r, out, err);
     blocks_release(&blocks);
+    text_release(&t);
     js_keep_release(&keep);
     return rc;
 }
@@ -1297,25 +1411,26 @@ typedef struct stream_state {
     size_t cap;
 } stream_state;
 
-static stream_state *state_get(anthropic *a, compass_req *req, compass_err *err, int *rc)
+static stream_state *state_get(const compass_host *h, compass_req *req, compass_err *err,
+                               int *rc)
 {
     void **slot;
     stream_state *st;
 
     *rc = COMPASS_OK;
-    if (!COMPASS_HOST_HAS(a->h, req_data)) {
+    if (!COMPASS_HOST_HAS(h, req_data)) {
         *rc = fail(err, COMPASS_EPLUGIN,
                    "anthropic: the host has no req_data service for stream state");
         return NULL;
     }
-    slot = a->h->req_data(req);
+    slot = h->req_data(req);
     if (!slot) {
         *rc = fail(err, COMPASS_EINVAL, "anthropic: req_data returned no slot");
         return NULL;
     }
     if (*slot)
         return *slot;
-    st = a->h->req_alloc(req, sizeof(*st));
+    st = h->req_alloc(req, sizeof(*st));
     if (!st) {
         *rc = oom(err, "allocating stream state");
         return NULL;
@@ -1326,14 +1441,15 @@ static stream_state *state_get(anthropic *a, compass_req *req, compass_err *err,
 }
 
 /* The slot for block idx, growing the table in the arena. */
-static block_slot *state_block(anthropic *a, compass_req *req, stream_state *st, size_t idx)
+static block_slot *state_block(const compass_host *h, compass_req *req, stream_state *st,
+                               size_t idx)
 {
     if (idx >= st->cap) {
         size_t cap = st->cap ? st->cap : 8, i;
         block_slot *nb;
         while (cap <= idx)
             cap *= 2;
-        nb = a->h->req_alloc(req, cap * sizeof(*nb));
+        nb = h->req_alloc(req, cap * sizeof(*nb));
         if (!nb)
             return NULL;
         if (st->cap)
@@ -1348,13 +1464,208 @@ static block_slot *state_block(anthropic *a, compass_req *req, stream_state *st,
     return &st->blocks[idx];
 }
 
-static int emit(anthropic *a, compass_req *req, const compass_chat_delta *d, compass_err *err)
+static int emit(const compass_host *h, compass_req *req, const compass_chat_delta *d,
+                compass_err *err)
 {
-    int rc = a->h->stream_emit(req, d);
+    int rc = h->stream_emit(req, d);
     if (rc < 0)
         return fail(err, rc, "anthropic: stream_emit failed (%d)", rc);
     return COMPASS_OK;
 }
+
+/* ---- what each event does, whichever reader read it: they hand over plain values, read
+ * as json-c's getters read them (strings as jgetstr(), types and stop_reason as the C
+ * strings jgets() gives, ptr NULL when absent) */
+
+static int on_message_start(const compass_host *h, compass_req *req, const usage_in *u,
+                            compass_str id, compass_str model, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    st = state_get(h, req, err, &rc);
+    if (!st)
+        return rc;
+    if (u->has_input)
+        st->in.input = u->in.input;
+    if (u->has_cache_read)
+        st->in.cache_read = u->in.cache_read;
+    if (u->has_cache_creation)
+        st->in.cache_creation = u->in.cache_creation;
+    compass_delta_init(&d);
+    d.role = COMPASS_ROLE_ASSISTANT;
+    d.id = id;
+    d.model = model;
+    return emit(h, req, &d, err);
+}
+
+static int on_block_start(const compass_host *h, compass_req *req, size_t idx, compass_str bt,
+                          compass_str text, compass_str id, compass_str name, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    block_slot *bs;
+    int rc;
+
+    compass_delta_init(&d);
+    if (compass_str_eq(bt, "text")) {
+        d.content = text;
+        return d.content.len ? emit(h, req, &d, err) : COMPASS_OK;
+    }
+    if (!compass_str_eq(bt, "tool_use"))
+        return COMPASS_OK; /* thinking, server tools: no canonical form */
+    st = state_get(h, req, err, &rc);
+    if (!st)
+        return rc;
+    bs = state_block(h, req, st, idx);
+    if (!bs)
+        return oom(err, "tracking stream blocks");
+    bs->tool = st->n_tools++;
+    bs->has_args = 0;
+    d.tool_index = bs->tool;
+    d.tool_id = id;
+    d.tool_name = name;
+    return emit(h, req, &d, err);
+}
+
+static int on_block_delta(const compass_host *h, compass_req *req, size_t idx, compass_str dt,
+                          compass_str text, compass_str partial_json, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    compass_delta_init(&d);
+    if (compass_str_eq(dt, "text_delta")) {
+        d.content = text;
+        return d.content.len ? emit(h, req, &d, err) : COMPASS_OK;
+    }
+    if (compass_str_eq(dt, "input_json_delta")) {
+        st = state_get(h, req, err, &rc);
+        if (!st)
+            return rc;
+        if (idx >= st->cap || st->blocks[idx].tool < 0)
+            return COMPASS_OK; /* a server tool's input: not the client's tool call */
+        d.tool_index = st->blocks[idx].tool;
+        d.tool_arguments = partial_json;
+        if (d.tool_arguments.len == 0)
+            return COMPASS_OK;
+        st->blocks[idx].has_args = 1;
+        return emit(h, req, &d, err);
+    }
+    return COMPASS_OK; /* thinking_delta, signature_delta, citations_delta */
+}
+
+static int on_block_stop(const compass_host *h, compass_req *req, size_t idx, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    st = state_get(h, req, err, &rc);
+    if (!st)
+        return rc;
+    if (idx >= st->cap || st->blocks[idx].tool < 0 || st->blocks[idx].has_args)
+        return COMPASS_OK;
+    /* A tool called with no input streams no JSON: say "{}" so clients can parse it. */
+    compass_delta_init(&d);
+    d.tool_index = st->blocks[idx].tool;
+    d.tool_arguments = compass_str_c("{}");
+    st->blocks[idx].has_args = 1;
+    return emit(h, req, &d, err);
+}
+
+static int on_message_delta(const compass_host *h, compass_req *req, compass_str stop_reason,
+                            const usage_in *u, compass_err *err)
+{
+    compass_chat_delta d;
+    stream_state *st;
+    int rc;
+
+    st = state_get(h, req, err, &rc);
+    if (!st)
+        return rc;
+    compass_delta_init(&d);
+    d.finish_reason = map_stop_reason(h, stop_reason);
+    if (d.finish_reason) {
+        rc = emit(h, req, &d, err);
+        if (rc)
+            return rc;
+    }
+    if (u->present) {
+        /* Counts here are cumulative; newer API versions repeat the input counts too. */
+        if (u->has_input)
+            st->in.input = u->in.input;
+        if (u->has_cache_read)
+            st->in.cache_read = u->in.cache_read;
+        if (u->has_cache_creation)
+            st->in.cache_creation = u->in.cache_creation;
+        compass_delta_init(&d);
+        fill_usage(&d.usage, &st->in, u->output);
+        return emit(h, req, &d, err);
+    }
+    return COMPASS_OK;
+}
+
+static void on_unknown(const compass_host *h, compass_str type)
+{
+    /* Anthropic may add event types: skip what we do not know. */
+    if (h->log)
+        h->log(h, COMPASS_LOG_DEBUG, "ignoring unknown stream event type \"%.*s\"",
+               (int)type.len, type.ptr);
+}
+
+/* The event types, told apart by length and bytes. */
+enum {
+    ET_MESSAGE_START,
+    ET_BLOCK_START,
+    ET_BLOCK_DELTA,
+    ET_BLOCK_STOP,
+    ET_MESSAGE_DELTA,
+    ET_MESSAGE_STOP,
+    ET_PING,
+    ET_ERROR,
+    ET_N
+};
+static const js_key event_types[ET_N] = {
+    JS_KEY("message_start"), JS_KEY("content_block_start"), JS_KEY("content_block_delta"),
+    JS_KEY("content_block_stop"), JS_KEY("message_delta"), JS_KEY("message_stop"),
+    JS_KEY("ping"), JS_KEY("error")};
+
+static size_t event_type(compass_str t)
+{
+    size_t i;
+    for (i = 0; i < ET_N; i++)
+        if (event_types[i].len == t.len && js_bytes_eq(t.ptr, event_types[i].name, t.len))
+            return i;
+    return ET_N;
+}
+
+/* The type of an event whose data names none: its SSE event name (the data's type and the
+ * event name always match), as a C string of at most 63 bytes in name. */
+static compass_str event_name(const compass_stream_event *ev, char *name, size_t cap)
+{
+    compass_copy_fixed(name, cap, ev->event);
+    return compass_str_c(name);
+}
+
+/* An event whose data is blank: 1 with *rc its answer, else 0. */
+static int blank_event(const compass_stream_event *ev, compass_err *err, int *rc)
+{
+    if (!str_is_blank(ev->data))
+        return 0;
+    if (compass_str_eq(ev->event, "ping"))
+        *rc = COMPASS_OK;
+    else if (compass_str_eq(ev->event, "message_stop"))
+        *rc = COMPASS_STREAM_END;
+    else
+        *rc = fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\" has no data",
+                   STR_ARG(ev->event));
+    return 1;
+}
+
+/* ---- the tree reader: json-c parses the whole event, and words every error */
 
 static int block_index(json_object *ev, size_t *idx)
 {
@@ -1366,160 +1677,69 @@ static int block_index(json_object *ev, size_t *idx)
     return 0;
 }
 
-static int on_message_start(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+static int tree_message_start(const compass_host *h, compass_req *req, json_object *ev,
+                              compass_err *err)
 {
     json_object *msg = jget(ev, "message");
-    compass_chat_delta d;
-    stream_state *st;
-    int rc;
-
+    usage_in u;
     if (!msg || !json_object_is_type(msg, json_type_object))
         return fail(err, COMPASS_EPARSE, "anthropic: message_start without a message object");
-    st = state_get(a, req, err, &rc);
-    if (!st)
-        return rc;
-    read_in_usage(jget(msg, "usage"), &st->in);
-    compass_delta_init(&d);
-    d.role = COMPASS_ROLE_ASSISTANT;
-    d.id = jgetstr(msg, "id");
-    d.model = jgetstr(msg, "model");
-    return emit(a, req, &d, err);
+    usage_from_tree(jget(msg, "usage"), &u);
+    return on_message_start(h, req, &u, jgetstr(msg, "id"), jgetstr(msg, "model"), err);
 }
 
-static int on_block_start(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+static int tree_block_start(const compass_host *h, compass_req *req, json_object *ev,
+                            compass_err *err)
 {
     json_object *cb = jget(ev, "content_block");
-    const char *bt = jgets(cb, "type");
-    compass_chat_delta d;
-    stream_state *st;
-    block_slot *bs;
     size_t idx;
-    int rc;
-
     if (!cb || block_index(ev, &idx) != 0)
         return fail(err, COMPASS_EPARSE,
                     "anthropic: content_block_start without index or content_block");
-    compass_delta_init(&d);
-    if (streq(bt, "text")) {
-        d.content = jgetstr(cb, "text");
-        return d.content.len ? emit(a, req, &d, err) : COMPASS_OK;
-    }
-    if (!streq(bt, "tool_use"))
-        return COMPASS_OK; /* thinking, server tools: no canonical form */
-    st = state_get(a, req, err, &rc);
-    if (!st)
-        return rc;
-    bs = state_block(a, req, st, idx);
-    if (!bs)
-        return oom(err, "tracking stream blocks");
-    bs->tool = st->n_tools++;
-    bs->has_args = 0;
-    d.tool_index = bs->tool;
-    d.tool_id = jgetstr(cb, "id");
-    d.tool_name = jgetstr(cb, "name");
-    return emit(a, req, &d, err);
+    return on_block_start(h, req, idx, compass_str_c(jgets(cb, "type")), jgetstr(cb, "text"),
+                          jgetstr(cb, "id"), jgetstr(cb, "name"), err);
 }
 
-static int on_block_delta(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+static int tree_block_delta(const compass_host *h, compass_req *req, json_object *ev,
+                            compass_err *err)
 {
     json_object *delta = jget(ev, "delta");
-    const char *dt = jgets(delta, "type");
-    compass_chat_delta d;
-    stream_state *st;
     size_t idx;
-    int rc;
-
     if (!delta || block_index(ev, &idx) != 0)
         return fail(err, COMPASS_EPARSE, "anthropic: content_block_delta without index or delta");
-    compass_delta_init(&d);
-    if (streq(dt, "text_delta")) {
-        d.content = jgetstr(delta, "text");
-        return d.content.len ? emit(a, req, &d, err) : COMPASS_OK;
-    }
-    if (streq(dt, "input_json_delta")) {
-        st = state_get(a, req, err, &rc);
-        if (!st)
-            return rc;
-        if (idx >= st->cap || st->blocks[idx].tool < 0)
-            return COMPASS_OK; /* a server tool's input: not the client's tool call */
-        d.tool_index = st->blocks[idx].tool;
-        d.tool_arguments = jgetstr(delta, "partial_json");
-        if (d.tool_arguments.len == 0)
-            return COMPASS_OK;
-        st->blocks[idx].has_args = 1;
-        return emit(a, req, &d, err);
-    }
-    return COMPASS_OK; /* thinking_delta, signature_delta, citations_delta */
+    return on_block_delta(h, req, idx, compass_str_c(jgets(delta, "type")),
+                          jgetstr(delta, "text"), jgetstr(delta, "partial_json"), err);
 }
 
-static int on_block_stop(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+static int tree_block_stop(const compass_host *h, compass_req *req, json_object *ev,
+                           compass_err *err)
 {
-    compass_chat_delta d;
-    stream_state *st;
     size_t idx;
-    int rc;
-
     if (block_index(ev, &idx) != 0)
         return fail(err, COMPASS_EPARSE, "anthropic: content_block_stop without index");
-    st = state_get(a, req, err, &rc);
-    if (!st)
-        return rc;
-    if (idx >= st->cap || st->blocks[idx].tool < 0 || st->blocks[idx].has_args)
-        return COMPASS_OK;
-    /* A tool called with no input streams no JSON: say "{}" so clients can parse it. */
-    compass_delta_init(&d);
-    d.tool_index = st->blocks[idx].tool;
-    d.tool_arguments = compass_str_c("{}");
-    st->blocks[idx].has_args = 1;
-    return emit(a, req, &d, err);
+    return on_block_stop(h, req, idx, err);
 }
 
-static int on_message_delta(anthropic *a, compass_req *req, json_object *ev, compass_err *err)
+static int tree_message_delta(const compass_host *h, compass_req *req, json_object *ev,
+                              compass_err *err)
 {
-    json_object *delta = jget(ev, "delta"), *usage = jget(ev, "usage");
-    compass_chat_delta d;
-    stream_state *st;
-    int rc;
-
-    st = state_get(a, req, err, &rc);
-    if (!st)
-        return rc;
-    compass_delta_init(&d);
-    d.finish_reason = map_stop_reason(a->h, compass_str_c(jgets(delta, "stop_reason")));
-    if (d.finish_reason) {
-        rc = emit(a, req, &d, err);
-        if (rc)
-            return rc;
-    }
-    if (usage && json_object_is_type(usage, json_type_object)) {
-        /* Counts here are cumulative; newer API versions repeat the input counts too. */
-        read_in_usage(usage, &st->in);
-        compass_delta_init(&d);
-        fill_usage(&d.usage, &st->in, jgeti(usage, "output_tokens", NULL));
-        return emit(a, req, &d, err);
-    }
-    return COMPASS_OK;
+    usage_in u;
+    usage_from_tree(jget(ev, "usage"), &u);
+    return on_message_delta(h, req, compass_str_c(jgets(jget(ev, "delta"), "stop_reason")), &u,
+                            err);
 }
 
-static int parse_stream_event(void *inst, compass_req *req, const compass_stream_event *ev,
-                              compass_upstream_error *uerr, compass_err *err)
+int an_stream_event_full(const compass_host *h, compass_req *req, const compass_stream_event *ev,
+                         compass_upstream_error *uerr, compass_err *err)
 {
-    anthropic *a = inst;
     json_object *root = NULL;
     const char *type;
+    compass_str t;
     char name[64];
     int rc = COMPASS_OK;
 
-    if (!a || !req || !ev)
-        return fail(err, COMPASS_EINVAL, "anthropic: parse_stream_event: NULL argument");
-    if (str_is_blank(ev->data)) {
-        if (compass_str_eq(ev->event, "ping"))
-            return COMPASS_OK;
-        if (compass_str_eq(ev->event, "message_stop"))
-            return COMPASS_STREAM_END;
-        return fail(err, COMPASS_EPARSE, "anthropic: stream event \"%.*s\" has no data",
-                    STR_ARG(ev->event));
-    }
+    if (blank_event(ev, err, &rc))
+        return rc;
     if (json_parse_n(ev->data.ptr, ev->data.len, ANTHROPIC_JSON_DEPTH, &root) != 0 ||
         !json_object_is_type(root, json_type_object)) {
         json_object_put(root);
@@ -1528,40 +1748,311 @@ static int parse_stream_event(void *inst, compass_req *req, const compass_stream
     }
     /* The data's type and the SSE event name always match; prefer the data. */
     type = jgets(root, "type");
-    if (!type) {
-        compass_copy_fixed(name, sizeof(name), ev->event);
-        type = name;
-    }
-
-    if (strcmp(type, "message_start") == 0) {
-        rc = on_message_start(a, req, root, err);
-    } else if (strcmp(type, "content_block_start") == 0) {
-        rc = on_block_start(a, req, root, err);
-    } else if (strcmp(type, "content_block_delta") == 0) {
-        rc = on_block_delta(a, req, root, err);
-    } else if (strcmp(type, "content_block_stop") == 0) {
-        rc = on_block_stop(a, req, root, err);
-    } else if (strcmp(type, "message_delta") == 0) {
-        rc = on_message_delta(a, req, root, err);
-    } else if (strcmp(type, "message_stop") == 0) {
+    t = type ? compass_str_c(type) : event_name(ev, name, sizeof(name));
+    switch (event_type(t)) {
+    case ET_MESSAGE_START:
+        rc = tree_message_start(h, req, root, err);
+        break;
+    case ET_BLOCK_START:
+        rc = tree_block_start(h, req, root, err);
+        break;
+    case ET_BLOCK_DELTA:
+        rc = tree_block_delta(h, req, root, err);
+        break;
+    case ET_BLOCK_STOP:
+        rc = tree_block_stop(h, req, root, err);
+        break;
+    case ET_MESSAGE_DELTA:
+        rc = tree_message_delta(h, req, root, err);
+        break;
+    case ET_MESSAGE_STOP:
         rc = COMPASS_STREAM_END;
-    } else if (strcmp(type, "ping") == 0) {
+        break;
+    case ET_PING:
         rc = COMPASS_OK;
-    } else if (strcmp(type, "error") == 0) {
+        break;
+    case ET_ERROR: {
         compass_upstream_error tmp;
         compass_upstream_error *u = uerr ? uerr : &tmp;
         if (uerr_from_body(u, 0, root) != 0)
             uerr_fill(u, 0, "api_error", "anthropic: stream error event without detail");
         rc = fail(err, COMPASS_EUPSTREAM, "anthropic: stream error: %s", u->message);
-    } else {
-        /* Anthropic may add event types: skip what we do not know. */
-        if (a->h->log)
-            a->h->log(a->h, COMPASS_LOG_DEBUG, "ignoring unknown stream event type \"%s\"",
-                      type);
+        break;
+    }
+    default:
+        on_unknown(h, t);
         rc = COMPASS_OK;
+        break;
     }
     json_object_put(root);
     return rc;
+}
+
+/* ---- the scanner reader: walks the event in place, each byte once, keeping the members any
+ * event type reads (the type may come last); escaped strings are decoded on the stack */
+
+/* Room for an event's escaped strings, decoded: a text delta is a few tokens, so this holds
+ * nearly all of them; a longer one is decoded by json-c. */
+#define AN_TEXT_ROOM 1024
+
+/* The top-level members the scanner reader keeps, and those of message, content_block and
+ * delta (a message's usage is read like the top-level one). */
+enum { EK_TYPE, EK_INDEX, EK_MESSAGE, EK_CONTENT_BLOCK, EK_DELTA, EK_USAGE, EK_N };
+static const js_key event_keys[EK_N] = {JS_KEY("type"), JS_KEY("index"), JS_KEY("message"),
+                                        JS_KEY("content_block"), JS_KEY("delta"),
+                                        JS_KEY("usage")};
+enum { MK_ID, MK_MODEL, MK_USAGE, MK_N };
+static const js_key message_keys[MK_N] = {JS_KEY("id"), JS_KEY("model"), JS_KEY("usage")};
+enum { BK_TYPE, BK_TEXT, BK_ID, BK_NAME, BK_N };
+static const js_key block_keys[BK_N] = {JS_KEY("type"), JS_KEY("text"), JS_KEY("id"),
+                                        JS_KEY("name")};
+enum { DK_TYPE, DK_TEXT, DK_PARTIAL_JSON, DK_STOP_REASON, DK_N };
+static const js_key delta_keys[DK_N] = {JS_KEY("type"), JS_KEY("text"), JS_KEY("partial_json"),
+                                        JS_KEY("stop_reason")};
+#define OBJ_MAX_KEYS 4
+
+/* A member whose object the reader looks into: its type (JS_NONE while absent) and, when an
+ * object, the spans of the members its key table names (and a message's usage). */
+typedef struct obj_scan {
+    js_type type;
+    js_val m[OBJ_MAX_KEYS];
+    usage_scan usage;
+} obj_scan;
+
+typedef struct event_scan {
+    js_val type, index;
+    obj_scan message, block, delta;
+    usage_scan usage;
+} event_scan;
+
+/* Reads the value that comes next into o: an object is entered in place, keeping the
+ * members keys[0..n) names, where keys[usage_at] (if < n) is read with scan_usage_in; any
+ * other value is only typed. -1 on bad JSON, an escaped key, or o or a kept member coming
+ * twice (json-c keeps the last). */
+static int scan_obj_in(json_scan *s, const js_key *keys, size_t n, size_t usage_at,
+                       obj_scan *o)
+{
+    js_val k, v;
+    size_t i;
+    int r;
+    if (o->type != JS_NONE)
+        return -1;
+    if (js_peek(s) != JS_OBJECT) {
+        if (js_value(s, &v))
+            return -1;
+        o->type = v.type;
+        return 0;
+    }
+    o->type = JS_OBJECT;
+    memset(o->m, 0, sizeof(o->m));
+    o->usage.type = JS_NONE;
+    if (js_begin(s, '{'))
+        return -1;
+    while ((r = js_member(s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        i = js_key_index(&k, keys, n);
+        if (i == usage_at ? scan_usage_in(s, &o->usage)
+                          : i < n ? js_take(s, &o->m[i]) : js_skip(s))
+            return -1;
+    }
+    return r;
+}
+
+/* Reads data into e; -1 when the tree reader must take the event: not strict JSON (or not an
+ * object), a duplicate or escaped key among those kept. */
+static int scan_event(compass_str data, event_scan *e)
+{
+    json_scan s;
+    js_val k;
+    int r;
+
+    e->type.type = JS_NONE;
+    e->index.type = JS_NONE;
+    e->message.type = JS_NONE;
+    e->block.type = JS_NONE;
+    e->delta.type = JS_NONE;
+    e->usage.type = JS_NONE;
+    if (!data.ptr || data.len > (size_t)INT_MAX - 1) /* as json_parse_n */
+        return -1;
+    js_init(&s, data.ptr, data.len, ANTHROPIC_JSON_DEPTH);
+    if (js_begin(&s, '{'))
+        return -1;
+    while ((r = js_member(&s, &k)) > 0) {
+        if (k.escaped)
+            return -1;
+        switch (js_key_index(&k, event_keys, EK_N)) {
+        case EK_TYPE:
+            r = js_take(&s, &e->type);
+            break;
+        case EK_INDEX:
+            r = js_take(&s, &e->index);
+            break;
+        case EK_MESSAGE:
+            r = scan_obj_in(&s, message_keys, MK_N, MK_USAGE, &e->message);
+            break;
+        case EK_CONTENT_BLOCK:
+            r = scan_obj_in(&s, block_keys, BK_N, BK_N, &e->block);
+            break;
+        case EK_DELTA:
+            r = scan_obj_in(&s, delta_keys, DK_N, DK_N, &e->delta);
+            break;
+        case EK_USAGE:
+            r = scan_usage_in(&s, &e->usage);
+            break;
+        default:
+            r = js_skip(&s);
+            break;
+        }
+        if (r)
+            return -1;
+    }
+    return r < 0 || js_end(&s) ? -1 : 0;
+}
+
+/* block_index() for the index the scanner found; -1 (the tree reader words the error)
+ * unless it is a number in range. */
+static int scan_index(js_keep *keep, const js_val *v, size_t *idx)
+{
+    int64_t x;
+    if (v->type != JS_NUMBER || js_int64(keep, v, &x) || x < 0 || x > ANTHROPIC_MAX_BLOCKS)
+        return -1;
+    *idx = (size_t)x;
+    return 0;
+}
+
+/* Each reads what its on_* takes, then acts; AN_DECLINED, having done nothing, for what the
+ * tree reader must take (the errors it words, a string json-c must decode but could not
+ * keep). */
+
+static int scan_message_start(const compass_host *h, compass_req *req, const event_scan *e,
+                              an_text *t, compass_err *err)
+{
+    const obj_scan *msg = &e->message;
+    compass_str id, model;
+    usage_in u;
+    if (msg->type != JS_OBJECT || text_of(t, &msg->m[MK_ID], &id) ||
+        text_of(t, &msg->m[MK_MODEL], &model) || usage_from_scan(t->keep, &msg->usage, &u))
+        return AN_DECLINED;
+    return on_message_start(h, req, &u, id, model, err);
+}
+
+/* What content_block_start and content_block_delta read: the index, then the first n
+ * members of obj's key table (a type, a text, more strings), all empty when obj is not an
+ * object. */
+static int scan_block_event(const event_scan *e, const obj_scan *obj, size_t n, an_text *t,
+                            size_t *idx, compass_str out[OBJ_MAX_KEYS])
+{
+    size_t i;
+    memset(out, 0, OBJ_MAX_KEYS * sizeof(out[0]));
+    /* absent or null, as jget() reads it: the tree reader's error */
+    if (obj->type == JS_NONE || obj->type == JS_NULL || scan_index(t->keep, &e->index, idx))
+        return -1;
+    if (obj->type != JS_OBJECT)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (i == 0 ? cstr_of(t, &obj->m[0], &out[0]) : text_of(t, &obj->m[i], &out[i]))
+            return -1;
+    return 0;
+}
+
+static int scan_block_start(const compass_host *h, compass_req *req, const event_scan *e,
+                            an_text *t, compass_err *err)
+{
+    compass_str v[OBJ_MAX_KEYS];
+    size_t idx;
+    if (scan_block_event(e, &e->block, BK_N, t, &idx, v))
+        return AN_DECLINED;
+    return on_block_start(h, req, idx, v[BK_TYPE], v[BK_TEXT], v[BK_ID], v[BK_NAME], err);
+}
+
+static int scan_block_delta(const compass_host *h, compass_req *req, const event_scan *e,
+                            an_text *t, compass_err *err)
+{
+    compass_str v[OBJ_MAX_KEYS];
+    size_t idx;
+    if (scan_block_event(e, &e->delta, DK_PARTIAL_JSON + 1, t, &idx, v))
+        return AN_DECLINED;
+    return on_block_delta(h, req, idx, v[DK_TYPE], v[DK_TEXT], v[DK_PARTIAL_JSON], err);
+}
+
+static int scan_message_delta(const compass_host *h, compass_req *req, const event_scan *e,
+                              an_text *t, compass_err *err)
+{
+    compass_str stop_reason = {NULL, 0};
+    usage_in u;
+    if ((e->delta.type == JS_OBJECT && cstr_of(t, &e->delta.m[DK_STOP_REASON], &stop_reason)) ||
+        usage_from_scan(t->keep, &e->usage, &u))
+        return AN_DECLINED;
+    return on_message_delta(h, req, stop_reason, &u, err);
+}
+
+int an_stream_event_fast(const compass_host *h, compass_req *req, const compass_stream_event *ev,
+                         compass_err *err)
+{
+    char room[AN_TEXT_ROOM], name[64];
+    event_scan e;
+    js_keep keep;
+    an_text t;
+    compass_str type;
+    size_t idx;
+    int rc;
+
+    if (blank_event(ev, err, &rc))
+        return rc;
+    if (scan_event(ev->data, &e))
+        return AN_DECLINED;
+    js_keep_init(&keep, ANTHROPIC_JSON_DEPTH);
+    text_init(&t, room, sizeof(room), NULL, &keep);
+    if (e.type.type != JS_STRING) {
+        type = event_name(ev, name, sizeof(name));
+    } else if (cstr_of(&t, &e.type, &type)) {
+        js_keep_release(&keep);
+        return AN_DECLINED;
+    }
+    switch (event_type(type)) {
+    case ET_MESSAGE_START:
+        rc = scan_message_start(h, req, &e, &t, err);
+        break;
+    case ET_BLOCK_START:
+        rc = scan_block_start(h, req, &e, &t, err);
+        break;
+    case ET_BLOCK_DELTA:
+        rc = scan_block_delta(h, req, &e, &t, err);
+        break;
+    case ET_BLOCK_STOP:
+        rc = scan_index(&keep, &e.index, &idx) ? AN_DECLINED : on_block_stop(h, req, idx, err);
+        break;
+    case ET_MESSAGE_DELTA:
+        rc = scan_message_delta(h, req, &e, &t, err);
+        break;
+    case ET_MESSAGE_STOP:
+        rc = COMPASS_STREAM_END;
+        break;
+    case ET_PING:
+        rc = COMPASS_OK;
+        break;
+    case ET_ERROR:
+        rc = AN_DECLINED; /* the tree reader classifies and words it */
+        break;
+    default:
+        on_unknown(h, type);
+        rc = COMPASS_OK;
+        break;
+    }
+    js_keep_release(&keep);
+    return rc;
+}
+
+static int parse_stream_event(void *inst, compass_req *req, const compass_stream_event *ev,
+                              compass_upstream_error *uerr, compass_err *err)
+{
+    anthropic *a = inst;
+    int rc;
+    if (!a || !req || !ev)
+        return fail(err, COMPASS_EINVAL, "anthropic: parse_stream_event: NULL argument");
+    rc = an_stream_event_fast(a->h, req, ev, err);
+    return rc == AN_DECLINED ? an_stream_event_full(a->h, req, ev, uerr, err) : rc;
 }
 
 /* ---------------------------------------------------------------------------------------- */

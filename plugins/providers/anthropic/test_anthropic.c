@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "../common/response_diff.h"
+#include "../common/stream_diff.h"
 #include "anthropic.h"
 
 #include <stdio.h>
@@ -1266,6 +1267,394 @@ Test(anthropic, invalid_json_in_a_stream_is_a_parse_error)
                  COMPASS_EPARSE);
     cr_assert(strstr(err.msg, "content_block_delta"), "%s", err.msg);
     cr_assert_eq(feed("event: message_delta\ndata: not json\n\n", &u, &err), COMPASS_EPARSE);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parse_stream_event's two readers agree: the scanner reader (what parse_stream_event tries */
+/* first) against the json-c tree reader, on Messages streams                                */
+/* ---------------------------------------------------------------------------------------- */
+
+#define SE(name, data) "event: " name "\ndata: " data "\n\n"
+#define S_START                                                                               \
+    SE("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":"  \
+                        "\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\","  \
+                        "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"          \
+                        "\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}")
+#define S_START_USAGE(u)                                                                      \
+    SE("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_u\",\"model\":" \
+                        "\"m\",\"usage\":" u "}}")
+#define S_BLOCK(i, cb)                                                                        \
+    SE("content_block_start",                                                                 \
+       "{\"type\":\"content_block_start\",\"index\":" #i ",\"content_block\":" cb "}")
+#define S_TEXT_START(i) S_BLOCK(i, "{\"type\":\"text\",\"text\":\"\"}")
+#define S_TOOL_START(i, id, name)                                                             \
+    S_BLOCK(i, "{\"type\":\"tool_use\",\"id\":\"" id "\",\"name\":\"" name "\",\"input\":{}}")
+#define S_DELTA(i, d)                                                                         \
+    SE("content_block_delta",                                                                 \
+       "{\"type\":\"content_block_delta\",\"index\":" #i ",\"delta\":" d "}")
+#define S_TEXT(i, t) S_DELTA(i, "{\"type\":\"text_delta\",\"text\":\"" t "\"}")
+#define S_ARGS(i, j) S_DELTA(i, "{\"type\":\"input_json_delta\",\"partial_json\":\"" j "\"}")
+#define S_STOP(i) SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":" #i "}")
+#define S_MDELTA(reason, usage)                                                               \
+    SE("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":" reason       \
+                        ",\"stop_sequence\":null},\"usage\":" usage "}")
+#define S_FINISH S_MDELTA("\"end_turn\"", "{\"output_tokens\":15}")
+#define S_END SE("message_stop", "{\"type\":\"message_stop\"}")
+#define S_PING SE("ping", "{\"type\": \"ping\"}")
+#define S_ERROR(e) SE("error", "{\"type\":\"error\",\"error\":" e "}")
+/* a text of 1,024 bytes once decoded (9 bytes of JSON for each 8), the scanner reader's room */
+#define T8 "abcdefg\\n"
+#define T64 T8 T8 T8 T8 T8 T8 T8 T8
+#define T1K T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64 T64
+
+/* Streams as Anthropic's streaming docs show them, then each escape and odd value the
+ * scanner reader decodes itself, then what it leaves: error events and the shapes the tree
+ * reader words an error for, bytes that are not strict JSON, duplicate and escaped keys. */
+static const sd_case SD_CORPUS[] = {
+    {"docs_text_and_tool", 0, FULL_STREAM},
+    {"docs_text", 0,
+     S_START S_TEXT_START(0) S_PING S_TEXT(0, "Hello") S_TEXT(0, "!") S_STOP(0) S_FINISH S_END},
+    {"text_every_escape", 0,
+     S_START S_TEXT_START(0)
+     S_TEXT(0, "q\\\"uote back\\\\slash sl\\/ash \\b\\f\\n\\r\\t caf\\u00e9 \\u20AC \\u07FF "
+               "\\u0800 \\uFFFF nul\\u0000end ctl\\u0001\\u001f \\u007f")
+     S_TEXT(0, "\\n") S_TEXT(0, "\\u0000") S_TEXT(0, "ends with \\\\") S_FINISH S_END},
+    {"text_surrogate_pairs", 0,
+     S_TEXT_START(0) S_TEXT(0, "\\uD83D\\uDE00 \\ud83d\\ude00 \\ud800\\udc00 \\uDBFF\\uDFFF")
+     S_TEXT(0, "\\ud83e\\udd16") S_TEXT(0, "\\uD835\\uDFFF \\uD838\\uDC00") S_END},
+    {"text_lone_surrogates", 0, /* json-c decodes these, for the scanner reader */
+     S_TEXT_START(0) S_TEXT(0, "lone \\ud800 high") S_TEXT(0, "\\udc00 low")
+     S_TEXT(0, "\\ud83d\\u0041 broken") S_TEXT(0, "\\ud83d") S_TEXT(0, "\\ud800\\ud800\\udc00")
+     S_TEXT(0, "\\ud836\\udc00 \\uD837\\uDFFF masked") S_TEXT(0, "ok \\u00e9") S_END},
+    {"text_raw_bytes", 0,
+     S_TEXT_START(0) S_TEXT(0, "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80 stray \xff \x7f")
+     S_TEXT(0, "\xc3\xa9\\n\xc3") S_END},
+    {"text_long_escaped", 0, /* the room, then one byte more: json-c decodes that one */
+     S_TEXT_START(0) S_TEXT(0, T1K) S_TEXT(0, T1K "x") S_TEXT(0, T1K T1K T1K "\\u00e9")
+     S_TEXT(0, "after") S_END},
+    {"text_empty_and_odd", 0,
+     S_TEXT_START(0) S_TEXT(0, "") S_DELTA(0, "{\"type\":\"text_delta\",\"text\":null}")
+     S_DELTA(0, "{\"type\":\"text_delta\",\"text\":7}")
+     S_DELTA(0, "{\"type\":\"text_delta\",\"text\":[\"x\"]}")
+     S_DELTA(0, "{\"type\":\"text_delta\"}") S_DELTA(0, "{\"text\":\"no type\"}")
+     S_DELTA(0, "{\"type\":null,\"text\":\"null type\"}") S_DELTA(0, "\"a string\"")
+     S_DELTA(0, "[1]") S_DELTA(0, "7") S_DELTA(0, "{}") S_TEXT(0, "kept") S_END},
+    {"text_block_start_with_text", 0,
+     S_BLOCK(0, "{\"type\":\"text\",\"text\":\"Hi \\\"there\\\"\\n\"}")
+     S_BLOCK(1, "{\"text\":\"before type\",\"type\":\"text\"}")
+     S_BLOCK(2, "{\"type\":\"text\",\"text\":\"\\ud800 lone\"}")
+     S_BLOCK(3, "{\"type\":\"text\",\"text\":5}") S_BLOCK(4, "\"not an object\"")
+     S_BLOCK(5, "[]") S_BLOCK(6, "{}") S_END},
+    {"delta_type_variants", 0,
+     S_TEXT_START(0) S_DELTA(0, "{\"type\":\"t\\u0065xt_delta\",\"text\":\"escaped type\"}")
+     S_DELTA(0, "{\"type\":\"text_delta\\u0000more\",\"text\":\"a C string\"}")
+     S_DELTA(0, "{\"type\":\"text\\u0000_delta\",\"text\":\"cut short\"}")
+     S_DELTA(0, "{\"type\":\"Text_delta\",\"text\":\"case\"}")
+     S_DELTA(0, "{\"type\":\"text_delta \",\"text\":\"space\"}")
+     S_DELTA(0, "{\"type\":\"\\ud800\",\"text\":\"lone type\"}") S_END},
+    {"thinking_signature_citations", 0,
+     S_START S_BLOCK(0, "{\"type\":\"thinking\",\"thinking\":\"\"}")
+     S_DELTA(0, "{\"type\":\"thinking_delta\",\"thinking\":\"Let me \\\"think\\\"\\n\"}")
+     S_DELTA(0, "{\"type\":\"signature_delta\",\"signature\":\"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjr"
+                "kzLoky3dl1pkiMOYds...\"}")
+     S_STOP(0) S_BLOCK(1, "{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgBEgy3va3p\"}")
+     S_STOP(1) S_TEXT_START(2)
+     S_DELTA(2, "{\"type\":\"citations_delta\",\"citation\":{\"type\":\"char_location\","
+                "\"cited_text\":\"The grass is green.\",\"document_index\":0}}")
+     S_TEXT(2, "the grass is green") S_STOP(2) S_FINISH S_END},
+    {"tool_args_with_escapes", 0,
+     S_START S_TOOL_START(0, "toolu_01", "get_weather") S_ARGS(0, "")
+     S_ARGS(0, "{\\\"location\\\": \\\"San")
+     S_ARGS(0, " Francisco, CA\\\", \\\"note\\\": \\\"a\\\\nb \\\\\\\"q\\\\\\\"\\\"")
+     S_ARGS(0, ", \\\"u\\\": \\\"caf\\u00e9 \\ud83d\\ude00 \\\\u00e9\\\", \\\"t\\\": \\\"\\t\\\"}")
+     S_STOP(0) S_MDELTA("\"tool_use\"", "{\"output_tokens\":40}") S_END},
+    {"tool_args_odd", 0,
+     S_TOOL_START(0, "toolu_a", "f") S_ARGS(0, "\\ud800 lone")
+     S_DELTA(0, "{\"type\":\"input_json_delta\",\"partial_json\":null}")
+     S_DELTA(0, "{\"type\":\"input_json_delta\",\"partial_json\":{}}")
+     S_DELTA(0, "{\"type\":\"input_json_delta\"}") S_ARGS(0, "{}") S_STOP(0)
+     S_ARGS(0, "after stop") S_ARGS(7, "{\\\"never started\\\":1}") S_END},
+    {"tools_several_and_empty_input", 0,
+     S_TOOL_START(0, "toolu_a", "get_time") S_ARGS(0, "") S_STOP(0)
+     S_TOOL_START(1, "toolu_b", "get_weather") S_ARGS(1, "{\\\"city\\\":\\\"Oslo\\\"}") S_STOP(1)
+     S_TEXT_START(2) S_TEXT(2, "and") S_STOP(2) S_TOOL_START(40, "toolu_c", "far_index")
+     S_STOP(40) S_STOP(40) S_STOP(3) S_TOOL_START(1, "toolu_d", "index_reused") S_STOP(1)
+     S_END},
+    {"tool_id_name_odd", 0,
+     S_BLOCK(0, "{\"type\":\"tool_use\",\"id\":\"toolu\\u005f9\",\"name\":\"get\\u005fweather\"}")
+     S_BLOCK(1, "{\"type\":\"tool_use\",\"id\":5,\"name\":null}")
+     S_BLOCK(2, "{\"type\":\"tool_use\"}") S_BLOCK(3, "{\"type\":\"tool_use\",\"id\":\"\"}")
+     S_BLOCK(4, "{\"type\":\"tool\\u005fuse\",\"id\":\"\\ud800\",\"name\":\"n\\u0000ul\"}")
+     S_BLOCK(5, "{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"web_search\"}")
+     S_ARGS(5, "{\\\"query\\\":\\\"x\\\"}") S_STOP(5) S_STOP(0) S_STOP(1) S_END},
+    {"index_odd_numbers", 0,
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"index\":1.0,"
+                               "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\"}}")
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1.9,\"delta\":"
+                               "{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}")
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"index\":2e0,"
+                               "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t2\"}}")
+     SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":2.5E0}")
+     SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":-0}")
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"index\":100000,"
+                               "\"content_block\":{\"type\":\"tool_use\",\"id\":\"max\"}}")
+     SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":100000}") S_END},
+    {"message_start_escaped_and_odd", 0,
+     SE("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg\\u005f1\\n\","
+                         "\"model\":\"claude\\/sonnet \\ud800\"}}")
+     SE("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":7,\"model\":null}}")
+     SE("message_start", "{\"type\":\"message_start\",\"message\":{}}")
+     SE("message_start", "{\"message\":{\"id\":\"" T1K "\",\"model\":\"" T1K "\"},\"type\":"
+                         "\"message_start\"}") S_END},
+    {"usage_message_start_and_delta", 0,
+     S_START_USAGE("{\"input_tokens\":472,\"cache_creation_input_tokens\":10,"
+                   "\"cache_read_input_tokens\":100,\"output_tokens\":2,\"cache_creation\":"
+                   "{\"ephemeral_5m_input_tokens\":10},\"service_tier\":\"standard\"}")
+     S_TEXT_START(0) S_TEXT(0, "x") S_MDELTA("\"end_turn\"", "{\"output_tokens\":89}") S_END},
+    {"usage_repeated_in_message_delta", 0,
+     S_START_USAGE("{\"input_tokens\":5,\"cache_read_input_tokens\":7,\"output_tokens\":1}")
+     S_MDELTA("\"end_turn\"", "{\"input_tokens\":6,\"cache_creation_input_tokens\":3,"
+                              "\"cache_read_input_tokens\":8,\"output_tokens\":9,"
+                              "\"server_tool_use\":{\"web_search_requests\":1}}")
+     S_MDELTA("null", "{\"output_tokens\":10}") S_END},
+    {"usage_odd_values", 0,
+     S_START_USAGE("{\"input_tokens\":1e3,\"cache_read_input_tokens\":2.9,"
+                   "\"cache_creation_input_tokens\":-0}")
+     S_MDELTA("\"end_turn\"", "{\"output_tokens\":1.5E-2,\"input_tokens\":\"7\","
+                              "\"cache_read_input_tokens\":null,"
+                              "\"cache_creation_input_tokens\":[1]}")
+     S_MDELTA("\"end_turn\"", "{\"output_tokens\":true}")
+     S_MDELTA("\"end_turn\"", "{}") S_END},
+    {"usage_huge_and_saturating", 0,
+     S_START_USAGE("{\"input_tokens\":9223372036854775807,\"cache_read_input_tokens\":5,"
+                   "\"cache_creation_input_tokens\":123456789012345678901}")
+     S_MDELTA("\"end_turn\"", "{\"output_tokens\":9223372036854775807}")
+     S_MDELTA("\"end_turn\"", "{\"input_tokens\":-9223372036854775808,\"output_tokens\":"
+                              "1E+400,\"cache_creation_input_tokens\":-9223372036854775808}")
+     S_END},
+    {"usage_not_objects", 0,
+     S_START_USAGE("null") S_START_USAGE("[{\"input_tokens\":1}]") S_START_USAGE("7")
+     S_MDELTA("\"end_turn\"", "null") S_MDELTA("\"end_turn\"", "[]")
+     S_MDELTA("\"end_turn\"", "\"{}\"")
+     SE("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}")
+     SE("message_delta", "{\"type\":\"message_delta\"}") S_END},
+    {"stop_reasons", 0,
+     S_MDELTA("\"end_turn\"", "{}") S_MDELTA("\"stop_sequence\"", "{}")
+     S_MDELTA("\"pause_turn\"", "{}") S_MDELTA("\"max_tokens\"", "{}")
+     S_MDELTA("\"model_context_window_exceeded\"", "{}") S_MDELTA("\"tool_use\"", "{}")
+     S_MDELTA("\"refusal\"", "{}") S_MDELTA("\"a_new_reason\"", "{}") S_MDELTA("\"\"", "{}")
+     S_MDELTA("null", "{}") S_MDELTA("3", "{}") S_MDELTA("{\"r\":1}", "{}")
+     S_MDELTA("\"max\\u005ftokens\"", "{}") S_MDELTA("\"tool_use\\u0000junk\"", "{}")
+     S_MDELTA("\"new\\u0000\"", "{}") S_MDELTA("\"\\ud800\"", "{}")
+     SE("message_delta", "{\"type\":\"message_delta\",\"delta\":\"end_turn\"}")
+     SE("message_delta", "{\"type\":\"message_delta\",\"delta\":null,\"usage\":{}}") S_END},
+    {"unknown_event_types", 0,
+     S_START SE("future_thing", "{\"type\":\"future_thing\",\"payload\":{\"x\":[1,{}]}}")
+     SE("x", "{\"type\":\"\"}") SE("x", "{\"type\":\"Ping\"}")
+     SE("x", "{\"type\":\"new\\u005fthing \\ud800\"}") SE("x", "{\"type\":\"x\\u0000y\"}")
+     SE("future_thing", "{\"data\":1}") SE("future_thing", "{\"type\":7}")
+     SE("future_thing", "{\"type\":null}") S_TEXT(0, "still read") S_END},
+    {"type_from_the_event_name", 0,
+     SE("content_block_delta", "{\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                               "\"text\":\"named by the event\"}}")
+     SE("content_block_start", "{\"type\":[],\"index\":1,\"content_block\":{\"type\":\"text\","
+                               "\"text\":\"type not a string\"}}")
+     SE("ping", "{}") "data: {\"no\":\"event name\"}\n\n"
+     SE("an_event_name_of_more_than_sixty_three_bytes_is_cut_to_sixty_three_xx", "{}")
+     SE("message_stop", "{\"index\":0}")},
+    {"type_escaped", 0,
+     S_TEXT_START(0)
+     SE("x", "{\"type\":\"content\\u005fblock_delta\",\"index\":0,\"delta\":{\"type\":"
+             "\"text_delta\",\"text\":\"escaped event type\"}}")
+     SE("x", "{\"type\":\"ping\\u0000junk\"}") SE("x", "{\"type\":\"\\ud800\"}")
+     SE("x", "{\"type\":\"message\\u005fstop\"}")},
+    {"type_last_and_members_anywhere", 0,
+     SE("content_block_delta", "{\"delta\":{\"text\":\"type last\",\"type\":\"text_delta\"},"
+                               "\"index\":0,\"type\":\"content_block_delta\"}")
+     SE("content_block_delta", "{\"extra\":[[1,[2,{\"text\":\"no\"}]],{\"a\":[]},\"s\",true,"
+                               "false,null,-0.5e+3,1E+400],\"type\":\"content_block_delta\","
+                               "\"index\":0,\"message\":{\"id\":\"ignored\"},\"content_block\":"
+                               "{\"type\":\"text\",\"text\":\"ignored\"},\"usage\":{},\"delta\":"
+                               "{\"type\":\"text_delta\",\"text\":\"kept\",\"stop_reason\":1}}")
+     S_END},
+    {"whitespace_crlf_and_multiline_data", 0,
+     "event: message_start\r\ndata:  \r\n\t{ \"type\" : \"message_start\" , \"message\" : { "
+     "\"id\" : \"m\" , \"usage\" : { \"input_tokens\" : 3 } } } \r\n\r\n"
+     "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\ndata: "
+     "\"index\":0,\ndata: \"delta\":{\"type\":\"text_delta\",\"text\":\"two lines\"}}\n\n"
+     "event: content_block_delta\ndata:{\"type\":\"content_block_delta\",\"index\":0,"
+     "\"delta\":{\"type\":\"text_delta\",\"text\":\"no space\"}}\n\n" S_END},
+    {"pings_and_blank_data", 0,
+     S_PING SE("ping", "{\"type\":\"ping\"}") SE("ping", "") SE("ping", " \t")
+     SE("x", "{\"type\":\"ping\",\"extra\":{}}") SE("message_stop", "")},
+    {"blank_data_other_event", 0, S_PING SE("content_block_delta", " ")},
+    /* errors, and shapes the tree reader words an error for */
+    {"error_overloaded", 1,
+     S_START S_TEXT_START(0) S_TEXT(0, "Hel")
+     S_ERROR("{\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}") S_TEXT(0, "lo")},
+    {"error_types", 1, S_ERROR("{\"type\":\"rate_limit_error\",\"message\":\"slow \\u00e9\"}")},
+    {"error_without_detail", 1, SE("error", "{\"type\":\"error\"}")},
+    {"error_detail_not_an_object", 1, SE("error", "{\"type\":\"error\",\"error\":\"boom\"}")},
+    {"error_named_by_the_event", 1, SE("error", "{\"error\":{\"type\":\"api_error\"}}")},
+    {"error_escaped_type", 1, SE("x", "{\"type\":\"err\\u006fr\",\"error\":{}}")},
+    {"message_start_without_message", 1,
+     S_PING SE("message_start", "{\"type\":\"message_start\"}")},
+    {"message_start_message_null", 1,
+     SE("message_start", "{\"type\":\"message_start\",\"message\":null}")},
+    {"message_start_message_array", 1,
+     SE("message_start", "{\"type\":\"message_start\",\"message\":[]}")},
+    {"block_start_without_block", 1,
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"index\":0}")},
+    {"block_start_block_null", 1,
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                               "\"content_block\":null}")},
+    {"block_start_without_index", 1,
+     SE("content_block_start", "{\"type\":\"content_block_start\",\"content_block\":{}}")},
+    {"delta_without_delta", 1,
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0}")},
+    {"delta_index_string", 1,
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\"0\",\"delta\":{}}")},
+    {"delta_index_negative", 1,
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":-1,\"delta\":{}}")},
+    {"delta_index_too_big", 1,
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":100001,"
+                               "\"delta\":{}}")},
+    {"delta_index_huge", 1,
+     SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1e300,"
+                               "\"delta\":{}}")},
+    {"stop_without_index", 1, SE("content_block_stop", "{\"type\":\"content_block_stop\"}")},
+    {"stop_index_null", 1,
+     SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":null}")},
+    {"stop_index_bool", 1,
+     SE("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":true}")},
+    /* bytes that are not strict JSON, or not an object */
+    {"not_json", 1, SE("message_delta", "not json")},
+    {"truncated", 1,
+     S_TEXT_START(0) SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,")},
+    {"not_an_object", 1, SE("content_block_delta", "[{\"type\":\"content_block_delta\"}]")},
+    {"null_data", 1, SE("ping", "null")},
+    {"string_data", 1, SE("ping", "\"ping\"")},
+    {"trailing_bytes", 1, S_TEXT_START(0) SE("ping", "{\"type\":\"ping\"} {}") S_END},
+    {"trailing_comma", 1, S_TEXT_START(0) S_DELTA(0, "{\"type\":\"text_delta\",\"text\":\"t\",}")
+     S_END},
+    {"raw_control_character", 1, S_TEXT_START(0) S_TEXT(0, "tab\there") S_END},
+    {"bad_escape", 1, S_TEXT_START(0) S_TEXT(0, "\\x41") S_END},
+    {"single_quotes", 1, S_TEXT_START(0) SE("x", "{'type':'ping'}") S_END},
+    {"comment", 1, SE("x", "{/* c */\"type\":\"ping\"}") S_END},
+    {"literal_case", 1, SE("x", "{\"type\":\"ping\",\"x\":True}") S_END},
+    {"leading_zero", 1, SE("x", "{\"type\":\"ping\",\"index\":01}") S_END},
+    {"nan", 1, S_MDELTA("\"end_turn\"", "{\"output_tokens\":NaN}") S_END},
+    /* duplicate and escaped keys: json-c keeps the last, or the key may spell a kept one */
+    {"duplicate_type", 1, SE("x", "{\"type\":\"error\",\"type\":\"ping\"}") S_END},
+    {"duplicate_index", 1,
+     S_TEXT_START(0) SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":5,"
+                                               "\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                                               "\"text\":\"dup\"}}") S_END},
+    {"duplicate_delta", 1,
+     S_TEXT_START(0) SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+                                               "\"delta\":{\"type\":\"text_delta\",\"text\":"
+                                               "\"a\"},\"delta\":{\"type\":\"text_delta\","
+                                               "\"text\":\"b\"}}") S_END},
+    {"duplicate_text", 1,
+     S_TEXT_START(0) S_DELTA(0, "{\"type\":\"text_delta\",\"text\":\"a\",\"text\":\"b\"}") S_END},
+    {"duplicate_usage", 1,
+     S_MDELTA("\"end_turn\"", "{\"output_tokens\":1}") "event: message_delta\ndata: "
+     "{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":1},\"usage\":{\"output_tokens\""
+     ":2}}\n\n" S_END},
+    {"duplicate_usage_count", 1,
+     S_START_USAGE("{\"input_tokens\":1,\"input_tokens\":2}") S_END},
+    {"escaped_top_key", 1,
+     S_TEXT_START(0) SE("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+                                               "\"d\\u0065lta\":{\"type\":\"text_delta\","
+                                               "\"text\":\"esc\"}}") S_END},
+    {"escaped_delta_key", 1,
+     S_TEXT_START(0) S_DELTA(0, "{\"type\":\"text_delta\",\"te\\u0078t\":\"escaped key\"}")
+     S_END},
+    {"escaped_usage_key", 1, S_START_USAGE("{\"input\\u005ftokens\":3}") S_END},
+};
+
+#define SD_N (sizeof(SD_CORPUS) / sizeof(SD_CORPUS[0]))
+
+static int sd_fast(void *h, compass_req *rq, const compass_stream_event *ev, compass_err *err)
+{
+    return an_stream_event_fast(h, rq, ev, err);
+}
+
+static int sd_full(void *h, compass_req *rq, const compass_stream_event *ev,
+                   compass_upstream_error *u, compass_err *err)
+{
+    return an_stream_event_full(h, rq, ev, u, err);
+}
+
+static void sd_open_anthropic(sd_readers *r)
+{
+    sd_open(r, "anthropic");
+    r->fast = sd_fast;
+    r->full = sd_full;
+    r->fast_ctx = (void *)compass_fakehost_host(r->fast_fh);
+    r->full_ctx = (void *)compass_fakehost_host(r->full_fh);
+    r->declined = AN_DECLINED;
+}
+
+/* sd_compare, and the same log lines on both sides (unknown types, stop reasons). Returns
+ * how many deltas the case produced. */
+static size_t sd_compare_logged(const sd_readers *r, const sd_case *c)
+{
+    size_t la = strlen(compass_fakehost_log(r->fast_fh));
+    size_t lb = strlen(compass_fakehost_log(r->full_fh));
+    sd_compare(r, c);
+    cr_assert_str_eq(compass_fakehost_log(r->fast_fh) + la, compass_fakehost_log(r->full_fh) + lb,
+                     "%s: log", c->name);
+    return compass_fakehost_n_deltas(r->full_fh);
+}
+
+Test(anthropic, stream_readers_agree_on_the_wire_corpus)
+{
+    static const char head[] = "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                               "{\"type\":\"text_delta\",\"text\":\"deep\"},\"x\":";
+    char at[400], over[400];
+    /* the root object and 127 arrays are json-c's 128 levels; one more is past them */
+    const sd_case depth[] = {{"depth_at_limit", 0, sd_nested(at, sizeof(at), head, 127, "}")},
+                             {"depth_over_limit", 1,
+                              sd_nested(over, sizeof(over), head, 128, "}")}};
+    sd_readers r;
+    size_t i, deltas = 0;
+    sd_open_anthropic(&r);
+    for (i = 0; i < SD_N; i++)
+        deltas += sd_compare_logged(&r, &SD_CORPUS[i]);
+    cr_assert_gt(deltas, 150, "only %zu deltas", deltas);
+    cr_assert(strstr(compass_fakehost_log(r.full_fh), "future_thing"));
+    cr_assert(strstr(compass_fakehost_log(r.full_fh), "a_new_reason"));
+    cr_assert_eq(sd_compare_logged(&r, &depth[0]), 1); /* "deep" */
+    cr_assert_eq(sd_compare_logged(&r, &depth[1]), 0);
+    sd_close(&r);
+}
+
+/* The scanner reader takes nothing from the host but what the tree reader takes, in the
+ * same order: with any one allocation failing, both answer alike (a clean ENOMEM). */
+Test(anthropic, stream_readers_agree_when_an_allocation_fails)
+{
+    static const char *const names[] = {"docs_text_and_tool", "tools_several_and_empty_input",
+                                        "usage_repeated_in_message_delta", "text_long_escaped"};
+    sd_readers r;
+    size_t i, k;
+    long nth;
+    sd_open_anthropic(&r);
+    for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        const sd_case *c = NULL;
+        for (i = 0; i < SD_N; i++)
+            if (!strcmp(SD_CORPUS[i].name, names[k]))
+                c = &SD_CORPUS[i];
+        cr_assert(c && c->left == 0, "%s", names[k]);
+        for (nth = 1; nth <= 12; nth++) {
+            compass_fakehost_fail_alloc_at(r.fast_fh, nth);
+            compass_fakehost_fail_alloc_at(r.full_fh, nth);
+            sd_compare(&r, c);
+        }
+    }
+    compass_fakehost_fail_alloc_at(r.fast_fh, 0);
+    compass_fakehost_fail_alloc_at(r.full_fh, 0);
+    sd_close(&r);
 }
 
 /* ---------------------------------------------------------------------------------------- */

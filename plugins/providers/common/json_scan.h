@@ -666,6 +666,114 @@ static inline int64_t js_add_sat(int64_t a, int64_t b)
     return a + b;
 }
 
+/* ---- decoding escaped strings without json-c */
+
+/* The value of the 4 hex digits at p, or -1 when one is not a hex digit. */
+static inline long js_hex4(const char *p)
+{
+    long r = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        unsigned c = (unsigned char)p[i], d;
+        if (c - '0' < 10)
+            d = c - '0';
+        else if ((c | 0x20) - 'a' < 6)
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        r = r << 4 | (long)d;
+    }
+    return r;
+}
+
+/* Decodes string v (a JS_STRING as the scanner found it, quotes included) into out[0..cap)
+ * byte for byte as json-c 0.16 decodes it: the eight short escapes, \uXXXX as UTF-8 (\u0000
+ * as a NUL byte), a high surrogate escape followed by a low one as one 4-byte sequence, and
+ * every other byte as it is (json-c does not validate UTF-8 either). The text is never longer
+ * than the bytes between the quotes (v->len - 2), so that much room always suffices. 0 with
+ * *len set, or -1 when it does not fit in cap, is not a valid string, or holds a surrogate
+ * json-c does not decode as a pair: a lone one, or a pair whose code point has its low 16
+ * bits in D800..DFFF (U+1D800..U+1DFFF, U+2D800...), which json-c tests again with a 16-bit
+ * mask and so takes for a surrogate. It writes U+FFFD for those: decode them with js_string. */
+static inline int js_unescape(const js_val *v, char *out, size_t cap, size_t *len)
+{
+    const char *p;
+    size_t n, i = 0, o = 0, k;
+    if (v->type != JS_STRING || v->len < 2)
+        return -1;
+    p = v->ptr + 1;
+    n = v->len - 2;
+    for (;;) {
+        long cp, lo;
+        char c;
+        /* in a valid string body, the first flagged byte is a backslash or the end */
+        k = js_str_run(p, n, i);
+        if (k - i > cap - o)
+            return -1;
+        if (k > i) /* out may be NULL when cap is 0 */
+            memcpy(out + o, p + i, k - i);
+        o += k - i;
+        if (k == n)
+            break;
+        if (p[k] != '\\' || n - k < 2)
+            return -1;
+        c = p[k + 1];
+        i = k + 2;
+        switch (c) {
+        case '"': case '\\': case '/': break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u':
+            if (n - i < 4 || (cp = js_hex4(p + i)) < 0)
+                return -1;
+            i += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return -1; /* a low surrogate first: lone */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (n - i < 6 || p[i] != '\\' || p[i + 1] != 'u' ||
+                    (lo = js_hex4(p + i + 2)) < 0xDC00 || lo > 0xDFFF)
+                    return -1; /* a high surrogate without its low half: lone */
+                i += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                if ((cp & 0xF800) == 0xD800)
+                    return -1; /* json-c's IS_*_SURROGATE(cp) holds again: its U+FFFD */
+                if (cap - o < 4)
+                    return -1;
+                out[o++] = (char)(0xF0 | (cp >> 18));
+                out[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                out[o++] = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x80) {
+                if (cap - o < 1)
+                    return -1;
+                out[o++] = (char)cp;
+            } else if (cp < 0x800) {
+                if (cap - o < 2)
+                    return -1;
+                out[o++] = (char)(0xC0 | (cp >> 6));
+                out[o++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                if (cap - o < 3)
+                    return -1;
+                out[o++] = (char)(0xE0 | (cp >> 12));
+                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                out[o++] = (char)(0x80 | (cp & 0x3F));
+            }
+            continue;
+        default:
+            return -1;
+        }
+        if (cap - o < 1)
+            return -1;
+        out[o++] = c;
+    }
+    *len = o;
+    return 0;
+}
+
 /* ---- decoding spans with json-c */
 
 #define JS_KEEP_MAX 16

@@ -581,3 +581,182 @@ Test(json_scan, key_is_matches_exactly)
     cr_assert(js_key_is(&(js_val){JS_STRING, 0, "\"usage\"", 7}, "usage"));
     cr_assert_not(js_key_is(&(js_val){JS_STRING, 0, "\"usagf\"", 7}, "usage"));
 }
+
+/* ---- js_unescape against json-c, the oracle it must match byte for byte */
+
+/* json-c's text for the JSON string p[0..n) (quotes included): 0 with a malloc'd copy in
+ * *out, or -1 when json-c refuses it. */
+static int jsonc_string(const char *p, size_t n, char **out, size_t *len)
+{
+    json_tokener *tok = json_tokener_new_ex(8);
+    json_object *o;
+    int rc = -1;
+    cr_assert(tok);
+    o = json_tokener_parse_ex(tok, p, (int)n);
+    if (json_tokener_get_error(tok) == json_tokener_success &&
+        json_object_is_type(o, json_type_string)) {
+        *len = (size_t)json_object_get_string_len(o);
+        *out = malloc(*len + 1);
+        cr_assert(*out);
+        memcpy(*out, json_object_get_string(o), *len);
+        rc = 0;
+    }
+    json_object_put(o);
+    json_tokener_free(tok);
+    return rc;
+}
+
+/* Unescapes the string p[0..n) from a heap copy of exactly n bytes into a heap buffer of
+ * exactly n - 2 (so that ASan sees any access past either), after the scanner took it whole;
+ * compares with json-c. Returns js_unescape's answer: -1 is only allowed for a lone
+ * surrogate, where json-c writes U+FFFD (the caller says whether there is one). */
+static int same_unescape(const char *p, size_t n, int lone, const char *what)
+{
+    char *copy = malloc(n), *out = malloc(n - 2 ? n - 2 : 1), *want = NULL;
+    size_t i = 0, len = 0, want_len = 0;
+    js_val v = {JS_STRING, 0, NULL, n};
+    int esc, rc;
+    cr_assert(copy && out);
+    memcpy(copy, p, n);
+    cr_assert_eq(js_scan_string(copy, n, &i, &esc), 0, "%s: not a string", what);
+    cr_assert_eq(i, n, "%s: not one string", what);
+    v.ptr = copy;
+    v.escaped = esc;
+    rc = js_unescape(&v, out, n - 2, &len);
+    cr_assert_eq(jsonc_string(copy, n, &want, &want_len), 0, "%s: json-c refused", what);
+    if (lone) {
+        cr_assert_eq(rc, -1, "%s: a lone surrogate decoded", what);
+        cr_assert(memmem(want, want_len, "\xef\xbf\xbd", 3), "%s: json-c wrote no U+FFFD",
+                  what);
+    } else {
+        cr_assert_eq(rc, 0, "%s: refused", what);
+        cr_assert_eq(len, want_len, "%s: %zu bytes vs json-c's %zu", what, len, want_len);
+        cr_assert(!memcmp(out, want, len), "%s: other bytes than json-c's", what);
+        cr_assert(len <= n - 2, "%s: longer than its source", what);
+    }
+    free(want);
+    free(out);
+    free(copy);
+    return rc;
+}
+
+Test(json_scan, unescape_matches_json_c_for_every_code_unit)
+{
+    char buf[32];
+    long cp;
+    for (cp = 0; cp <= 0xFFFF; cp++) {
+        int lone = cp >= 0xD800 && cp <= 0xDFFF;
+        int n = snprintf(buf, sizeof(buf), cp & 1 ? "\"a\\u%04lX b\"" : "\"\\u%04lx\"", cp);
+        same_unescape(buf, (size_t)n, lone, buf);
+    }
+}
+
+Test(json_scan, unescape_matches_json_c_for_surrogate_pairs)
+{
+    char buf[40];
+    long hi, lo;
+    for (hi = 0xD800; hi <= 0xDBFF; hi++) {
+        /* json-c masks the pair's code point to 16 bits and tests it for a surrogate again:
+         * U+1D800..U+1DFFF, U+2D800..U+2DFFF... (hi & 0x3f is 0x36 or 0x37) get its U+FFFD */
+        int mangled = (hi & 0x3E) == 0x36;
+        for (lo = 0xDC00; lo <= 0xDFFF; lo += hi % 7 + 1) {
+            int n = snprintf(buf, sizeof(buf), "\"x\\u%04lx\\u%04lX\"", hi, lo);
+            same_unescape(buf, (size_t)n, mangled, buf);
+        }
+        snprintf(buf, sizeof(buf), "\"\\u%04lx\\uDFFF tail\"", hi);
+        same_unescape(buf, strlen(buf), mangled, buf);
+    }
+}
+
+Test(json_scan, unescape_leaves_every_lone_surrogate)
+{
+    static const char *const lone[] = {
+        "\"\\ud800\"", "\"\\uDBFF\"", "\"\\udc00\"", "\"\\uDFFF\"", "\"\\ud800x\"",
+        "\"\\ud800\\n\"", "\"\\ud800\\\\\"", "\"\\ud800\\u0041\"", "\"\\ud800\\ud800\\udc00\"",
+        "\"\\udc00\\ud800\"", "\"\\ud83d\\ude00\\ud800\"", "\"ok \\ud83d\"", "\"\\ud83d \\ude00\"",
+        "\"\\ud83d\\\\ude00\"", "\"\\ud83d\\uE000\"", "\"\\ud83d\\uDBFF\"",
+        "\"\\ud836\\udc00\"", "\"\\uD837\\uDFFF\"", "\"\\ud876\\ude00 x\"", "\"\\udbf7\\udc00\"",
+    };
+    size_t i;
+    for (i = 0; i < sizeof(lone) / sizeof(lone[0]); i++)
+        same_unescape(lone[i], strlen(lone[i]), 1, lone[i]);
+}
+
+Test(json_scan, unescape_decodes_each_short_escape_and_passes_bytes)
+{
+    static const char *const ok[] = {
+        "\"\"", "\"plain\"", "\"\\\"\"", "\"\\\\\"", "\"\\/\"", "\"\\b\\f\\n\\r\\t\"",
+        "\"a\\nb \\\"q\\\" back\\\\slash \\/ caf\\u00e9 \\ud83d\\ude00 ctl\\u0001 nul\\u0000end\"",
+        "\"caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80 stray \xff \x80 \x7f bytes\\n\"",
+        "\"{\\\"location\\\": \\\"San Francisco, CA\\\", \\\"unit\\\": \\\"fahrenheit\\\"}\"",
+        "\"\\u0080\\u07FF\\u0800\\uFFFF\\uE000\\uD7FF\"", "\"\\\\u0041\"", "\"\\\\\\\\\"",
+    };
+    size_t i;
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        same_unescape(ok[i], strlen(ok[i]), 0, ok[i]);
+}
+
+/* Random strings of escapes (every kind, hex digits of either case) and raw bytes, long
+ * enough to take the word-at-a-time runs between them. */
+Test(json_scan, unescape_matches_json_c_on_random_strings)
+{
+    static const char *const pieces[] = {
+        "a", "Z", " ", "~", "\x7f", "\x80", "\xc3\xa9", "\xff", "\xdc", "\\\"", "\\\\", "\\/",
+        "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0000", "\\u001f", "\\u0041", "\\u00E9",
+        "\\u07ff", "\\u0800", "\\u20AC", "\\uffff", "\\uD83D\\uDE00", "\\udbff\\udfff",
+        "\\ud800\\udc00", "0123456789abcdef", "plain words here",
+    };
+    unsigned seed = 4242;
+    char buf[512];
+    int trial;
+    for (trial = 0; trial < 20000; trial++) {
+        size_t o = 0, k, np;
+        seed = seed * 1103515245u + 12345u;
+        np = (seed >> 16) % 24;
+        buf[o++] = '"';
+        for (k = 0; k < np; k++) {
+            const char *pc;
+            seed = seed * 1103515245u + 12345u;
+            pc = pieces[(seed >> 16) % (sizeof(pieces) / sizeof(pieces[0]))];
+            memcpy(buf + o, pc, strlen(pc));
+            o += strlen(pc);
+        }
+        buf[o++] = '"';
+        cr_assert_lt(o, sizeof(buf));
+        same_unescape(buf, o, 0, "random");
+    }
+}
+
+Test(json_scan, unescape_refuses_what_does_not_fit_or_is_not_a_string)
+{
+    static const char s[] = "\"ab\\u00e9\\ud83d\\ude00\\n\\u0041\"";
+    const js_val v = {JS_STRING, 1, s, sizeof(s) - 1};
+    char out[64], want[] = "ab\xc3\xa9\xf0\x9f\x98\x80\nA";
+    size_t cap, len = 99;
+    /* every room short of the text is refused without a byte written past it */
+    for (cap = 0; cap <= sizeof(want) - 1; cap++) {
+        memset(out, '#', sizeof(out));
+        len = 99;
+        cr_assert_eq(js_unescape(&v, cap ? out : NULL, cap, &len),
+                     cap < sizeof(want) - 1 ? -1 : 0, "cap %zu", cap);
+        cr_assert_eq(out[cap], '#', "cap %zu: wrote past the room", cap);
+    }
+    cr_assert_eq(len, sizeof(want) - 1);
+    cr_assert(!memcmp(out, want, len));
+    /* not a string, or not a valid one (the scanner would have refused these) */
+    cr_assert_eq(js_unescape(&(js_val){JS_NUMBER, 0, "12", 2}, out, sizeof(out), &len), -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 0, "\"", 1}, out, sizeof(out), &len), -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 1, "\"\\x\"", 4}, out, sizeof(out), &len), -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 1, "\"\\\"", 3}, out, sizeof(out), &len), -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 1, "\"\\u12\"", 6}, out, sizeof(out), &len),
+                 -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 1, "\"\\u12G4\"", 8}, out, sizeof(out), &len),
+                 -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 0, "\"a\x01\"", 4}, out, sizeof(out), &len),
+                 -1);
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 0, "\"a\"b\"", 5}, out, sizeof(out), &len),
+                 -1);
+    /* the empty string */
+    cr_assert_eq(js_unescape(&(js_val){JS_STRING, 0, "\"\"", 2}, NULL, 0, &len), 0);
+    cr_assert_eq(len, 0);
+}
