@@ -3,11 +3,13 @@
  *
  * Each instance reads its policy file once (a reload is a new instance) and keeps a small
  * pool of sandboxed lua_States running it, so rank() can be called from several threads at
- * once: a caller pops a state from a mutex-protected free list, runs the policy without any
- * lock held, and pushes the state back. The pool grows on demand up to LR_MAX_STATES.
+ * once: a caller takes a state from a mutex-protected free list (the one it used last, when
+ * free), runs the policy without any lock held, and gives the state back. The pool grows on
+ * demand up to LR_MAX_STATES.
  *
  * Sandbox (per state, made in state_new only):
- *   - a lua_Alloc that counts bytes and refuses past memory_kb (HAProxy's hlua_alloc);
+ *   - a lua_Alloc that counts bytes and refuses past memory_kb (HAProxy's hlua_alloc), and
+ *     keeps freed small blocks for the state's own reuse;
  *   - only base, string, table, math and utf8 are opened, and the policy runs in its own
  *     _ENV built from an allow-list (Redis's script_lua.c): no load, require, io, os, debug;
  *   - text chunks only (luaL_loadbufferx mode "t");
@@ -41,6 +43,11 @@
 #define LR_MIN_MEMORY_KB 64      /* an empty state with the libraries needs ~25 KB */
 #define LR_STACK_CANDS 64        /* candidates handled with stack buffers */
 #define LR_VIEW_ROOM 1           /* own fields a view holds before it must grow (c.cost) */
+#define LR_ROOM_CALLS 256        /* calls with roomy views before bare ones are tried again */
+#define LR_CLASS_SHIFT 4         /* the allocator's size classes are 16 bytes apart */
+#define LR_SMALL_MAX 512         /* blocks up to this size are kept for reuse when freed */
+#define LR_N_CLASSES (LR_SMALL_MAX >> LR_CLASS_SHIFT)
+#define LR_CACHE_MAX (128u << 10) /* bytes of freed blocks a state keeps, at most */
 
 /* ---------------------------------------------------------------------------------------- */
 /* Options                                                                                   */
@@ -113,9 +120,14 @@ enum { LR_KEYS(LR_KEY_ENUM) K_COUNT };
 #define LR_KEY_TEXT(sym, text) text,
 static const char *const lr_key_text[K_COUNT] = {LR_KEYS(LR_KEY_TEXT)};
 
-/* Upvalue 1 of the call closure is the policy function; keys follow. */
+/* Upvalues of the call closure: the policy function, the slot table (see lr_state), the
+ * last route and key_id strings pushed (see push_cached_str), then the keys. */
 #define UPV_FN lua_upvalueindex(1)
-#define UPV_KEY(k) lua_upvalueindex((k) + 2)
+#define UPV_SLOTS lua_upvalueindex(2)
+#define UPV_ROUTE lua_upvalueindex(3)
+#define UPV_KEY_ID lua_upvalueindex(4)
+#define UPV_N_FIXED 4
+#define UPV_KEY(k) lua_upvalueindex((k) + UPV_N_FIXED + 1)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Types                                                                                     */
@@ -140,19 +152,31 @@ typedef struct lr_slot {
     int64_t in_flight, capacity, context_window;
 } lr_slot;
 
+typedef struct lr_free {
+    struct lr_free *next;
+} lr_free;
+
 /* One sandboxed lua_State. Its address sits in the state's extra space. */
 typedef struct lr_state {
     lr_router *r;
     lua_State *L;
     struct lr_state *next; /* free list */
+    pthread_t owner;       /* the thread that took it last, when has_owner */
+    int has_owner;
     size_t used, cap;      /* bytes held by Lua, and the cap */
     int oom;               /* the allocator refused since the call started */
+    size_t cached;         /* bytes in cache[] */
+    lr_free *cache[LR_N_CLASSES]; /* freed small blocks, by size class */
     int call_ref;          /* registry ref of the call closure */
     int fn_line;           /* line where the policy function is defined */
-    int slots_ref;         /* registry ref of {M1, B1, M2, B2, ...}: per position, the view
-                            * metatable and the backing table it reads through */
-    lr_slot *slots;        /* C side of the same, n_slots long */
+    lr_slot *slots;        /* C side of the slot table {M1, B1, M2, B2, ...} (an upvalue of
+                            * the call closure): per position, the view metatable and the
+                            * backing table it reads through; n_slots long */
     size_t n_slots;
+    const char *route_p, *key_p; /* bytes of the route and key_id strings in the upvalues */
+    size_t route_len, key_len;
+    int view_room;         /* own-field room the next call's views get: 0 or LR_VIEW_ROOM */
+    int room_calls;        /* calls left before bare views are tried again */
     /* per call */
     int64_t left;          /* instructions left */
     uint64_t start_ns;     /* CLOCK_MONOTONIC at the call's first hook; 0 before */
@@ -233,10 +257,69 @@ static char *lr_strdup(const compass_host *h, const char *s, size_t n)
 /* ---------------------------------------------------------------------------------------- */
 
 /*
+ * Freed small blocks are kept per state, one list per 16-byte size class, and handed out
+ * again before malloc is asked: a decision makes and drops a few dozen small tables, and
+ * glibc's per-thread cache holds only 7 blocks of a size, so most of them would otherwise
+ * take malloc's slow path and its locks. What the lists hold is not counted as used (it is
+ * free for this state's Lua) and is bounded by LR_CACHE_MAX, so a state holds at most its
+ * cap plus that.
+ */
+static size_t lr_class_of(size_t n)
+{
+    return (n - 1) >> LR_CLASS_SHIFT;
+}
+
+static void *block_new(lr_state *s, size_t n)
+{
+    if (n > LR_SMALL_MAX)
+        return malloc(n);
+    size_t c = lr_class_of(n);
+    lr_free *b = s->cache[c];
+    if (b) {
+        s->cache[c] = b->next;
+        s->cached -= (c + 1) << LR_CLASS_SHIFT;
+        return b;
+    }
+    return malloc((c + 1) << LR_CLASS_SHIFT);
+}
+
+static void block_drop(lr_state *s, void *p, size_t n)
+{
+    if (n > LR_SMALL_MAX) {
+        free(p);
+        return;
+    }
+    size_t c = lr_class_of(n), cs = (c + 1) << LR_CLASS_SHIFT;
+    if (s->cached + cs > LR_CACHE_MAX) {
+        free(p);
+        return;
+    }
+    lr_free *b = p;
+    b->next = s->cache[c];
+    s->cache[c] = b;
+    s->cached += cs;
+}
+
+/* Frees what the lists hold, once the state is closed. */
+static void cache_drain(lr_state *s)
+{
+    for (size_t c = 0; c < LR_N_CLASSES; c++) {
+        while (s->cache[c]) {
+            lr_free *b = s->cache[c];
+            s->cache[c] = b->next;
+            free(b);
+        }
+    }
+    s->cached = 0;
+}
+
+/*
  * Counts what the state holds and refuses to grow past the cap (Lua then runs an emergency
  * collection and retries once before raising "not enough memory"). libc rather than
  * h->alloc: this sits on Lua's hot path, and the per-state cap is the accounting that
- * matters here.
+ * matters here. Lua passes a block's size back as osize, so the size class of a block
+ * being freed is known, and a block is never smaller than the class of the size Lua holds
+ * it at.
  */
 static void *lr_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -244,17 +327,35 @@ static void *lr_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (!ptr)
         osize = 0; /* osize is a type tag for new blocks */
     if (nsize == 0) {
-        free(ptr);
-        s->used -= osize;
+        if (ptr) {
+            block_drop(s, ptr, osize);
+            s->used -= osize;
+        }
         return NULL;
     }
     if (nsize > osize && nsize - osize > s->cap - s->used) {
         s->oom = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    void *p;
+    if (!ptr) {
+        p = block_new(s, nsize);
+    } else if (osize > LR_SMALL_MAX && nsize > LR_SMALL_MAX) {
+        p = realloc(ptr, nsize);
+    } else if (osize <= LR_SMALL_MAX && nsize <= LR_SMALL_MAX &&
+               lr_class_of(osize) == lr_class_of(nsize)) {
+        p = ptr;
+    } else {
+        p = block_new(s, nsize);
+        if (p) {
+            memcpy(p, ptr, osize < nsize ? osize : nsize);
+            block_drop(s, ptr, osize);
+        }
+    }
     if (!p) {
-        if (ptr && nsize <= osize) { /* a failed shrink keeps the larger block */
+        if (ptr && nsize <= osize) {
+            /* A failed shrink keeps the larger block; should it go to a list later, it is
+             * bigger than that list's blocks need to be, which is safe. */
             s->used -= osize - nsize;
             return ptr;
         }
@@ -384,6 +485,7 @@ static const luaL_Reg lr_compass_lib[] = {
 /* The call: build the arguments, run the policy, read its answer (all protected)            */
 /* ---------------------------------------------------------------------------------------- */
 
+/* [-0, +0, m] t[key k] = v, for the set_* helpers below; t is an absolute index. */
 static void set_int(lua_State *L, int t, int k, lua_Integer v)
 {
     lua_pushvalue(L, UPV_KEY(k));
@@ -405,11 +507,43 @@ static void set_bool(lua_State *L, int t, int k, int v)
     lua_rawset(L, t);
 }
 
-static void set_str(lua_State *L, int t, int k, compass_str v)
+/* Whether the Lua string cached at (p, pl) holds v's bytes. Compared here, eight bytes at a
+ * time, rather than by memcmp: ids and keys are short, and every call compares a few per
+ * candidate. */
+static int same_str(const char *p, size_t pl, compass_str v)
 {
-    lua_pushvalue(L, UPV_KEY(k));
-    lua_pushlstring(L, v.len ? v.ptr : "", v.len);
-    lua_rawset(L, t);
+    if (!p || pl != v.len)
+        return 0;
+    const char *q = v.ptr;
+    for (; pl >= 8; pl -= 8, p += 8, q += 8) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, q, 8);
+        if (a != b)
+            return 0;
+    }
+    for (; pl; pl--)
+        if (*p++ != *q++)
+            return 0;
+    return 1;
+}
+
+/*
+ * [-0, +1, m] Pushes v as a Lua string. The last string pushed through upvalue upv is kept
+ * there, its bytes at (*p, *pl), and pushed again when v holds the same bytes: the route
+ * is the same on every call of an instance and a key often repeats, and interning a string
+ * (hash it, look it up, compare) costs more than comparing it with the last one.
+ */
+static void push_cached_str(lua_State *L, int upv, compass_str v, const char **p, size_t *pl)
+{
+    if (same_str(*p, *pl, v)) {
+        lua_pushvalue(L, upv);
+        return;
+    }
+    *p = lua_pushlstring(L, v.len ? v.ptr : "", v.len);
+    *pl = v.len;
+    lua_pushvalue(L, -1);
+    lua_replace(L, upv); /* the upvalue keeps the string, so *p stays valid */
 }
 
 /* request.hour and request.weekday (1 Monday .. 7 Sunday) in local time, cached per hour. */
@@ -434,43 +568,49 @@ static void local_hour(lr_state *s, int64_t now_ms, int *hour, int *weekday)
     *weekday = s->weekday;
 }
 
+/*
+ * [-0, +1, m] The request: a new plain table on every call (a policy may write to it, and
+ * nothing it writes may reach the next call), sized for its 12 fields so that filling it
+ * never rehashes.
+ */
 static void push_request(lua_State *L, lr_call *c)
 {
     const compass_route_request *rr = c->rr;
+    lr_state *s = c->s;
     lua_createtable(L, 0, 12);
     int t = lua_gettop(L);
-    set_str(L, t, K_ROUTE, rr->route);
+    lua_pushvalue(L, UPV_KEY(K_ROUTE));
+    push_cached_str(L, UPV_ROUTE, rr->route, &s->route_p, &s->route_len);
+    lua_rawset(L, t);
     set_int(L, t, K_N_MESSAGES, (lua_Integer)rr->n_messages);
     set_int(L, t, K_N_CHARS, (lua_Integer)rr->n_chars);
     set_int(L, t, K_EST_TOKENS, (lua_Integer)rr->est_prompt_tokens);
     set_bool(L, t, K_HAS_TOOLS, rr->has_tools);
     set_bool(L, t, K_HAS_IMAGES, rr->has_images);
     set_bool(L, t, K_STREAM, rr->stream);
-    set_str(L, t, K_KEY_ID, rr->key_id);
+    lua_pushvalue(L, UPV_KEY(K_KEY_ID));
+    push_cached_str(L, UPV_KEY_ID, rr->key_id, &s->key_p, &s->key_len);
+    lua_rawset(L, t);
     lua_pushvalue(L, UPV_KEY(K_METADATA));
-    lua_createtable(L, 0, rr->n_metadata < INT_MAX ? (int)rr->n_metadata : 0);
-    for (size_t i = 0; i < rr->n_metadata && rr->metadata; i++) {
+    size_t nm = rr->metadata ? rr->n_metadata : 0;
+    lua_createtable(L, 0, nm < INT_MAX ? (int)nm : 0);
+    for (size_t i = 0; i < nm; i++) {
         compass_str k = rr->metadata[i].name, v = rr->metadata[i].value;
         lua_pushlstring(L, k.len ? k.ptr : "", k.len);
         lua_pushlstring(L, v.len ? v.ptr : "", v.len);
         lua_rawset(L, -3);
     }
     lua_rawset(L, t);
-    int64_t now = rr->now_ms ? rr->now_ms : c->s->r->h->now_ms(c->s->r->h);
+    int64_t now = rr->now_ms ? rr->now_ms : s->r->h->now_ms(s->r->h);
     int hour, weekday;
-    local_hour(c->s, now, &hour, &weekday);
+    local_hour(s, now, &hour, &weekday);
     set_int(L, t, K_NOW_MS, (lua_Integer)now);
     set_int(L, t, K_HOUR, hour);
     set_int(L, t, K_WEEKDAY, weekday);
 }
 
-/* Whether the Lua string cached at (*p, *pl) holds v's bytes. */
-static int same_str(const char *p, size_t pl, compass_str v)
-{
-    return p && pl == v.len && (pl == 0 || memcmp(p, v.ptr, pl) == 0);
-}
-
-/* Sets field k of table t to v, keeping a pointer to the Lua string in *p / *pl. */
+/* [-0, +0, m] Sets field k of table t to v, keeping a pointer to the Lua string in *p / *pl
+ * (the backing table holds the string, so the pointer stays valid while it is cached). */
 static void put_str(lua_State *L, int t, int k, compass_str v, const char **p, size_t *pl)
 {
     lua_pushvalue(L, UPV_KEY(k));
@@ -479,7 +619,7 @@ static void put_str(lua_State *L, int t, int k, compass_str v, const char **p, s
     lua_rawset(L, t);
 }
 
-/* [-0, +0, m] __pairs of a candidate view: iterates a merged copy of the backing table and
+/* [-0, +3, m] __pairs of a candidate view: iterates a merged copy of the backing table and
  * the policy's own fields. */
 static int lr_view_pairs(lua_State *L)
 {
@@ -503,10 +643,24 @@ static int lr_view_pairs(lua_State *L)
     return 3;
 }
 
+/* Whether cd differs from what the slot says its backing table holds. */
+static int slot_stale(const lr_slot *sl, const compass_candidate *cd)
+{
+    return !sl->valid || !same_str(sl->id, sl->id_len, cd->id) ||
+           !same_str(sl->provider, sl->provider_len, cd->provider) ||
+           !same_str(sl->model, sl->model_len, cd->model) || sl->tier != cd->tier ||
+           !(sl->weight == cd->weight) || !(sl->price_in == cd->price_in) ||
+           !(sl->price_out == cd->price_out) || !(sl->latency == cd->latency_ewma_ms) ||
+           !(sl->ttft == cd->ttft_ewma_ms) || !(sl->error_rate == cd->error_rate) ||
+           sl->in_flight != cd->in_flight || sl->capacity != cd->capacity ||
+           sl->context_window != cd->context_window || sl->breaker != cd->breaker ||
+           sl->caps != cd->caps;
+}
+
 /*
- * Updates the backing table b (at index b) of position i from cd, writing only what changed
- * since this state's last call. 18 fields set through the API cost more than the rest of a
- * typical call, and between two calls most of them are the same.
+ * [-0, +0, m] Updates the backing table b (at index b) of position i from cd, writing only
+ * what changed since this state's last call. 18 fields set through the API cost more than
+ * the rest of a typical call, and between two calls most of them are the same.
  */
 static void update_backing(lua_State *L, int b, lr_slot *sl, const compass_candidate *cd,
                            size_t i)
@@ -561,50 +715,74 @@ static void update_backing(lua_State *L, int b, lr_slot *sl, const compass_candi
 }
 
 /*
- * The candidates: a fresh array of fresh, empty view tables (with room for LR_VIEW_ROOM of the
- * policy's own fields, so the usual c.cost = ... does not regrow them), one per candidate,
- * each reading through a protected metatable (__index) to the backing table of its position.
- * The policy reads c.price_in as usual and may add its own fields, which live in the view and
- * die with the call; the backing tables persist in the state and are only patched.
+ * [-0, +(arr ? 0 : n), m] The candidate views, one per candidate: fresh, empty tables, each
+ * reading through a protected metatable (__index) to the backing table of its position.
+ * The policy reads c.price_in as usual and may add its own fields, which live in the view
+ * and die with the call; the backing tables persist in the state, out of the policy's
+ * reach, and are only patched where a stat changed. With arr (an absolute index), view i
+ * goes to arr[i]; else the views are left on the stack in order.
+ *
+ * A view is made with room for LR_VIEW_ROOM fields of the policy's own when the policy
+ * was seen writing some (c.cost = ...: room made up front is cheaper than the rehash of a
+ * first write), and bare otherwise (making the room is a third of a view's cost).
  */
-static void push_candidates(lua_State *L, lr_call *c)
+static void push_views(lua_State *L, lr_call *c, int arr)
 {
     lr_state *s = c->s;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->slots_ref);
-    int slots = lua_gettop(L);
-    lua_createtable(L, c->n < INT_MAX ? (int)c->n : 0, 0);
-    int arr = lua_gettop(L);
+    int room = s->view_room;
     for (size_t i = 0; i < c->n; i++) {
         lr_slot *sl = &s->slots[i];
+        const compass_candidate *cd = c->cands[i];
         lua_Integer mi = (lua_Integer)(2 * i + 1);
-        if (lua_rawgeti(L, slots, mi) != LUA_TTABLE) {
+        if (!sl->valid) {
+            if (lua_rawgeti(L, UPV_SLOTS, mi) != LUA_TTABLE) {
+                lua_createtable(L, 0, 18);        /* backing */
+                lua_createtable(L, 1, 3);         /* metatable */
+                lua_pushvalue(L, -2);
+                lua_setfield(L, -2, "__index");
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, -2, 1);
+                lua_pushboolean(L, 0);
+                lua_setfield(L, -2, "__metatable");
+                lua_pushcfunction(L, lr_view_pairs);
+                lua_setfield(L, -2, "__pairs");
+                /* The backing first: a metatable in the slot table means both are there,
+                 * even if storing the second raises. */
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, UPV_SLOTS, mi + 1);
+                lua_rawseti(L, UPV_SLOTS, mi);
+                lua_pop(L, 1);
+            }
             lua_pop(L, 1);
-            lua_createtable(L, 0, 18);        /* backing */
-            lua_createtable(L, 1, 3);         /* metatable */
-            lua_pushvalue(L, -2);
-            lua_setfield(L, -2, "__index");
-            lua_pushvalue(L, -2);
-            lua_rawseti(L, -2, 1);
-            lua_pushboolean(L, 0);
-            lua_setfield(L, -2, "__metatable");
-            lua_pushcfunction(L, lr_view_pairs);
-            lua_setfield(L, -2, "__pairs");
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, slots, mi);
-            lua_insert(L, -2);
-            lua_rawseti(L, slots, mi + 1);
-            sl->valid = 0;
         }
-        lua_rawgeti(L, slots, mi + 1);
-        update_backing(L, lua_gettop(L), sl, c->cands[i], i);
-        lua_pop(L, 1);
-        lua_createtable(L, 0, LR_VIEW_ROOM); /* the view */
-        lua_insert(L, -2);
+        if (slot_stale(sl, cd)) {
+            lua_rawgeti(L, UPV_SLOTS, mi + 1);
+            update_backing(L, lua_gettop(L), sl, cd, i);
+            lua_pop(L, 1);
+        }
+        lua_createtable(L, 0, room);
+        lua_rawgeti(L, UPV_SLOTS, mi);
         lua_setmetatable(L, -2);
         c->ptrs[i] = lua_topointer(L, -1);
-        lua_rawseti(L, arr, (lua_Integer)(i + 1));
+        if (arr)
+            lua_rawseti(L, arr, (lua_Integer)(i + 1));
     }
-    lua_remove(L, slots);
+}
+
+/*
+ * [-0, +0, -] Whether the policy stored fields of its own in any of the views at
+ * [v, v + n): lua_next on a view is cheap, and only bare views are looked at (push_views).
+ */
+static int views_written(lua_State *L, int v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        lua_pushnil(L);
+        if (lua_next(L, v + (int)i)) {
+            lua_pop(L, 2);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Records a nonsense answer (what: the complaint); returns 0 so the call ends cleanly. */
@@ -617,12 +795,14 @@ static int bad_answer(lr_call *c, const char *what)
 }
 
 /* Which candidate entry e of the answer (at the top of the stack) names: its position, or
- * c->n with what filled. */
-static size_t answer_entry(lua_State *L, lr_call *c, long long e, char *what, size_t wl)
+ * c->n with what filled. hint: the position to try first for a table. */
+static size_t answer_entry(lua_State *L, lr_call *c, int ty, long long e, size_t hint,
+                           char *what, size_t wl)
 {
-    int ty = lua_type(L, -1);
     if (ty == LUA_TTABLE) {
         const void *p = lua_topointer(L, -1);
+        if (hint < c->n && c->ptrs[hint] == p)
+            return hint;
         for (size_t i = 0; i < c->n; i++)
             if (c->ptrs[i] == p)
                 return i;
@@ -646,12 +826,12 @@ static size_t answer_entry(lua_State *L, lr_call *c, long long e, char *what, si
         snprintf(what, wl, "returned unknown candidate id '%.80s' at entry %lld", sv, e);
     } else {
         snprintf(what, wl, "returned %s at entry %lld; expected a candidate, its index or its id",
-                 luaL_typename(L, -1), e);
+                 lua_typename(L, ty), e);
     }
     return c->n;
 }
 
-/* Maps the answer at the top of the stack to candidate positions in c->order. */
+/* [-0, +0, m] Maps the answer at the top of the stack to candidate positions in c->order. */
 static int read_answer(lua_State *L, lr_call *c)
 {
     char what[300];
@@ -665,9 +845,10 @@ static int read_answer(lua_State *L, lr_call *c)
     if (len == 0)
         return bad_answer(c, "returned an empty list");
     memset(c->seen, 0, c->n);
+    size_t hint = 0; /* answers are mostly runs of candidates in their given order */
     for (lua_Unsigned e = 1; e <= len; e++) {
-        lua_rawgeti(L, ans, (lua_Integer)e);
-        size_t idx = answer_entry(L, c, (long long)e, what, sizeof(what));
+        int ty = lua_rawgeti(L, ans, (lua_Integer)e);
+        size_t idx = answer_entry(L, c, ty, (long long)e, hint, what, sizeof(what));
         lua_pop(L, 1);
         if (idx == c->n)
             return bad_answer(c, what);
@@ -678,24 +859,52 @@ static int read_answer(lua_State *L, lr_call *c)
             return bad_answer(c, what);
         }
         c->seen[idx] = 1;
+        hint = idx + 1;
         if (c->count < c->cap)
             c->order[c->count++] = idx;
     }
     return 0;
 }
 
-/* [-1, +0, v] The protected body of one rank() call. Upvalues: policy, keys. */
+/*
+ * [-1, +0, v] The protected body of one rank() call. Upvalues: the policy, the slot table,
+ * the last route and key_id strings, the keys.
+ */
 static int lr_do_call(lua_State *L)
 {
     lr_call *c = lua_touserdata(L, 1);
+    lr_state *s = c->s;
+    if (c->n > (size_t)INT_MAX - 64)
+        return luaL_error(L, "too many candidates");
     if (c->n > LR_STACK_CANDS) {
         c->ptrs = lua_newuserdatauv(L, c->n * sizeof(*c->ptrs), 0);
         c->seen = lua_newuserdatauv(L, c->n, 0);
     }
+    /* Bare views stay on the stack below the call, to be looked at afterwards. */
+    int bare = s->view_room == 0, v = lua_gettop(L) + 1;
+    luaL_checkstack(L, (bare ? (int)c->n : 0) + 32, "candidates");
+    if (bare)
+        push_views(L, c, 0);
     lua_pushvalue(L, UPV_FN);
     push_request(L, c);
-    push_candidates(L, c);
+    lua_createtable(L, (int)c->n, 0);
+    if (bare) {
+        for (size_t i = 0; i < c->n; i++) {
+            lua_pushvalue(L, v + (int)i);
+            lua_rawseti(L, -2, (lua_Integer)(i + 1));
+        }
+    } else {
+        push_views(L, c, lua_gettop(L));
+    }
     lua_call(L, 2, 1);
+    if (bare) {
+        if (views_written(L, v, c->n)) {
+            s->view_room = LR_VIEW_ROOM;
+            s->room_calls = LR_ROOM_CALLS;
+        }
+    } else if (--s->room_calls == 0) {
+        s->view_room = 0; /* look again now and then: the policy may have stopped */
+    }
     return read_answer(L, c);
 }
 
@@ -778,13 +987,14 @@ static int lr_setup(lua_State *L)
     lua_pushvalue(L, -1);
     if (lua_getinfo(L, ">S", &ar))
         state_of(L)->fn_line = ar.linedefined > 0 ? ar.linedefined : 1;
-    luaL_checkstack(L, K_COUNT + 2, "keys");
+    luaL_checkstack(L, K_COUNT + UPV_N_FIXED + 1, "keys");
+    lua_newtable(L);          /* the slot table */
+    lua_pushliteral(L, "");   /* route */
+    lua_pushliteral(L, "");   /* key_id */
     for (int k = 0; k < K_COUNT; k++)
         lua_pushstring(L, lr_key_text[k]);
-    lua_pushcclosure(L, lr_do_call, K_COUNT + 1);
+    lua_pushcclosure(L, lr_do_call, K_COUNT + UPV_N_FIXED);
     state_of(L)->call_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    state_of(L)->slots_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -795,6 +1005,7 @@ static void state_free(lr_state *s)
     const compass_host *h = s->r->h;
     if (s->L)
         lua_close(s->L);
+    cache_drain(s);
     h->free(h, s->slots);
     h->free(h, s);
 }
@@ -854,27 +1065,50 @@ static lr_state *state_new(lr_router *r, compass_err *err)
     return s;
 }
 
-/* Takes a state from the pool, making one when none is free and the pool is not full. */
+/*
+ * Takes a state from the pool: the one this thread used last when it is free, else one no
+ * thread has used, else a new one while the pool is not full, else any free one. A state
+ * keeps to one thread so that its heap stays in that core's cache: a state that moves to
+ * another core costs that core a few KB of cache misses on every call, about 15% of a
+ * decision with two threads (bench_lua --threads 2).
+ */
 static lr_state *pool_take(lr_router *r, compass_err *err)
 {
+    pthread_t self = pthread_self();
     pthread_mutex_lock(&r->mu);
     for (;;) {
-        lr_state *s = r->free_list;
-        if (s) {
-            r->free_list = s->next;
-            pthread_mutex_unlock(&r->mu);
-            return s;
+        lr_state **pick = NULL, **pp;
+        for (pp = &r->free_list; *pp; pp = &(*pp)->next) {
+            lr_state *s = *pp;
+            if (!s->has_owner || pthread_equal(s->owner, self)) {
+                pick = pp;
+                if (s->has_owner)
+                    break; /* our own: the best there is */
+            }
         }
-        if (r->n_states < LR_MAX_STATES) {
+        if (!pick && r->n_states < LR_MAX_STATES) {
             r->n_states++;
             pthread_mutex_unlock(&r->mu);
-            s = state_new(r, err);
+            lr_state *s = state_new(r, err);
             if (!s) {
                 pthread_mutex_lock(&r->mu);
                 r->n_states--;
                 pthread_cond_signal(&r->cv);
                 pthread_mutex_unlock(&r->mu);
+                return NULL;
             }
+            s->owner = self;
+            s->has_owner = 1;
+            return s;
+        }
+        if (!pick && r->free_list)
+            pick = &r->free_list;
+        if (pick) {
+            lr_state *s = *pick;
+            *pick = s->next;
+            s->owner = self;
+            s->has_owner = 1;
+            pthread_mutex_unlock(&r->mu);
             return s;
         }
         /* Every state is running a call, each bounded by the budgets: wait for one. */

@@ -2,7 +2,8 @@
  * Tests of the lua router plugin on the fake host: the example policies in scripts/routing
  * rank as their comments say; bad policies (throwing, looping, allocating, nonsense answers,
  * forbidden globals, bytecode, syntax errors) fail with the exact error class, are counted
- * and logged, and leave the instance usable; rank is safe from several threads.
+ * and logged, and leave the instance usable; nothing a call writes reaches the next call;
+ * rank is safe from several threads.
  */
 #include <criterion/criterion.h>
 
@@ -842,4 +843,160 @@ Test(lua, example_policy_decisions_are_pinned)
         rr = req("r", 100, "k", whens[k]);
         golden(i, &rr, when_order[k]);
     }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* What a call can carry into the next one (the state keeps backing tables, key strings and  */
+/* freed blocks between calls; the policy must see none of it)                               */
+/* ---------------------------------------------------------------------------------------- */
+
+Test(lua, nothing_a_call_writes_reaches_the_next_call)
+{
+    void *i = inst(TESTDATA "carry.lua", NULL, NULL);
+    compass_candidate c[8];
+    size_t n = std_cands(c), order[8], no;
+    compass_header md = {compass_str_c("team"), compass_str_c("search")};
+    compass_err err;
+    for (int k = 0; k < 3; k++) {
+        compass_route_request rr = req("write", 100, "k", MON_10H);
+        rr.metadata = &md;
+        rr.n_metadata = 1;
+        cr_assert_eq(rank_ok(i, &rr, c, n, order), 2);
+        cr_assert_eq(order[0], 1);
+        cr_assert_eq(order[1], 0);
+        rr = req("check", 100, "k", MON_10H);
+        rr.metadata = &md;
+        rr.n_metadata = 1;
+        cr_assert_eq(rank_ok(i, &rr, c, n, order), n);
+        for (size_t j = 0; j < n; j++)
+            cr_assert_eq(order[j], j);
+    }
+    /* A candidate table kept from an earlier call is not one of this call's. */
+    compass_route_request rr = req("check", 100, "stale", MON_10H);
+    rr.metadata = &md;
+    rr.n_metadata = 1;
+    cr_assert_eq(rank(i, &rr, c, n, order, &no, &err), COMPASS_EPLUGIN);
+    cr_assert_str_eq(err.msg, "carry.lua:5: route() returned a table at entry 1 that is not one "
+                              "of the candidates");
+}
+
+Test(lua, request_strings_follow_each_call)
+{
+    void *i = inst(TESTDATA "echo.lua", NULL, NULL);
+    compass_candidate c[8];
+    size_t n = std_cands(c), order[8];
+    static const char *const keys[] = {"1", "2", "2", "3", "1", "", "", "6", "4", "4"};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        char route[16], val[16];
+        snprintf(route, sizeof(route), "r%s", keys[k]);
+        snprintf(val, sizeof(val), "v%s", keys[k]);
+        compass_header md = {compass_str_c("k"), compass_str_c(val)};
+        compass_route_request rr = req(route, 100, keys[k], MON_10H);
+        if (*keys[k]) {
+            rr.metadata = &md;
+            rr.n_metadata = 1;
+        }
+        cr_assert_eq(rank_ok(i, &rr, c, n, order), 1);
+        cr_assert_eq(order[0], *keys[k] ? (size_t)atoi(keys[k]) - 1 : n - 1, "call %zu", k);
+    }
+}
+
+/* Views are made bare or with room for the policy's own fields, from what the policy did
+ * in earlier calls; the ranking must not depend on which. */
+Test(lua, own_fields_rank_the_same_whatever_the_views_were_made_with)
+{
+    void *i = inst(TESTDATA "ownfields.lua", NULL, NULL);
+    compass_candidate c[8];
+    size_t n = std_cands(c), order[8];
+    static const char *const seq[] = {"plain", "plain", "one", "one", "plain", "many",
+                                      "some", "one", "plain", "some"};
+    for (int k = 0; k < 700; k++) {
+        const char *what = k < 300 ? seq[k % 10] : k < 600 ? "one" : "plain";
+        compass_route_request rr = req(what, 100, "k", MON_10H);
+        size_t no = rank_ok(i, &rr, c, n, order);
+        if (strcmp(what, "plain") == 0) {
+            cr_assert_eq(no, n);
+            for (size_t j = 0; j < n; j++)
+                cr_assert_eq(order[j], j, "call %d", k);
+        } else if (strcmp(what, "some") == 0) {
+            cr_assert_eq(no, 3);
+            cr_assert_eq(order[0], 4);
+            cr_assert_eq(order[1], 2);
+            cr_assert_eq(order[2], 0);
+        } else {
+            cr_assert_eq(no, n);
+            for (size_t j = 0; j < n; j++)
+                cr_assert_eq(order[j], n - 1 - j, "%s call %d", what, k);
+        }
+    }
+}
+
+Test(lua, candidates_may_change_between_calls)
+{
+    void *i = inst(TESTDATA "fields.lua", NULL, NULL);
+    void *echo = inst(TESTDATA "nonsense.lua", NULL, NULL);
+    compass_candidate c[10];
+    size_t order[10];
+    for (int round = 0; round < 3; round++) {
+        /* fields.lua asserts every field of std_cands' fifth candidate */
+        size_t n = std_cands(c);
+        c[4].in_flight = 3;
+        c[4].capacity = 10;
+        c[2].breaker = COMPASS_BREAKER_HALF_OPEN;
+        compass_route_request rr = req("fields", 500, "key-7", MON_10H);
+        rr.has_tools = 1;
+        rr.stream = 1;
+        compass_header md[2] = {{compass_str_c("team"), compass_str_c("search")},
+                                {compass_str_c("tier"), compass_str_c("gold")}};
+        rr.metadata = md;
+        rr.n_metadata = 2;
+        cr_assert_eq(rank_ok(i, &rr, c, n, order), 1);
+        cr_assert_eq(order[0], 4);
+        /* other candidates, more and fewer of them, in the same positions */
+        n = golden_cands(c);
+        rr = req("ids", 10, "k", MON_10H);
+        cr_assert_eq(rank_ok(echo, &rr, c, n, order), 2); /* candidates[3].id, [1].id */
+        cr_assert_eq(order[0], 2);
+        cr_assert_eq(order[1], 0);
+        c[0] = c[2];
+        c[2] = cand("late/new", 1, 1, 1, 1, 0, COMPASS_BREAKER_CLOSED, 0, 0);
+        cr_assert_eq(rank_ok(echo, &rr, c, 3, order), 2);
+        cr_assert_eq(order[0], 2);
+        cr_assert_eq(order[1], 0);
+    }
+}
+
+Test(lua, churning_memory_stays_under_a_small_cap)
+{
+    void *i = inst(TESTDATA "churn.lua", "memory_kb=256", NULL);
+    compass_candidate c[8];
+    size_t n = std_cands(c), order[8];
+    for (int k = 0; k < 3000; k++) {
+        compass_route_request rr = req("x", k, "k", MON_10H);
+        cr_assert_eq(rank_ok(i, &rr, c, n, order), n, "call %d", k);
+    }
+    cr_assert_null(strstr(compass_fakehost_log(fh), "METRIC"));
+}
+
+/* More threads than an instance has states: they take turns, each call on a state of its
+ * own while it runs. */
+Test(lua, more_threads_than_states_share_the_pool)
+{
+    void *i = inst(ROUTING "cheapest_healthy.lua", NULL, NULL);
+    enum { T = 12 };
+    struct worker w[T];
+    pthread_t t[T];
+    for (int k = 0; k < T; k++) {
+        w[k].inst = i;
+        w[k].failures = 0;
+        w[k].seed = k * 13;
+        cr_assert_eq(pthread_create(&t[k], NULL, work, &w[k]), 0);
+    }
+    int failures = 0;
+    for (int k = 0; k < T; k++) {
+        pthread_join(t[k], NULL);
+        failures += w[k].failures;
+    }
+    cr_assert_eq(failures, 0, "%d failures", failures);
+    cr_assert_null(strstr(compass_fakehost_log(fh), "METRIC"));
 }
