@@ -202,6 +202,8 @@ struct worker {
     int sfd;                  /* worker 0: the signalfd, else -1 */
     int lfd;                  /* worker 0 with several workers: the listening socket, else -1 */
     int next_pick;            /* worker 0: where the next tie-break starts */
+    double accept_paused;     /* worker 0: when accepting stopped for want of descriptors */
+    double accept_warned;     /* worker 0: when that was last logged */
     struct worker *all;
     int n_all;
     pthread_t th;
@@ -224,16 +226,27 @@ static void start_drain(struct worker *w)
 }
 
 /* Worker 0: accepts what is waiting and hands each connection to the least loaded worker. */
-static void accept_all(struct worker *w)
+static void accept_all(struct worker *w, int ep)
 {
     for (int k = 0; k < 256; k++) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof(sa);
         int fd = accept4(w->lfd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the connection stays in the backlog and the socket stays readable: stop
+                 * watching it for a while rather than spin on it (run_worker resumes) */
+                epoll_ctl(ep, EPOLL_CTL_DEL, w->lfd, NULL);
+                w->accept_paused = mono_s();
+                if (w->accept_paused - w->accept_warned >= 10) { /* a line per 10 s */
+                    w->accept_warned = w->accept_paused;
+                    log_json(COMPASS_LOG_WARN, "out of file descriptors: new connections wait "
+                                               "in the backlog (retried every 100 ms)");
+                }
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                       errno != ECONNABORTED) {
                 log_json(COMPASS_LOG_WARN, "accept failed");
+            }
             return;
         }
         /* the fewest connections wins; ties go round the workers, so that short
@@ -290,6 +303,19 @@ static int run_worker(struct worker *w)
             to = engine_next;
         if (draining && (to < 0 || to > 20))
             to = 20;
+        if (w->accept_paused > 0 && !draining) {
+            int left = (int)((w->accept_paused + 0.1 - mono_s()) * 1000) + 1;
+            if (left <= 0) {
+                struct epoll_event lev;
+                memset(&lev, 0, sizeof(lev));
+                lev.events = EPOLLIN;
+                lev.data.fd = w->lfd;
+                epoll_ctl(ep, EPOLL_CTL_ADD, w->lfd, &lev);
+                w->accept_paused = 0;
+            } else if (to < 0 || to > left) {
+                to = left;
+            }
+        }
         struct epoll_event evs[8];
         int n = epoll_wait(ep, evs, 8, to);
         for (int i = 0; i < n; i++) {
@@ -308,14 +334,14 @@ static int run_worker(struct worker *w)
                     log_json(COMPASS_LOG_WARN, "worker wakeup read failed");
                 cpd_http_take_handed(h);
             } else if (fd == w->lfd && w->lfd >= 0 && !draining) {
-                accept_all(w);
+                accept_all(w, ep);
             }
         }
         if (!draining && atomic_load(&g_draining)) {
             draining = 1;
             cpd_http_quiesce(h);
             if (w->lfd >= 0) {
-                epoll_ctl(ep, EPOLL_CTL_DEL, w->lfd, NULL);
+                epoll_ctl(ep, EPOLL_CTL_DEL, w->lfd, NULL); /* ENOENT while paused: fine */
                 close(w->lfd);
                 w->lfd = -1;
             }
@@ -538,7 +564,7 @@ int main(int argc, char **argv)
         /* server.max_connections is the whole daemon's: each front door gets its share */
         cpd_http_opts ho = {host,      port,     max_body, (max_conns + n - 1) / n,
                             log_requests, log_line, n > 1};
-        ws[i] = (struct worker){e, NULL, i, drain, -1, -1, i == 0 ? lfd : -1, 0, ws, n, 0, 0};
+        ws[i] = (struct worker){e, NULL, i, drain, -1, -1, i == 0 ? lfd : -1, 0, 0, -100, ws, n, 0, 0};
         ws[i].h = cpd_http_start(e, &ho, msg, sizeof(msg));
         if (!ws[i].h) {
             fprintf(stderr, "compassd: %s\n", msg);
