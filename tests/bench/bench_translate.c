@@ -233,7 +233,7 @@ typedef struct {
 
 static const target targets[] = {
     {"openai", stream_openai, "http://127.0.0.1:9/v1", "gpt-4o-mini", 1},
-    {"azure", stream_azure, "https://bench.openai.azure.com", "gpt-4o-mini", 1},
+    {"azure", stream_azure, "http://127.0.0.1:9", "gpt-4o-mini", 1},
     {"anthropic", stream_anthropic, "http://127.0.0.1:9", "claude-3-5-haiku-latest", 1},
     {"gemini", stream_gemini, "http://127.0.0.1:9", "gemini-2.0-flash", 0},
     {"replicate", stream_replicate, "http://127.0.0.1:9", "meta/meta-llama-3-8b-instruct", 1},
