@@ -603,28 +603,15 @@ static void fast_drop(fast *f)
     f->keep.n = 0;
 }
 
-typedef struct fast_key {
-    const char *s;
-    size_t n;
-} fast_key;
-
-#define FKEY(lit) {lit, sizeof(lit) - 1}
-
 /* The next member of the object being read whose key is one of keys[0..n): 1 with *ki set
  * (its value comes next), 0 at the end of the object, -1 to decline: bad JSON, an escaped
  * key (it might spell a kept one) or a kept key seen twice. Other members are skipped. */
-static int fast_member(json_scan *s, const fast_key *keys, int n, unsigned *seen, int *ki)
+static int fast_member(json_scan *s, const js_key *keys, int n, unsigned *seen, int *ki)
 {
-    js_val k;
+    size_t i;
     int r;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        size_t len = k.len - 2;
-        int i;
-        for (i = 0; i < n && (keys[i].n != len || memcmp(keys[i].s, k.ptr + 1, len)); i++)
-            ;
-        if (i == n) {
+    while ((r = js_member_key(s, keys, (size_t)n, &i)) > 0) {
+        if (i == (size_t)n) {
             if (js_skip(s))
                 return -1;
             continue;
@@ -632,7 +619,7 @@ static int fast_member(json_scan *s, const fast_key *keys, int n, unsigned *seen
         if (*seen & (1u << i))
             return -1;
         *seen |= 1u << i;
-        *ki = i;
+        *ki = (int)i;
         return 1;
     }
     return r;
@@ -912,9 +899,9 @@ static void *fast_vec_done(cps_arena *a, fast_vec *v, size_t size)
 static int fast_part(fast *f, json_scan *s, compass_content_part *part)
 {
     enum { K_TYPE, K_TEXT, K_IMAGE_URL, K_N };
-    static const fast_key keys[K_N] = {FKEY("type"), FKEY("text"), FKEY("image_url")};
+    static const js_key keys[K_N] = {JS_KEY("type"), JS_KEY("text"), JS_KEY("image_url")};
     enum { K_URL, K_DETAIL, K_UN };
-    static const fast_key ukeys[K_UN] = {FKEY("url"), FKEY("detail")};
+    static const js_key ukeys[K_UN] = {JS_KEY("url"), JS_KEY("detail")};
     js_val type = {0}, text = {0}, url = {0}, detail = {0};
     js_type image = JS_NONE;
     unsigned seen = 0, useen = 0;
@@ -1001,9 +988,9 @@ static int fast_content(fast *f, json_scan *s, compass_message *m)
 static int fast_tool_call(fast *f, json_scan *s, compass_tool_call *c)
 {
     enum { K_ID, K_FUNCTION, K_N };
-    static const fast_key keys[K_N] = {FKEY("id"), FKEY("function")};
+    static const js_key keys[K_N] = {JS_KEY("id"), JS_KEY("function")};
     enum { K_NAME, K_ARGUMENTS, K_FN };
-    static const fast_key fkeys[K_FN] = {FKEY("name"), FKEY("arguments")};
+    static const js_key fkeys[K_FN] = {JS_KEY("name"), JS_KEY("arguments")};
     js_val id = {0}, name = {0}, args = {0};
     unsigned seen = 0, fseen = 0;
     int ki, r;
@@ -1065,8 +1052,8 @@ static int fast_role(const js_val *v)
 static int fast_message(fast *f, json_scan *s, compass_message *m)
 {
     enum { K_ROLE, K_CONTENT, K_TOOL_CALLS, K_NAME, K_TOOL_CALL_ID, K_N };
-    static const fast_key keys[K_N] = {FKEY("role"), FKEY("content"), FKEY("tool_calls"),
-                                       FKEY("name"), FKEY("tool_call_id")};
+    static const js_key keys[K_N] = {JS_KEY("role"), JS_KEY("content"), JS_KEY("tool_calls"),
+                                       JS_KEY("name"), JS_KEY("tool_call_id")};
     js_val role = {0}, name = {0}, call_id = {0};
     unsigned seen = 0;
     int ki, r;
@@ -1118,10 +1105,10 @@ static int fast_messages(fast *f, json_scan *s, compass_chat_request *out)
 static int fast_tool(fast *f, json_scan *s, compass_tool *t)
 {
     enum { K_TYPE, K_FUNCTION, K_N };
-    static const fast_key keys[K_N] = {FKEY("type"), FKEY("function")};
+    static const js_key keys[K_N] = {JS_KEY("type"), JS_KEY("function")};
     enum { K_NAME, K_DESCRIPTION, K_PARAMETERS, K_STRICT, K_FN };
-    static const fast_key fkeys[K_FN] = {FKEY("name"), FKEY("description"),
-                                         FKEY("parameters"), FKEY("strict")};
+    static const js_key fkeys[K_FN] = {JS_KEY("name"), JS_KEY("description"),
+                                         JS_KEY("parameters"), JS_KEY("strict")};
     js_val type = {0}, fn[K_FN] = {{0}};
     unsigned seen = 0, fseen = 0;
     int ki, r;
@@ -1178,7 +1165,7 @@ static int fast_tools(fast *f, json_scan *s, compass_chat_request *out)
 
 static int fast_tool_choice(fast *f, json_scan *s, compass_chat_request *out)
 {
-    static const fast_key fkey[1] = {FKEY("function")}, nkey[1] = {FKEY("name")};
+    static const js_key fkey[1] = {JS_KEY("function")}, nkey[1] = {JS_KEY("name")};
     js_val v = {0}, name = {0};
     unsigned seen = 0, fseen = 0;
     int ki, r;
@@ -1217,7 +1204,7 @@ static int fast_tool_choice(fast *f, json_scan *s, compass_chat_request *out)
 
 static int fast_stream_options(json_scan *s, compass_chat_request *out)
 {
-    static const fast_key keys[1] = {FKEY("include_usage")};
+    static const js_key keys[1] = {JS_KEY("include_usage")};
     js_val iu = {0};
     unsigned seen = 0;
     int ki, r;
@@ -1273,7 +1260,7 @@ static int fast_stop(fast *f, json_scan *s, compass_chat_request *out)
 
 static int fast_response_format(fast *f, json_scan *s, compass_chat_request *out)
 {
-    static const fast_key keys[1] = {FKEY("type")};
+    static const js_key keys[1] = {JS_KEY("type")};
     js_val type = {0}, all = {0};
     unsigned seen = 0;
     int ki, r;
@@ -1301,12 +1288,12 @@ enum {
     RK_RESPONSE_FORMAT, RK_REASONING_EFFORT, RK_USER, RK_COUNT
 };
 
-static const fast_key root_keys[RK_COUNT] = {
-    FKEY("model"), FKEY("messages"), FKEY("tools"), FKEY("tool_choice"), FKEY("stream"),
-    FKEY("stream_options"), FKEY("temperature"), FKEY("top_p"), FKEY("presence_penalty"),
-    FKEY("frequency_penalty"), FKEY("max_tokens"), FKEY("max_completion_tokens"), FKEY("seed"),
-    FKEY("n"), FKEY("parallel_tool_calls"), FKEY("stop"), FKEY("response_format"),
-    FKEY("reasoning_effort"), FKEY("user")};
+static const js_key root_keys[RK_COUNT] = {
+    JS_KEY("model"), JS_KEY("messages"), JS_KEY("tools"), JS_KEY("tool_choice"), JS_KEY("stream"),
+    JS_KEY("stream_options"), JS_KEY("temperature"), JS_KEY("top_p"), JS_KEY("presence_penalty"),
+    JS_KEY("frequency_penalty"), JS_KEY("max_tokens"), JS_KEY("max_completion_tokens"), JS_KEY("seed"),
+    JS_KEY("n"), JS_KEY("parallel_tool_calls"), JS_KEY("stop"), JS_KEY("response_format"),
+    JS_KEY("reasoning_effort"), JS_KEY("user")};
 
 static int fast_root(fast *f, const char *json, size_t len, compass_chat_request *out)
 {

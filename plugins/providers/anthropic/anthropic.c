@@ -1319,7 +1319,7 @@ static int scan_response(compass_str body, an_text *t, an_blocks *blocks, an_rep
     static const js_key keys[T_CONTENT + 1] = {JS_KEY("id"), JS_KEY("type"), JS_KEY("model"),
                                               JS_KEY("stop_reason"), JS_KEY("error"),
                                               JS_KEY("usage"), JS_KEY("content")};
-    js_val m[T_N], k;
+    js_val m[T_N];
     const js_val *type = &m[T_TYPE];
     usage_scan usage;
     usage_in u;
@@ -1336,10 +1336,7 @@ static int scan_response(compass_str body, an_text *t, an_blocks *blocks, an_rep
     js_init(&s, body.ptr, body.len, ANTHROPIC_JSON_DEPTH);
     if (js_begin(&s, '{'))
         return -1;
-    while ((rc = js_member(&s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        i = js_key_index(&k, keys, T_CONTENT + 1);
+    while ((rc = js_member_key(&s, keys, T_CONTENT + 1, &i)) > 0) {
         if (i == T_CONTENT) {
             if (seen_content++ || js_peek(&s) != JS_ARRAY || scan_content(&s, t, blocks))
                 return -1;
@@ -1832,7 +1829,7 @@ typedef struct event_scan {
 static int scan_obj_in(json_scan *s, const js_key *keys, size_t n, size_t usage_at,
                        obj_scan *o)
 {
-    js_val k, v;
+    js_val v;
     size_t i;
     int r;
     if (o->type != JS_NONE)
@@ -1848,10 +1845,7 @@ static int scan_obj_in(json_scan *s, const js_key *keys, size_t n, size_t usage_
     o->usage.type = JS_NONE;
     if (js_begin(s, '{'))
         return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        i = js_key_index(&k, keys, n);
+    while ((r = js_member_key(s, keys, n, &i)) > 0) {
         if (i == usage_at ? scan_usage_in(s, &o->usage)
                           : i < n ? js_take(s, &o->m[i]) : js_skip(s))
             return -1;
@@ -1864,7 +1858,7 @@ static int scan_obj_in(json_scan *s, const js_key *keys, size_t n, size_t usage_
 static int scan_event(compass_str data, event_scan *e)
 {
     json_scan s;
-    js_val k;
+    size_t ki;
     int r;
 
     e->type.type = JS_NONE;
@@ -1878,10 +1872,8 @@ static int scan_event(compass_str data, event_scan *e)
     js_init(&s, data.ptr, data.len, ANTHROPIC_JSON_DEPTH);
     if (js_begin(&s, '{'))
         return -1;
-    while ((r = js_member(&s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        switch (js_key_index(&k, event_keys, EK_N)) {
+    while ((r = js_member_key(&s, event_keys, EK_N, &ki)) > 0) {
+        switch (ki) {
         case EK_TYPE:
             r = js_take(&s, &e->type);
             break;

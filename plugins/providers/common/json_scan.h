@@ -581,43 +581,35 @@ static inline size_t js_key_index(const js_val *k, const js_key *keys, size_t n)
     return n;
 }
 
+/* The next member of the object entered with js_begin(s, '{'), as js_member, with its key
+ * looked up in keys[0..n): 1 with *ki its index (n for a key none of them names; read or skip
+ * its value next), 0 at the end of the object, -1 on bad JSON or an escaped key (it might
+ * spell one of keys, and json-c compares the decoded text). */
+static inline int js_member_key(json_scan *s, const js_key *keys, size_t n, size_t *ki)
+{
+    js_val k;
+    int r = js_member(s, &k);
+    if (r <= 0)
+        return r;
+    if (k.escaped)
+        return -1;
+    *ki = js_key_index(&k, keys, n);
+    return 1;
+}
+
 /* Reads the object that comes next, keeping the members keys[0..n) names in slots (which the
  * caller zeroes: a slot left JS_NONE was absent) and skipping the others. 0, or -1 on bad
  * JSON, an escaped key (it might spell a kept one) or a kept key that comes twice (json-c
  * keeps the last). */
 static inline int js_members_k(json_scan *s, const js_key *keys, js_val *slots, size_t n)
 {
-    js_val k;
     size_t i;
     int r;
     if (js_begin(s, '{'))
         return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        i = js_key_index(&k, keys, n);
+    while ((r = js_member_key(s, keys, n, &i)) > 0)
         if (i < n ? js_take(s, &slots[i]) : js_skip(s))
             return -1;
-    }
-    return r;
-}
-
-/* js_members_k with the keys as strings. */
-static inline int js_members(json_scan *s, const char *const *keys, js_val *slots, size_t n)
-{
-    js_val k;
-    size_t i;
-    int r;
-    if (js_begin(s, '{'))
-        return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        for (i = 0; i < n && !js_key_is(&k, keys[i]); i++)
-            ;
-        if (i < n ? js_take(s, &slots[i]) : js_skip(s))
-            return -1;
-    }
     return r;
 }
 

@@ -1911,15 +1911,13 @@ typedef struct scan_choice {
 /* A choice object, whose members keys (CH_*) names. */
 static int scan_choice_obj(json_scan *s, const js_key *keys, scan_choice *c)
 {
-    js_val k;
+    size_t ki;
     int r;
     memset(c, 0, sizeof(*c));
     if (js_begin(s, '{'))
         return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        switch (js_key_index(&k, keys, CH_N)) {
+    while ((r = js_member_key(s, keys, CH_N, &ki)) > 0) {
+        switch (ki) {
         case CH_INNER:
             if (c->inner.type != JS_NONE)
                 return -1;
@@ -2008,7 +2006,6 @@ static int scan_body(compass_str data, js_keep *keep, const scan_shape *shape,
 {
     const js_val *object = &t->m[TM_OBJECT], *error = &t->m[TM_ERROR];
     json_scan s;
-    js_val k;
     size_t i;
     int r;
 
@@ -2020,10 +2017,7 @@ static int scan_body(compass_str data, js_keep *keep, const scan_shape *shape,
     js_init(&s, data.ptr, data.len, OAI_JSON_DEPTH);
     if (js_begin(&s, '{'))
         return -1;
-    while ((r = js_member(&s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        i = js_key_index(&k, shape->top, TM_N + 1);
+    while ((r = js_member_key(&s, shape->top, TM_N + 1, &i)) > 0) {
         if (i == TM_N) { /* choices */
             if (t->choices != JS_NONE)
                 return -1;
@@ -2186,7 +2180,7 @@ static int scan_usage_in(json_scan *s, js_keep *keep, compass_usage *out)
         JS_KEY("total_tokens"),            JS_KEY("prompt_cache_hit_tokens"),
         JS_KEY("prompt_tokens_details"),   JS_KEY("completion_tokens_details")};
     static const js_key cached = JS_KEY("cached_tokens"), reasoning = JS_KEY("reasoning_tokens");
-    js_val m[U_N], k;
+    js_val m[U_N];
     int64_t cache_hit = 0;
     size_t i;
     int r;
@@ -2194,10 +2188,7 @@ static int scan_usage_in(json_scan *s, js_keep *keep, compass_usage *out)
     memset(m, 0, sizeof(m));
     if (js_begin(s, '{'))
         return -1;
-    while ((r = js_member(s, &k)) > 0) {
-        if (k.escaped)
-            return -1;
-        i = js_key_index(&k, keys, U_N);
+    while ((r = js_member_key(s, keys, U_N, &i)) > 0) {
         if (i == U_N) {
             if (js_skip(s))
                 return -1;
