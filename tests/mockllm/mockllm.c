@@ -81,6 +81,12 @@ typedef struct last_req {
 } last_req; /* one allocation; strings follow the struct */
 static pthread_mutex_t lr_lock = PTHREAD_MUTEX_INITIALIZER;
 static last_req *last;
+/* Provider requests per path (the first 64 paths seen), also under lr_lock. */
+static struct {
+    char *path;
+    unsigned long long n;
+} path_counts[64];
+static size_t n_path_counts;
 
 /* FIFO of knob objects from POST /_mock/next. */
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -905,6 +911,14 @@ static void record_last(const ml_request *req)
     pthread_mutex_lock(&lr_lock);
     last_req *old = last;
     last = l;
+    size_t i = 0;
+    while (i < n_path_counts && strcmp(path_counts[i].path, req->path))
+        i++;
+    if (i == n_path_counts && i < sizeof(path_counts) / sizeof(path_counts[0]) &&
+        (path_counts[i].path = strdup(req->path)))
+        n_path_counts++;
+    if (i < n_path_counts)
+        path_counts[i].n++;
     pthread_mutex_unlock(&lr_lock);
     free(old);
 }
@@ -1106,8 +1120,12 @@ static json_object *stats_json(void)
             json_object_object_add(lr, "body", b);
         }
     }
+    json_object *paths = json_object_new_object();
+    for (size_t i = 0; paths && i < n_path_counts; i++)
+        json_object_object_add(paths, path_counts[i].path, jint(path_counts[i].n));
     pthread_mutex_unlock(&lr_lock);
     json_object_object_add(o, "last_request", lr);
+    json_object_object_add(o, "paths", paths);
     return o;
 }
 
@@ -1127,6 +1145,9 @@ static void stats_reset(void)
     pthread_mutex_lock(&lr_lock);
     last_req *old = last;
     last = NULL;
+    for (size_t i = 0; i < n_path_counts; i++)
+        free(path_counts[i].path);
+    n_path_counts = 0;
     pthread_mutex_unlock(&lr_lock);
     free(old);
 }
