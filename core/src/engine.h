@@ -137,6 +137,7 @@ struct compass_engine_call {
     struct compass_req preq;
     CURL *easy;
     struct curl_slist *slist;
+    struct cps_url *url;      /* the loop's parsed form of the URL, while the transfer runs */
     compass_http_request hreq;
     long status;
     int status_checked;
@@ -199,6 +200,16 @@ typedef struct cps_timer {
     unsigned gen;
 } cps_timer;
 
+/* An upstream URL parsed once by libcurl's URL API and handed to each transfer to it
+ * (CURLOPT_CURLU), so that curl neither parses it again nor prints it back per request. */
+typedef struct cps_url {
+    char *text;
+    size_t len;
+    CURLU *uh;
+    unsigned users;    /* transfers holding it; only an unused entry is replaced */
+    uint64_t used;     /* the loop's counter when last handed out (least recent goes first) */
+} cps_url;
+
 typedef struct cps_msg {
     struct cps_msg *next;
     int kind; /* 1 start, 2 cancel */
@@ -225,6 +236,8 @@ typedef struct cps_loop {
     struct compass_engine_call *all;
     CURL *easy_pool[256];      /* idle easy handles, options kept (see launch) */
     size_t n_easy_pool;
+    cps_url urls[16];
+    uint64_t url_clock;
     uint8_t *fdstate;          /* per curl socket: what the loop's epoll watches (loop.c) */
     size_t n_fdstate;
     uint64_t last_scan_ns;

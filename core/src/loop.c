@@ -449,6 +449,52 @@ static void active_remove(cps_loop *lp, compass_engine_call *c)
     c->act_prev = c->act_next = NULL;
 }
 
+/* The parsed form of an upstream URL, from the loop's few (a deployment has one or two
+ * URLs); NULL when it cannot be had, and the transfer then hands curl the text alone. The
+ * flags are the ones curl parses CURLOPT_URL with, so the result is the same. */
+static cps_url *url_take(cps_loop *lp, const char *text, size_t len)
+{
+    cps_url *u, *spare = NULL;
+    const size_t n = sizeof(lp->urls) / sizeof(lp->urls[0]);
+    for (size_t i = 0; i < n; i++) {
+        u = &lp->urls[i];
+        if (u->text && u->len == len && !memcmp(u->text, text, len))
+            goto found;
+        if (!u->users && (!spare || !u->text || (spare->text && u->used < spare->used)))
+            spare = u;
+    }
+    if (!spare)
+        return NULL;
+    u = spare;
+    char *copy = malloc(len + 1);
+    CURLU *uh = curl_url();
+    if (!copy || !uh ||
+        curl_url_set(uh, CURLUPART_URL, text, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)) {
+        free(copy);
+        curl_url_cleanup(uh);
+        return NULL;
+    }
+    memcpy(copy, text, len + 1);
+    free(u->text);
+    curl_url_cleanup(u->uh);
+    u->text = copy;
+    u->len = len;
+    u->uh = uh;
+found:
+    u->users++;
+    u->used = ++lp->url_clock;
+    return u;
+}
+
+static void urls_free(cps_loop *lp)
+{
+    for (size_t i = 0; i < sizeof(lp->urls) / sizeof(lp->urls[0]); i++) {
+        free(lp->urls[i].text);
+        curl_url_cleanup(lp->urls[i].uh);
+        memset(&lp->urls[i], 0, sizeof(lp->urls[i]));
+    }
+}
+
 static void release_easy(compass_engine_call *c)
 {
     cps_loop *lp = c->loop;
@@ -464,11 +510,16 @@ static void release_easy(compass_engine_call *c)
         curl_easy_setopt(c->easy, CURLOPT_PRIVATE, (void *)NULL);
         curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, (void *)NULL);
         curl_easy_setopt(c->easy, CURLOPT_HEADERDATA, (void *)NULL);
+        curl_easy_setopt(c->easy, CURLOPT_CURLU, (CURLU *)NULL);
         lp->easy_pool[lp->n_easy_pool++] = c->easy;
     } else {
         curl_easy_cleanup(c->easy);
     }
     c->easy = NULL;
+    if (c->url) {
+        c->url->users--;
+        c->url = NULL;
+    }
     if (c->slist) {
         curl_slist_free_all(c->slist);
         c->slist = NULL;
@@ -1147,7 +1198,9 @@ static int launch(compass_engine_call *c, compass_err *err)
     /* a pooled handle keeps its options: every option that varies between transfers is set
      * here, each time */
     const cps_timeouts *t = &c->target->dep->cfg->timeouts;
+    c->url = url_take(lp, url, strlen(url));
     curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CURLU, c->url ? c->url->uh : NULL);
     curl_easy_setopt(h, CURLOPT_PRIVATE, c);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
@@ -1180,6 +1233,9 @@ static int launch(compass_engine_call *c, compass_err *err)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)CURL_MAX_WRITE_SIZE);
     }
     if (curl_multi_add_handle(lp->multi, h) != CURLM_OK) {
+        if (c->url)
+            c->url->users--;
+        c->url = NULL;
         c->easy = NULL;
         c->slist = NULL;
         curl_easy_cleanup(h);
@@ -2057,6 +2113,7 @@ static void loop_stop(cps_loop *lp)
     if (lp->wakefd >= 0)
         close(lp->wakefd);
     lp->epfd = lp->wakefd = -1;
+    urls_free(lp); /* after the easy handles that may point at them */
     free(lp->fdstate); /* after curl_multi_cleanup, whose closes clear entries */
     lp->fdstate = NULL;
     lp->n_fdstate = 0;

@@ -695,6 +695,104 @@ Test(integration, two_event_loops_share_one_port_and_one_set_of_metrics)
     cr_assert_eq(th_stop(&d2, SIGTERM, 5000), 0, "compassd did not exit cleanly");
 }
 
+/* A loop keeps the upstream URLs it sends to parsed (16 of them). With more deployments than
+ * that, on one loop, every request still reaches its own deployment's URL: one after another
+ * (kept URLs give way to new ones) and all at once (more URLs in use than are kept). */
+Test(integration, every_request_reaches_its_deployments_url_beyond_the_kept_urls)
+{
+    enum { D = 20 };
+    char conf[8192];
+    size_t off = (size_t)snprintf(conf, sizeof(conf),
+                                  "server = { listen = \"127.0.0.1:0\"; threads = 1; };\n"
+                                  "plugins = { paths = [ \"@PLUGINS@\" ]; };\ndeployments = (\n");
+    for (int i = 0; i < D; i++)
+        off += (size_t)snprintf(conf + off, sizeof(conf) - off,
+                                "  { name = \"d%d\"; plugin = \"openai\"; base_url = "
+                                "\"@MOCKLLM@/p%d/v1\"; models = [\"gpt-test\"]; }%s\n",
+                                i, i, i + 1 < D ? "," : "");
+    off += (size_t)snprintf(conf + off, sizeof(conf) - off, ");\nroutes = (\n");
+    for (int i = 0; i < D; i++)
+        off += (size_t)snprintf(conf + off, sizeof(conf) - off,
+                                "  { name = \"r%d\"; candidates = [\"d%d/gpt-test\"]; }%s\n", i,
+                                i, i + 1 < D ? "," : "");
+    snprintf(conf + off, sizeof(conf) - off, ");\n");
+    th_proc d2;
+    if (th_compassd_start(&d2, th_write_config(10, conf, &m1, NULL))) {
+        char *log = th_log(&d2);
+        cr_assert_fail("compassd did not start: %s", log);
+    }
+    th_resp r;
+    th_http(m1.port, "POST", "/_mock/reset", "{}", NULL, 0, &r);
+    th_resp_free(&r);
+    char route[16], want[64];
+    /* two passes over the deployments in two orders: 7 and 3 are prime to 20 */
+    for (int k = 0; k < 2 * D; k++) {
+        int i = (k * (k < D ? 7 : 3)) % D;
+        snprintf(route, sizeof(route), "r%d", i);
+        cr_assert_eq(th_http(d2.port, "POST", "/v1/chat/completions", chat(route, "hi", 0),
+                             NULL, 0, &r), 0);
+        cr_assert_eq(r.status, 200, "%s: HTTP %ld %s", route, r.status, r.body);
+        char *prov = th_header(&r, "x-compass-provider");
+        snprintf(want, sizeof(want), "d%d", i);
+        cr_assert(prov && !strcmp(prov, want), "%s was served by %s", route, prov ? prov : "?");
+        free(prov);
+        th_resp_free(&r);
+        json_object *st = th_mock_stats(&m1);
+        snprintf(want, sizeof(want), "/p%d/v1/chat/completions", i);
+        cr_assert_str_eq(th_json_str(st, "last_request.path"), want, "route %s", route);
+        json_object_put(st);
+    }
+    /* all at once: each held 300 ms upstream, so all D transfers are in flight together */
+    char knobs[2048];
+    off = (size_t)snprintf(knobs, sizeof(knobs), "[");
+    for (int i = 0; i < D; i++)
+        off += (size_t)snprintf(knobs + off, sizeof(knobs) - off, "%s{\"latency_ms\":300}",
+                                i ? "," : "");
+    snprintf(knobs + off, sizeof(knobs) - off, "]");
+    cr_assert_eq(th_mock_next(&m1, knobs), 0);
+    CURLM *multi = curl_multi_init();
+    CURL *hs[D];
+    char bodies[D][512], url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", d2.port);
+    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
+    FILE *devnull = fopen("/dev/null", "w");
+    for (int i = 0; i < D; i++) {
+        snprintf(route, sizeof(route), "r%d", i);
+        snprintf(bodies[i], sizeof(bodies[i]), "%s", chat(route, "together", 0));
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, bodies[i]);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, devnull);
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_multi_add_handle(multi, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        curl_multi_poll(multi, NULL, 0, 50, NULL);
+    }
+    for (int i = 0; i < D; i++) {
+        long code = 0;
+        curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
+        cr_expect_eq(code, 200, "r%d together: HTTP %ld", i, code);
+        curl_multi_remove_handle(multi, hs[i]);
+        curl_easy_cleanup(hs[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(sl);
+    fclose(devnull);
+    /* every path got its two requests one after another and its one of the batch */
+    json_object *st = th_mock_stats(&m1);
+    for (int i = 0; i < D; i++) {
+        snprintf(want, sizeof(want), "paths./p%d/v1/chat/completions", i);
+        cr_expect_eq(th_json_int(st, want), 3, "%s: %ld requests", want + 6,
+                     th_json_int(st, want));
+    }
+    json_object_put(st);
+    cr_assert_eq(th_stop(&d2, SIGTERM, 5000), 0, "compassd did not exit cleanly");
+}
+
 /* Request headers: 4 KiB of them (a long bearer token, say) are served; 16 KiB get 431 and
  * the daemon keeps serving. */
 Test(integration, large_request_headers_are_served_and_oversized_ones_get_431)
