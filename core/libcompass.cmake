@@ -25,7 +25,7 @@ set_target_properties(compass PROPERTIES VERSION ${PROJECT_VERSION} SOVERSION 0)
 add_executable(compassd compassd/main.c compassd/http.c compassd/anthropic_front.c)
 set_target_properties(compassd PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 target_include_directories(compassd PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/compassd
-  ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/plugins/providers/common)
 target_link_libraries(compassd PRIVATE compass compass_common PkgConfig::MHD PkgConfig::JSONC
   Threads::Threads)
 target_compile_definitions(compassd PRIVATE COMPASS_VERSION_STRING="${PROJECT_VERSION}"

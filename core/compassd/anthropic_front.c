@@ -8,6 +8,8 @@
  * validator behind Anthropic's API ("Field required", "Input should be a valid integer"). */
 #include "anthropic_front.h"
 
+#include "json_scan.h" /* js_tokener_parse: json-c with the surrogate pairs it misreads */
+
 #include <json-c/json.h>
 #include <math.h>
 #include <stdarg.h>
@@ -106,7 +108,8 @@ static json_object *parse_json(const char *json, size_t len, const char **why)
         *why = "out of memory";
         return NULL;
     }
-    json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    size_t end;
+    json_object *root = js_tokener_parse(tok, json, len, &end);
     enum json_tokener_error e = json_tokener_get_error(tok);
     if (e == json_tokener_continue) {
         *why = "unexpected end of input";
@@ -116,9 +119,9 @@ static json_object *parse_json(const char *json, size_t len, const char **why)
         *why = json_tokener_error_desc(e);
         json_object_put(root);
         root = NULL;
-    } else if (json_tokener_get_parse_end(tok) < len) {
+    } else if (end < len) {
         /* trailing bytes other than whitespace are garbage */
-        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
+        for (size_t i = end; i < len; i++)
             if (json[i] != ' ' && json[i] != '\n' && json[i] != '\r' && json[i] != '\t') {
                 *why = "unexpected data after the JSON value";
                 json_object_put(root);

@@ -8,6 +8,7 @@
 
 #include "anthropic_front.h"
 #include "canon.h"
+#include "pair_cases.h"
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
@@ -185,6 +186,28 @@ Test(request, minimal_string_message)
     cr_assert_eq(len_at(o, ""), 3);
     cr_assert(!present(o, "stream"));
     json_object_put(o);
+}
+
+/* A client's text keeps the characters json-c 0.16 reads as U+FFFD (an escaped surrogate
+ * pair, as Python's json.dumps sends them), in a message and in a tool's input. */
+Test(request, keeps_characters_json_c_would_replace)
+{
+    for (size_t i = 0; i < N_PAIR_CASES; i++) {
+        char body[512];
+        pair_fill(body, sizeof(body),
+                  "{" BASE ",\"messages\":[{\"role\":\"user\",\"content\":\"a@b\"},"
+                  "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+                  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"q\":\"a@\"}}]},"
+                  "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+                  "\"tool_use_id\":\"t1\",\"content\":\"ok\"}]}]}",
+                  "", i);
+        json_object *o = to_openai(body, NULL);
+        const char *c = s_at(o, "messages.0.content");
+        cr_assert(pair_is((compass_str){c, strlen(c)}, "a", i, "b"), "case %zu: %s", i, c);
+        const char *args = s_at(o, "messages.1.tool_calls.0.function.arguments");
+        cr_assert(pair_q_is(args, "a", i), "case %zu: %s", i, args);
+        json_object_put(o);
+    }
 }
 
 Test(request, model_passes_through_unchanged)

@@ -547,9 +547,9 @@ int cps_canon_parse_chat_general(cps_arena *a, const char *json, size_t len,
     json_tokener *tok = json_tokener_new_ex(64);
     if (!tok)
         return fail(err, COMPASS_ENOMEM, "out of memory");
-    json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    size_t used;
+    json_object *root = js_tokener_parse(tok, json, len, &used);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
     if (!root || jerr != json_tokener_success) {
         if (root)
@@ -1398,9 +1398,9 @@ static json_object *parse_root_object(const char *json, size_t len, compass_err 
         *rc = fail(err, COMPASS_ENOMEM, "out of memory");
         return NULL;
     }
-    json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    size_t used;
+    json_object *root = js_tokener_parse(tok, json, len, &used);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
     if (!root || jerr != json_tokener_success) {
         if (root)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "canon.h"
+#include "pair_cases.h"
 
 static cps_arena *arena;
 
@@ -237,6 +238,42 @@ Test(canon, trailing_whitespace_is_fine)
 Test(canon, body_must_be_an_object)
 {
     refused("[1,2]", COMPASS_EINVAL, "request body must be a JSON object");
+}
+
+/* An escaped pair before the fault (read from a copy holding it as 4 bytes) moves no offset. */
+Test(canon, errors_after_an_escaped_pair_keep_their_byte_offsets)
+{
+    /* 'x' is byte 39 */
+    refused("{\"model\":\"m\",\"user\":\"\\uD836\\uDC00\",\"n\":x}", COMPASS_EPARSE,
+            "request body is not valid JSON: unexpected character (at byte 39)");
+    /* the object is 67 bytes, then a space, then 'x' at byte 68 */
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\uD877\\uDFFF\"}]} x",
+            COMPASS_EPARSE, "request body is not valid JSON: trailing data at byte 68");
+    refused("{\"model\":\"\\uD836\\uDC00\"", COMPASS_EPARSE,
+            "request body is not valid JSON: unexpected end of input (at byte 23)");
+}
+
+Test(canon, embed_input_keeps_characters_json_c_would_replace)
+{
+    for (size_t i = 0; i < N_PAIR_CASES; i++) {
+        char body[256];
+        compass_embed_request r;
+        compass_err err;
+        memset(&err, 0, sizeof(err));
+        pair_fill(body, sizeof(body), "{\"model\":\"m\",\"input\":[\"a@b\",\"@\"],\"user\":\"u@\"}",
+                  "", i);
+        cr_assert_eq(cps_canon_parse_embed(arena, body, strlen(body), &r, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(r.n_inputs, 2);
+        cr_assert(pair_is(r.inputs[0], "a", i, "b"), "%s", body);
+        cr_assert(pair_is(r.inputs[1], "", i, ""), "%s", body);
+        cr_assert(pair_is(r.user, "u", i, ""), "%s", body);
+        /* a single string input too */
+        pair_fill(body, sizeof(body), "{\"model\":\"m\",\"input\":\"@\"}", "", i);
+        cr_assert_eq(cps_canon_parse_embed(arena, body, strlen(body), &r, &err), 0, "%s",
+                     err.msg);
+        cr_assert(pair_is(r.inputs[0], "", i, ""), "%s", body);
+    }
 }
 
 /* ---- a rich request ---- */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "canon.h"
+#include "pair_cases.h"
 
 TestSuite(canon_fast);
 
@@ -169,6 +170,9 @@ static const entry corpus[] = {
      MSGS("{'role':'user','content':'x\\ud800y','name':'\\udc00'},"
           "{'role':'assistant','content':'\\ud83d\\u0041 \\ud83d\\ud83d\\ude00 \\ud83d'},"
           "{'role':'user','content':'\\ud800\\\\u0041 \\udbff\\udfff \\ud83d'}"), 0},
+    {"pairs_json_c_would_replace", FAST,
+     "{" M ",'user':'\\uD877\\uDFFF','messages':[{'role':'user','content':'a\\uD836\\uDC00b "
+     "\\\\uD836'}],'tools':[{'function':{'name':'f','parameters':{'d':'\\uDBF7\\uDC00'}}}]}", 0},
     {"raw_utf8", FAST,
      MSGS("{'role':'user','content':'caf\xc3\xa9 \xf0\x9f\x98\x80 \xe2\x82\xac \x7f "
           "bad \xff\xfe\xc3" " end','name':'\xe6\x97\xa5'}"), 0},
@@ -547,7 +551,8 @@ Test(canon_fast, fails_every_truncated_prefix_like_json_c)
 {
     static const char *const names[] = {"bench", "rich", "tool_calls", "tools", "escapes",
                                         "lone_surrogates", "numbers_forms", "unknown_fields",
-                                        "whitespace_everywhere", "content_parts"};
+                                        "whitespace_everywhere", "content_parts",
+                                        "pairs_json_c_would_replace"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t len;
         char *b = expand(find(names[i]), &len);
@@ -749,33 +754,59 @@ Test(canon_fast, answers_many_messages_and_tools_like_json_c)
 
 /* Surrogate pairs whose code point has its low 16 bits in D800..DFFF (U+1D800..U+1DFFF, the
  * SignWriting block; U+2D800..U+2DFFF, CJK Extension F...) are real characters, sent escaped
- * by any client that escapes non-ASCII (Python's json.dumps does). json-c 0.16 tests the
- * decoded code point against its surrogate masks again and writes U+FFFD for them, so here
- * the general path would lose the character; the fast path decodes it to its UTF-8. */
-Test(canon_fast, keeps_characters_json_c_would_replace)
+ * by any client that escapes non-ASCII (Python's json.dumps does). json-c 0.16 alone writes
+ * U+FFFD for them; both paths keep them, in every string a user's text reaches. */
+
+/* A request with case i in each such string; head picks the path. */
+#define PAIRS_BODY                                                                             \
+    "{^\"model\":\"m\",\"user\":\"u@\",\"messages\":[{\"role\":\"system\",\"content\":\"s@\"},"   \
+    "{\"role\":\"user\",\"name\":\"n@\",\"content\":[{\"type\":\"text\",\"text\":\"t@\"}]},"     \
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":"          \
+    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"q\\\":\\\"a@\\\"}\"}}]},"  \
+    "{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"r@\"}],\"tools\":[{\"type\":"      \
+    "\"function\",\"function\":{\"name\":\"f\",\"description\":\"d@\",\"parameters\":"          \
+    "{\"q\":\"p@\"}}}],\"stop\":[\"z@\"]}"
+
+static void pairs_check(const compass_chat_request *r, size_t i)
 {
-    static const struct {
-        const char *esc, *utf8;
-    } cases[] = {
-        {"\\uD836\\uDC00", "\xF0\x9D\xA0\x80"}, /* U+1D800 */
-        {"\\uD877\\uDFFF", "\xF0\xAD\xBF\xBF"}, /* U+2DFFF */
-        {"\\uD83D\\uDE00", "\xF0\x9F\x98\x80"}, /* U+1F600, which json-c also keeps */
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char body[160];
-        snprintf(body, sizeof(body),
-                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a%sb\"}]}",
-                 cases[i].esc);
+    const compass_message *m = r->messages;
+    cr_assert_eq(r->n_messages, 4);
+    cr_assert(pair_is(r->user, "u", i, ""));
+    cr_assert(pair_is(m[0].content, "s", i, ""));
+    cr_assert(pair_is(m[1].name, "n", i, ""));
+    cr_assert(pair_is(m[1].content, "t", i, ""));
+    cr_assert(pair_is(m[1].parts[0].text, "t", i, ""));
+    cr_assert(pair_is(m[2].tool_calls[0].arguments, "{\"q\":\"a", i, "\"}"));
+    cr_assert(pair_is(m[3].content, "r", i, ""));
+    cr_assert(pair_is(r->tools[0].description, "d", i, ""));
+    cr_assert(pair_is(r->stop[0], "z", i, ""));
+    cr_assert(pair_q_is(r->tools[0].parameters.ptr, "p", i), "%s", r->tools[0].parameters.ptr);
+}
+
+/* Parses the body after head for each case; fast says whether the fast path answers it. */
+static void pairs_parse(const char *head, int fast)
+{
+    for (size_t i = 0; i < N_PAIR_CASES; i++) {
+        char body[1024];
         cps_arena *a = cps_arena_new(4096);
         compass_chat_request r;
         compass_err err;
         memset(&err, 0, sizeof(err));
-        cr_assert_eq(cps_canon_parse_chat_fast(a, body, strlen(body), &r), 0, "%s", body);
+        pair_fill(body, sizeof(body), PAIRS_BODY, head, i);
+        cr_assert_eq(cps_canon_parse_chat_fast(a, body, strlen(body), &r), !fast, "%s", body);
         cr_assert_eq(cps_canon_parse_chat(a, body, strlen(body), &r, &err), 0, "%s", err.msg);
-        char want[16];
-        snprintf(want, sizeof(want), "a%sb", cases[i].utf8);
-        cr_assert_eq(r.messages[0].content.len, strlen(want));
-        cr_assert(!memcmp(r.messages[0].content.ptr, want, strlen(want)), "%s", cases[i].esc);
+        pairs_check(&r, i);
         cps_arena_free(a);
     }
+}
+
+Test(canon_fast, keeps_characters_json_c_would_replace)
+{
+    pairs_parse(PAIR_HEADS[0], 1);
+}
+
+/* The general path (json-c), on the same body with an escaped key the fast path declines. */
+Test(canon_fast, general_path_keeps_characters_json_c_would_replace)
+{
+    pairs_parse(PAIR_HEADS[1], 0);
 }

@@ -1173,7 +1173,8 @@ static void text_release(an_text *t)
 
 /* String v as jgetstr() reads it (ptr NULL unless a string): a view of the input when it
  * has no escape; else decoded into t's room, or by json-c (kept in t->keep) for what
- * js_unescape leaves (surrogates json-c writes U+FFFD for) or when there is no room. */
+ * js_unescape leaves (lone surrogates, which json-c writes U+FFFD for) or when there is no
+ * room. */
 static int text_of(an_text *t, const js_val *v, compass_str *out)
 {
     size_t n;

@@ -8,6 +8,7 @@
 #include <compass_fakehost.h>
 #include <json-c/json.h>
 
+#include "../common/pair_cases.h"
 #include "../common/response_diff.h"
 #include "../common/stream_diff.h"
 #include "anthropic.h"
@@ -1822,4 +1823,96 @@ Test(anthropic, every_failed_allocation_is_a_clean_enomem)
     }
     compass_fakehost_fail_alloc_at(fh, 0);
     cr_assert(saw_oom > 3, "only %d build failures were injected", saw_oom);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Characters json-c 0.16 alone would replace (pair_cases.h), as the user sees them, from   */
+/* either reader                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A Messages body with case i in a text block and a tool_use block's input. */
+static void response_pair(void *ctx, const char *head, size_t i)
+{
+    char b[512];
+    compass_http_response resp = compass_fakehost_http(
+        200, pair_fill(b, sizeof(b),
+                       "{^\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":"
+                       "\"claude\",\"content\":[{\"type\":\"text\",\"text\":\"a@b\"},{\"type\":"
+                       "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{\"q\":\"a@\"}}],"
+                       "\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":1,"
+                       "\"output_tokens\":2}}",
+                       head, i));
+    compass_chat_response r = {0};
+    compass_upstream_error u;
+    compass_err err = {0};
+    (void)ctx;
+    req = compass_fakehost_req(fh);
+    cr_assert_eq(an_parse_response_fast(compass_fakehost_host(fh), req, &resp, &r, &err),
+                 *head ? AN_DECLINED : 0, "%s", b);
+    cr_assert_eq(parse(200, b, &r, &u, &err), 0, "%s", err.msg);
+    cr_assert(pair_reply_is(&r, i), "%s", b);
+}
+
+Test(anthropic, response_keeps_characters_json_c_would_replace)
+{
+    pair_each(response_pair, NULL);
+}
+
+/* A stream with case i in a text_delta and an input_json_delta. */
+static void stream_pair(void *ctx, const char *head, size_t i)
+{
+    char text[256], tool[256], sse[1536];
+    compass_stream_event ev = {0};
+    compass_upstream_error u;
+    compass_err err = {0};
+    (void)ctx;
+    ev.event = compass_str_c("content_block_delta");
+    ev.data = compass_str_c(pair_fill(text, sizeof(text),
+                                      "{^\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                                      "{\"type\":\"text_delta\",\"text\":\"a@b\"}}",
+                                      head, i));
+    if (*head) /* the scanner reader reads the other one after a message_start */
+        cr_assert_eq(an_stream_event_fast(compass_fakehost_host(fh), compass_fakehost_req(fh),
+                                          &ev, &err),
+                     AN_DECLINED, "%s", text);
+    pair_fill(tool, sizeof(tool),
+              "{^\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+              "\"input_json_delta\",\"partial_json\":\"{\\\"q\\\":\\\"a@\\\"}\"}}",
+              head, i);
+    snprintf(sse, sizeof(sse),
+             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":"
+             "\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\","
+             "\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n"
+             "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+             "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+             "event: content_block_delta\ndata: %s\n\n"
+             "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,"
+             "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\","
+             "\"input\":{}}}\n\n"
+             "event: content_block_delta\ndata: %s\n\n"
+             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+             text, tool);
+    cr_assert_eq(feed(sse, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert(pair_is(compass_str_c(compass_fakehost_content(fh)), "a", i, "b"), "%s", text);
+    cr_assert(pair_is(compass_str_c(compass_fakehost_tool_args(fh, 0)), "{\"q\":\"a", i, "\"}"),
+              "%s", text);
+}
+
+Test(anthropic, stream_keeps_characters_json_c_would_replace)
+{
+    pair_each(stream_pair, NULL);
+}
+
+/* An upstream's error message reaches the client. */
+static void classify_400(void *ctx, const char *body, compass_upstream_error *u)
+{
+    (void)ctx;
+    classify(400, body, NULL, 0, u);
+}
+
+Test(anthropic, error_message_keeps_characters_json_c_would_replace)
+{
+    pair_error_each("{^\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+                    "\"message\":\"bad @\"}}",
+                    classify_400, NULL);
 }

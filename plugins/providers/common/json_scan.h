@@ -34,6 +34,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum js_type {
@@ -87,9 +88,11 @@ static inline int js_is_ws(char c)
 #if defined(__GNUC__)
 #define JS_HOT inline __attribute__((always_inline))
 #define JS_COLD __attribute__((noinline, unused))
+#define JS_RARE __attribute__((cold, noinline, unused)) /* placed away from the hot code */
 #else
 #define JS_HOT inline
 #define JS_COLD inline
+#define JS_RARE inline
 #endif
 
 /* ---- several bytes at a time
@@ -678,15 +681,79 @@ static inline long js_hex4(const char *p)
     return r;
 }
 
+/* ---- the surrogate pairs json-c 0.16 decodes wrong
+ *
+ * json-c decodes an escaped pair to its code point, then tests that again for a surrogate
+ * with a 16-bit mask: a code point whose low 16 bits fall in D800..DFFF (U+1D800..U+1DFFF,
+ * U+2D800..U+2DFFF, ... U+10D800..U+10DFFF: Sutton SignWriting, CJK Extension F...) comes out
+ * as U+FFFD. Python's json.dumps sends such characters as escaped pairs. js_unescape decodes
+ * them itself; js_tokener_parse, through which every json-c parse of a client's or an
+ * upstream's text goes, hands them to json-c as raw UTF-8, which JSON allows in a string. */
+
+/* The code point of the escaped pair at p[0..12): a high surrogate escape right before a low
+ * one. -1 when p holds no such pair. */
+static inline long js_pair_cp(const char *p)
+{
+    long hi, lo;
+    if (p[0] != '\\' || p[1] != 'u' || (hi = js_hex4(p + 2)) < 0xD800 || hi > 0xDBFF ||
+        p[6] != '\\' || p[7] != 'u' || (lo = js_hex4(p + 8)) < 0xDC00 || lo > 0xDFFF)
+        return -1;
+    return 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+}
+
+/* Writes code point cp (U+10000..U+10FFFF) as its 4 bytes of UTF-8 at out. */
+static inline void js_utf8_4(char *out, long cp)
+{
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+}
+
+/* The index in p[k..n) of the first escaped pair json-c decodes wrong, n when there is none;
+ * k is not inside an escape. Only backslashes are looked at: in a string each starts an
+ * escape whose next byte starts none (so "\\uD836" holds no pair), and outside strings a
+ * backslash is not JSON at all (json-c refuses the text, and js_tokener_parse then hands it
+ * the bytes as they are). Never reads p[n] or past it. */
+static inline size_t js_bad_pair(const char *p, size_t n, size_t k)
+{
+    const char *b;
+    /* a pair takes 12 bytes: no backslash after p[n - 12] starts one */
+    while (n - k >= 12 && (b = memchr(p + k, '\\', n - k - 11)) != NULL) {
+        long cp = js_pair_cp(b);
+        k = (size_t)(b - p);
+        if (cp >= 0 && (cp & 0xF800) == 0xD800)
+            return k;
+        k += 2; /* the hex digits of a \u escape hold no backslash either */
+    }
+    return n;
+}
+
+/* Rewrites p[0..n) in place from k, the first pair js_bad_pair found there: each pair json-c
+ * decodes wrong becomes its 4 bytes of UTF-8, every other byte stays. The new length. */
+static inline size_t js_fix_pairs(char *p, size_t n, size_t k)
+{
+    size_t o = k, next;
+    while (k < n) {
+        js_utf8_4(p + o, js_pair_cp(p + k));
+        o += 4;
+        k += 12;
+        next = js_bad_pair(p, n, k);
+        memmove(p + o, p + k, next - k);
+        o += next - k;
+        k = next;
+    }
+    return o;
+}
+
 /* Decodes string v (a JS_STRING as the scanner found it, quotes included) into out[0..cap)
- * byte for byte as json-c 0.16 decodes it: the eight short escapes, \uXXXX as UTF-8 (\u0000
- * as a NUL byte), a high surrogate escape followed by a low one as one 4-byte sequence, and
- * every other byte as it is (json-c does not validate UTF-8 either). The text is never longer
- * than the bytes between the quotes (v->len - 2), so that much room always suffices. 0 with
- * *len set, or -1 when it does not fit in cap, is not a valid string, or holds a surrogate
- * json-c does not decode as a pair: a lone one, or a pair whose code point has its low 16
- * bits in D800..DFFF (U+1D800..U+1DFFF, U+2D800...), which json-c tests again with a 16-bit
- * mask and so takes for a surrogate. It writes U+FFFD for those: decode them with js_string. */
+ * byte for byte as json-c 0.16 decodes it, except for the pairs above, which it decodes
+ * right (as json-c does through js_tokener_parse): the eight short escapes, \uXXXX as UTF-8
+ * (\u0000 as a NUL byte), a high surrogate escape followed by a low one as one 4-byte
+ * sequence, and every other byte as it is (json-c does not validate UTF-8 either). The text
+ * is never longer than the bytes between the quotes (v->len - 2), so that much room always
+ * suffices. 0 with *len set, or -1 when it does not fit in cap, is not a valid string, or
+ * holds a lone surrogate (json-c writes U+FFFD for it: decode those with js_string). */
 static inline int js_unescape(const js_val *v, char *out, size_t cap, size_t *len)
 {
     const char *p;
@@ -696,7 +763,7 @@ static inline int js_unescape(const js_val *v, char *out, size_t cap, size_t *le
     p = v->ptr + 1;
     n = v->len - 2;
     for (;;) {
-        long cp, lo;
+        long cp;
         char c;
         /* in a valid string body, the first flagged byte is a backslash or the end */
         k = js_str_run(p, n, i);
@@ -722,22 +789,15 @@ static inline int js_unescape(const js_val *v, char *out, size_t cap, size_t *le
             if (n - i < 4 || (cp = js_hex4(p + i)) < 0)
                 return -1;
             i += 4;
-            if (cp >= 0xDC00 && cp <= 0xDFFF)
-                return -1; /* a low surrogate first: lone */
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (n - i < 6 || p[i] != '\\' || p[i + 1] != 'u' ||
-                    (lo = js_hex4(p + i + 2)) < 0xDC00 || lo > 0xDFFF)
-                    return -1; /* a high surrogate without its low half: lone */
-                i += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                if ((cp & 0xF800) == 0xD800)
-                    return -1; /* json-c's IS_*_SURROGATE(cp) holds again: its U+FFFD */
+            if (cp >= 0xD800 && cp <= 0xDFFF) {
+                /* a low half first, or a high one without its low half: lone */
+                if (n - k < 12 || (cp = js_pair_cp(p + k)) < 0)
+                    return -1;
+                i = k + 12;
                 if (cap - o < 4)
                     return -1;
-                out[o++] = (char)(0xF0 | (cp >> 18));
-                out[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[o++] = (char)(0x80 | (cp & 0x3F));
+                js_utf8_4(out + o, cp);
+                o += 4;
             } else if (cp < 0x80) {
                 if (cap - o < 1)
                     return -1;
@@ -797,6 +857,51 @@ static inline void js_keep_release(js_keep *k)
     k->tok = NULL;
 }
 
+/* js_tokener_parse on p[0..n), whose first pair json-c decodes wrong is at p[k]: parses a
+ * copy holding the pairs as raw UTF-8. 1 with *out when that copy is one value with only
+ * whitespace after it; else 0, with tok reset for p as it is. */
+static JS_RARE int js_tokener_parse_copy(json_tokener *tok, const char *p, size_t n, size_t k,
+                                         json_object **out, size_t *end)
+{
+    char *c = malloc(n);
+    size_t m, e;
+    if (!c)
+        return 0;
+    memcpy(c, p, n);
+    m = js_fix_pairs(c, n, k);
+    *out = json_tokener_parse_ex(tok, c, (int)m);
+    e = json_tokener_get_parse_end(tok);
+    if (json_tokener_get_error(tok) == json_tokener_success && js_skip_ws(c, m, e) == m) {
+        free(c);
+        if (end)
+            *end = e + (n - m); /* the bytes taken out all lie before e */
+        return 1;
+    }
+    free(c);
+    json_object_put(*out);
+    json_tokener_reset(tok);
+    return 0;
+}
+
+/* json_tokener_parse_ex(tok, p, n) on a whole text, with the pairs json-c decodes wrong (see
+ * js_bad_pair) read right; *end (may be NULL) gets json_tokener_get_parse_end, counted in p.
+ * A text without such a pair (nearly every one: a memchr finds no backslash) is parsed as it
+ * is. Another is parsed from a copy; when that copy is not one value with only whitespace
+ * after it, or there is no memory for it, p is parsed as it is instead, so that every error
+ * (its message, its byte offset) stays json-c's own on p. n <= INT_MAX. */
+static inline json_object *js_tokener_parse(json_tokener *tok, const char *p, size_t n,
+                                            size_t *end)
+{
+    size_t k = js_bad_pair(p, n, 0);
+    json_object *o;
+    if (k < n && js_tokener_parse_copy(tok, p, n, k, &o, end))
+        return o;
+    o = json_tokener_parse_ex(tok, p, (int)n);
+    if (end)
+        *end = json_tokener_get_parse_end(tok);
+    return o;
+}
+
 /* Decodes the value v with json-c; *out (NULL for a JSON null) lives until js_keep_release.
  * 0, or -1 when json-c refuses it, runs out of memory, or k is full. */
 static inline int js_decode(js_keep *k, const js_val *v, json_object **out)
@@ -814,7 +919,7 @@ static inline int js_decode(js_keep *k, const js_val *v, json_object **out)
     } else {
         json_tokener_reset(k->tok);
     }
-    o = json_tokener_parse_ex(k->tok, v->ptr, (int)v->len);
+    o = js_tokener_parse(k->tok, v->ptr, v->len, NULL);
     if (json_tokener_get_error(k->tok) == json_tokener_continue)
         o = json_tokener_parse_ex(k->tok, "", 1); /* a number needs its end signalled */
     if (json_tokener_get_error(k->tok) != json_tokener_success || !o) {

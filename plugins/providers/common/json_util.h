@@ -6,6 +6,8 @@
 #ifndef COMPASS_PROVIDERS_JSON_UTIL_H
 #define COMPASS_PROVIDERS_JSON_UTIL_H
 
+#include "json_scan.h" /* js_tokener_parse */
+
 #include <limits.h>
 #include <stdarg.h>
 #include <strings.h>
@@ -102,9 +104,8 @@ static inline int json_parse_n(const char *p, size_t n, int depth, json_object *
     tok = json_tokener_new_ex(depth);
     if (!tok)
         return -1;
-    o = json_tokener_parse_ex(tok, p, (int)n);
+    o = js_tokener_parse(tok, p, n, &end);
     e = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
     if (e == json_tokener_continue) {
         /* A bare number is only complete once something follows it. */
         o = json_tokener_parse_ex(tok, " ", 1);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "json_scan.h"
+#include "pair_cases.h"
 
 /* Whether json-c parses exactly p[0..n) as one value (the oracle: parsed from a
  * NUL-terminated copy, a bare number ended by the NUL, whitespace after it allowed). */
@@ -584,15 +585,16 @@ Test(json_scan, key_is_matches_exactly)
 
 /* ---- js_unescape against json-c, the oracle it must match byte for byte */
 
-/* json-c's text for the JSON string p[0..n) (quotes included): 0 with a malloc'd copy in
- * *out, or -1 when json-c refuses it. */
+/* json-c's text for the JSON string p[0..n) (quotes included), read through
+ * js_tokener_parse as every site reads it: 0 with a malloc'd copy in *out, or -1 when json-c
+ * refuses it. */
 static int jsonc_string(const char *p, size_t n, char **out, size_t *len)
 {
     json_tokener *tok = json_tokener_new_ex(8);
     json_object *o;
     int rc = -1;
     cr_assert(tok);
-    o = json_tokener_parse_ex(tok, p, (int)n);
+    o = js_tokener_parse(tok, p, n, NULL);
     if (json_tokener_get_error(tok) == json_tokener_success &&
         json_object_is_type(o, json_type_string)) {
         *len = (size_t)json_object_get_string_len(o);
@@ -656,15 +658,12 @@ Test(json_scan, unescape_matches_json_c_for_surrogate_pairs)
     char buf[40];
     long hi, lo;
     for (hi = 0xD800; hi <= 0xDBFF; hi++) {
-        /* json-c masks the pair's code point to 16 bits and tests it for a surrogate again:
-         * U+1D800..U+1DFFF, U+2D800..U+2DFFF... (hi & 0x3f is 0x36 or 0x37) get its U+FFFD */
-        int mangled = (hi & 0x3E) == 0x36;
         for (lo = 0xDC00; lo <= 0xDFFF; lo += hi % 7 + 1) {
             int n = snprintf(buf, sizeof(buf), "\"x\\u%04lx\\u%04lX\"", hi, lo);
-            same_unescape(buf, (size_t)n, mangled, buf);
+            same_unescape(buf, (size_t)n, 0, buf);
         }
         snprintf(buf, sizeof(buf), "\"\\u%04lx\\uDFFF tail\"", hi);
-        same_unescape(buf, strlen(buf), mangled, buf);
+        same_unescape(buf, strlen(buf), 0, buf);
     }
 }
 
@@ -675,7 +674,7 @@ Test(json_scan, unescape_leaves_every_lone_surrogate)
         "\"\\ud800\\n\"", "\"\\ud800\\\\\"", "\"\\ud800\\u0041\"", "\"\\ud800\\ud800\\udc00\"",
         "\"\\udc00\\ud800\"", "\"\\ud83d\\ude00\\ud800\"", "\"ok \\ud83d\"", "\"\\ud83d \\ude00\"",
         "\"\\ud83d\\\\ude00\"", "\"\\ud83d\\uE000\"", "\"\\ud83d\\uDBFF\"",
-        "\"\\ud836\\udc00\"", "\"\\uD837\\uDFFF\"", "\"\\ud876\\ude00 x\"", "\"\\udbf7\\udc00\"",
+        "\"\\ud836\\udc00\\udc00\"", "\"\\\\ud836\\udc00\"",
     };
     size_t i;
     for (i = 0; i < sizeof(lone) / sizeof(lone[0]); i++)
@@ -690,6 +689,7 @@ Test(json_scan, unescape_decodes_each_short_escape_and_passes_bytes)
         "\"caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80 stray \xff \x80 \x7f bytes\\n\"",
         "\"{\\\"location\\\": \\\"San Francisco, CA\\\", \\\"unit\\\": \\\"fahrenheit\\\"}\"",
         "\"\\u0080\\u07FF\\u0800\\uFFFF\\uE000\\uD7FF\"", "\"\\\\u0041\"", "\"\\\\\\\\\"",
+        "\"\\ud836\\udc00 \\uD837\\uDFFF \\ud876\\ude00 x \\udbf7\\udc00\"",
     };
     size_t i;
     for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
@@ -704,7 +704,8 @@ Test(json_scan, unescape_matches_json_c_on_random_strings)
         "a", "Z", " ", "~", "\x7f", "\x80", "\xc3\xa9", "\xff", "\xdc", "\\\"", "\\\\", "\\/",
         "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0000", "\\u001f", "\\u0041", "\\u00E9",
         "\\u07ff", "\\u0800", "\\u20AC", "\\uffff", "\\uD83D\\uDE00", "\\udbff\\udfff",
-        "\\ud800\\udc00", "0123456789abcdef", "plain words here",
+        "\\ud800\\udc00", "\\uD836\\uDC00", "\\udbf7\\udfff", "0123456789abcdef",
+        "plain words here",
     };
     unsigned seed = 4242;
     char buf[512];
@@ -759,4 +760,221 @@ Test(json_scan, unescape_refuses_what_does_not_fit_or_is_not_a_string)
     /* the empty string */
     cr_assert_eq(js_unescape(&(js_val){JS_STRING, 0, "\"\"", 2}, NULL, 0, &len), 0);
     cr_assert_eq(len, 0);
+}
+
+/* ---- the pairs json-c 0.16 decodes wrong (U+1D800..U+1DFFF...), read right */
+
+Test(json_scan, unescape_keeps_characters_json_c_would_replace)
+{
+    char buf[64], out[64], want[64];
+    size_t i, len;
+    for (i = 0; i < N_PAIR_CASES; i++) {
+        int n = snprintf(buf, sizeof(buf), "\"a%sb\"", PAIR_CASES[i].esc);
+        js_val v = {JS_STRING, 1, buf, (size_t)n};
+        snprintf(want, sizeof(want), "a%sb", PAIR_CASES[i].utf8);
+        cr_assert_eq(js_unescape(&v, out, (size_t)n - 2, &len), 0, "%s", buf);
+        cr_assert_eq(len, strlen(want), "%s", buf);
+        cr_assert(!memcmp(out, want, len), "%s", buf);
+    }
+}
+
+/* js_string (json-c, for an escaped string) and js_decode (a whole sub-value). */
+Test(json_scan, string_and_decode_keep_characters_json_c_would_replace)
+{
+    char doc[96], want[64];
+    size_t i;
+    for (i = 0; i < N_PAIR_CASES; i++) {
+        json_scan s;
+        js_val k, v;
+        js_keep keep;
+        compass_str t;
+        json_object *o, *q;
+        snprintf(doc, sizeof(doc), "{\"s\":\"a%sb\",\"o\":{\"q\":\"a%sb\"}}", PAIR_CASES[i].esc,
+                 PAIR_CASES[i].esc);
+        snprintf(want, sizeof(want), "a%sb", PAIR_CASES[i].utf8);
+        js_init(&s, doc, strlen(doc), 4);
+        js_keep_init(&keep, 4);
+        cr_assert_eq(js_begin(&s, '{'), 0);
+        cr_assert_eq(js_member(&s, &k), 1);
+        cr_assert_eq(js_value(&s, &v), 0);
+        cr_assert_eq(js_string(&keep, &v, &t), 0);
+        cr_assert_eq(t.len, strlen(want), "%s", doc);
+        cr_assert(!memcmp(t.ptr, want, t.len), "%s", doc);
+        cr_assert_eq(js_member(&s, &k), 1);
+        cr_assert_eq(js_value(&s, &v), 0);
+        cr_assert_eq(js_decode(&keep, &v, &o), 0);
+        cr_assert(json_object_object_get_ex(o, "q", &q));
+        cr_assert_str_eq(json_object_get_string(q), want, "%s", doc);
+        js_keep_release(&keep);
+    }
+}
+
+Test(json_scan, bad_pair_finds_just_the_pairs_json_c_decodes_wrong)
+{
+    static const struct {
+        const char *text;
+        size_t at; /* where the first such pair starts; (size_t)-1 for none */
+    } cases[] = {
+        {"x\\uD836\\uDC00", 1},          {"\\ud836\\udc00", 0},
+        {"\\uDBF7\\uDFFF", 0},           {"\\\\uD836\\uDC00", (size_t)-1},
+        {"\\\\\\uD836\\uDC00", 2},       {"\\uD800\\uD836\\uDC00", 6},
+        {"\\uDC00\\uD836\\uDC00", 6},    {"\\u0041\\uD836\\uDC00", 6},
+        {"\\uD83D\\uDE00\\uD877\\uDFFF", 12}, {"\\n\\uD836\\uDC00", 2},
+        {"\\uD836\\uDC0", (size_t)-1},   {"\\uD836 \\uDC00", (size_t)-1},
+        {"\\uD836\\uDBFF", (size_t)-1},  {"\\uD836\\\\uDC00", (size_t)-1},
+        {"\\uD83D\\uDE00", (size_t)-1},  {"\\uDBFF\\uDFFF", (size_t)-1},
+        {"\"\\uD836\\uDC00\"", 1},       {"", (size_t)-1},
+    };
+    char buf[16];
+    long hi, lo;
+    size_t i;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = strlen(cases[i].text);
+        cr_assert_eq(js_bad_pair(cases[i].text, n, 0), cases[i].at == (size_t)-1 ? n : cases[i].at,
+                     "%s", cases[i].text);
+    }
+    /* every pair: just those whose code point has its low 16 bits in D800..DFFF */
+    for (hi = 0xD800; hi <= 0xDBFF; hi++)
+        for (lo = 0xDC00; lo <= 0xDFFF; lo++) {
+            long cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            int bad = cp % 0x10000 >= 0xD800 && cp % 0x10000 <= 0xDFFF;
+            snprintf(buf, sizeof(buf), hi & 1 ? "\\u%04lX\\u%04lx" : "\\u%04lx\\u%04lX", hi, lo);
+            cr_assert_eq(js_bad_pair(buf, 12, 0), bad ? 0u : 12u, "%s", buf);
+        }
+}
+
+Test(json_scan, fix_pairs_writes_them_as_utf8_in_place)
+{
+    static const char in[] = "[\"\\uD836\\uDC00\\uD877\\uDFFF\",\"x\\\\uD836\\uDC00\\uDBF7"
+                             "\\uDC00y\\uD83D\\uDE00\",{\"\\ud836\\udfff\":0}]";
+    static const char want[] = "[\"\xF0\x9D\xA0\x80\xF0\xAD\xBF\xBF\",\"x\\\\uD836\\uDC00"
+                               "\xF4\x8D\xB0\x80y\\uD83D\\uDE00\",{\"\xF0\x9D\xAF\xBF\":0}]";
+    char buf[sizeof(in)];
+    size_t n = sizeof(in) - 1, k = js_bad_pair(in, n, 0), m;
+    cr_assert_eq(k, 2);
+    memcpy(buf, in, n);
+    m = js_fix_pairs(buf, n, k);
+    cr_assert_eq(m, sizeof(want) - 1);
+    cr_assert(!memcmp(buf, want, m));
+    cr_assert_eq(js_bad_pair(buf, m, 0), m);
+}
+
+/* The decoded text of element i of array a. */
+static const char *elem_str(json_object *a, size_t i)
+{
+    json_object *e = json_object_array_get_idx(a, i);
+    cr_assert(json_object_is_type(e, json_type_string), "element %zu", i);
+    return json_object_get_string(e);
+}
+
+Test(json_scan, tokener_parse_reads_the_pairs_right)
+{
+    static const char doc[] =
+        "{\"\\uD836\\uDC00\":[\"a\\uD836\\uDC00b\",\"\\uD877\\uDFFF\\uDBFF\\uDFFF\","
+        "\"\\uD83D\\uDE00\",\"\\\\uD836\\\\uDC00\",\"\\uD836\\uDC00\\uDC00\","
+        "\"\\uD800\\uD836\\uDC00\"]} \n";
+    json_tokener *tok = json_tokener_new_ex(8);
+    json_object *o, *a;
+    size_t end = 0;
+    cr_assert(tok);
+    o = js_tokener_parse(tok, doc, sizeof(doc) - 1, &end);
+    cr_assert_eq(json_tokener_get_error(tok), json_tokener_success);
+    cr_assert_eq(end, sizeof(doc) - 1);
+    cr_assert(json_object_object_get_ex(o, "\xF0\x9D\xA0\x80", &a), "the key");
+    cr_assert_str_eq(elem_str(a, 0), "a\xF0\x9D\xA0\x80" "b");
+    cr_assert_str_eq(elem_str(a, 1), "\xF0\xAD\xBF\xBF\xF4\x8F\xBF\xBF");
+    cr_assert_str_eq(elem_str(a, 2), "\xF0\x9F\x98\x80");
+    cr_assert_str_eq(elem_str(a, 3), "\\uD836\\uDC00");
+    /* the lone surrogates next to a pair keep json-c's U+FFFD */
+    cr_assert_str_eq(elem_str(a, 4), "\xF0\x9D\xA0\x80\xEF\xBF\xBD");
+    cr_assert_str_eq(elem_str(a, 5), "\xEF\xBF\xBD\xF0\x9D\xA0\x80");
+    json_object_put(o);
+    json_tokener_free(tok);
+}
+
+/* js_tokener_parse and a plain json_tokener_parse_ex on p[0..n) from a heap copy of exactly n
+ * bytes (so that ASan sees any read past n): the same error and the same parse end, and the
+ * same continuation when the text may go on. Returns the error. */
+static enum json_tokener_error same_parse(const char *p, size_t n, const char *what)
+{
+    char *copy = malloc(n ? n : 1);
+    json_tokener *ta = json_tokener_new_ex(8), *tb = json_tokener_new_ex(8);
+    json_object *oa, *ob;
+    enum json_tokener_error ea, eb;
+    size_t end = 0;
+    cr_assert(copy && ta && tb);
+    memcpy(copy, p, n);
+    oa = js_tokener_parse(ta, copy, n, &end);
+    ob = json_tokener_parse_ex(tb, copy, (int)n);
+    ea = json_tokener_get_error(ta);
+    eb = json_tokener_get_error(tb);
+    cr_assert_eq(ea, eb, "%s (%zu bytes): %s vs %s", what, n, json_tokener_error_desc(ea),
+                 json_tokener_error_desc(eb));
+    cr_assert_eq(end, json_tokener_get_parse_end(tb), "%s (%zu bytes): end", what, n);
+    cr_assert_eq(!oa, !ob, "%s (%zu bytes)", what, n);
+    if (ea == json_tokener_continue) {
+        json_object_put(json_tokener_parse_ex(ta, " ", 1));
+        json_object_put(json_tokener_parse_ex(tb, " ", 1));
+        cr_assert_eq(json_tokener_get_error(ta), json_tokener_get_error(tb), "%s (%zu bytes)",
+                     what, n);
+    }
+    json_object_put(oa);
+    json_object_put(ob);
+    json_tokener_free(ta);
+    json_tokener_free(tb);
+    free(copy);
+    return ea;
+}
+
+/* Text json-c refuses, or ends before its last bytes, keeps json-c's own error and offset:
+ * the callers' messages name them. */
+Test(json_scan, tokener_parse_errors_stay_json_c_own)
+{
+    static const char *const bad[] = {
+        "{\"a\":\"\\uD836\\uDC00\"} x",        "{\"a\":\"\\uD836\\uDC00\"}}",
+        "{\"a\":\"\\uD836\\uDC00\" \"b\"}",     "{\"a\":\"\\uD836\\uDC00\\x\"}",
+        "[\"\\uD836\\uDC00\", tru]",           "[\"\\uD836\\uDC00\"",
+        "\"\\uD836\\uDC00\" \"\\uD877\\uDFFF\"", "1 \"\\uD836\\uDC00\"",
+        "[\"\\uD836\\uDC00\",]",               "/* \\uD836\\uDC00 */ [1] x",
+        "\\uD836\\uDC00",                      "[\"\\uD836\\uDC00\"]\n\\uD836\\uDC00",
+    };
+    size_t i;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        same_parse(bad[i], strlen(bad[i]), bad[i]);
+    same_parse("[\"\\uD836\\uDC00\"]\0 ", 18, "a NUL after the value");
+    same_parse("[\"\\uD836\\uDC00\0\"]", 17, "a NUL in the string");
+}
+
+/* Every truncated prefix of a body with pairs: no read past its end (ASan), and json-c's
+ * own answer for each, but the whole body, which reads right. */
+Test(json_scan, tokener_parse_reads_no_byte_past_any_prefix)
+{
+    static const char body[] =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\uD836\\uDC00b "
+        "\\\\uD836 \\uD877\\uDFFF\\uD836\"}],\"k\\uDBFF\\uDFFF\":\"\\uD836\\uDC00\"}";
+    size_t n, len = sizeof(body) - 1;
+    for (n = 0; n < len; n++) {
+        char *copy = malloc(n ? n : 1);
+        size_t k;
+        cr_assert(copy);
+        memcpy(copy, body, n);
+        k = js_bad_pair(copy, n, 0);
+        cr_assert_leq(k, n);
+        if (k < n)
+            cr_assert_leq(js_fix_pairs(copy, n, k), n);
+        free(copy);
+        cr_assert_neq(same_parse(body, n, "prefix"), json_tokener_success, "%zu bytes", n);
+    }
+    {
+        json_tokener *tok = json_tokener_new_ex(8);
+        json_object *o, *v;
+        size_t end = 0;
+        cr_assert(tok);
+        o = js_tokener_parse(tok, body, len, &end);
+        cr_assert_eq(end, len);
+        cr_assert(json_object_object_get_ex(o, "k\xF4\x8F\xBF\xBF", &v));
+        cr_assert_str_eq(json_object_get_string(v), "\xF0\x9D\xA0\x80");
+        json_object_put(o);
+        json_tokener_free(tok);
+    }
 }

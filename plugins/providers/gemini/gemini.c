@@ -214,9 +214,8 @@ static int jparse(compass_str s, json_object **out)
     tok = json_tokener_new();
     if (!tok)
         return COMPASS_ENOMEM;
-    o = json_tokener_parse_ex(tok, s.ptr, (int)s.len);
+    o = js_tokener_parse(tok, s.ptr, s.len, &end);
     e = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
     if (e == json_tokener_continue) {
         /* a bare number (or trailing whitespace) needs a terminator */
         o = json_tokener_parse_ex(tok, " ", 1);

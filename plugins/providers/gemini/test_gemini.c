@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/pair_cases.h"
 #include "../common/stream_diff.h"
 #include "gemini.h"
 
@@ -1583,4 +1584,70 @@ Test(gemini, stream_readers_agree_on_the_wire_corpus)
     cr_assert_gt(sd_compare_all(&r, GM_CORPUS, sizeof(GM_CORPUS) / sizeof(GM_CORPUS[0])), 60);
     cr_assert_eq(sd_compare_all(&r, depth, 3), 1 + 5); /* "deep"; 3 texts, finish, usage */
     sd_close(&r);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Characters json-c 0.16 alone would replace (pair_cases.h), as the user sees them          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A GenerateContentResponse with case i in a text part and a functionCall's args. */
+#define GM_PAIR_BODY                                                                           \
+    "{^\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"a@b\"},"        \
+    "{\"functionCall\":{\"name\":\"f\",\"args\":{\"q\":\"a@\"}}}]},\"finishReason\":\"STOP\"}]," \
+    "\"responseId\":\"r\"}"
+
+/* parse_response reads bodies with json-c alone; the stream with either reader. */
+static void response_pair(void *ctx, const char *head, size_t i)
+{
+    char b[512];
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err = {0};
+    (void)ctx;
+    cr_assert_eq(parse(pair_fill(b, sizeof(b), GM_PAIR_BODY, head, i), &r, &u, &err), 0, "%s",
+                 err.msg);
+    cr_assert(pair_reply_is(&r, i), "%s", b);
+}
+
+Test(gemini, response_keeps_characters_json_c_would_replace)
+{
+    pair_each(response_pair, NULL);
+}
+
+static void stream_pair(void *ctx, const char *head, size_t i)
+{
+    char data[512], sse[600];
+    compass_stream_event ev = {0};
+    compass_upstream_error u;
+    compass_err err = {0};
+    (void)ctx;
+    ev.data = compass_str_c(pair_fill(data, sizeof(data), GM_PAIR_BODY, head, i));
+    cr_assert_eq(gm_stream_event_fast(compass_fakehost_host(fh), compass_fakehost_req(fh), &ev,
+                                      &err),
+                 *head ? GM_DECLINED : COMPASS_OK, "%s", data);
+    compass_fakehost_req(fh);
+    snprintf(sse, sizeof(sse), "data: %s\r\n\r\n", data);
+    cr_assert_eq(feed(sse, &u, &err), COMPASS_OK, "%s", err.msg);
+    cr_assert(pair_is(compass_str_c(compass_fakehost_content(fh)), "a", i, "b"), "%s", data);
+    cr_assert(pair_q_is(compass_fakehost_tool_args(fh, 0), "a", i), "%s: %s", data,
+              compass_fakehost_tool_args(fh, 0));
+}
+
+Test(gemini, stream_keeps_characters_json_c_would_replace)
+{
+    pair_each(stream_pair, NULL);
+}
+
+/* An upstream's error message reaches the client. */
+static void classify_400(void *ctx, const char *b, compass_upstream_error *u)
+{
+    (void)ctx;
+    *u = classify_h(400, b, NULL, 0);
+}
+
+Test(gemini, error_message_keeps_characters_json_c_would_replace)
+{
+    pair_error_each(
+        "{^\"error\":{\"code\":400,\"message\":\"bad @\",\"status\":\"INVALID_ARGUMENT\"}}",
+        classify_400, NULL);
 }

@@ -935,9 +935,8 @@ json_object *parse_json(const char *p, size_t n, char *why, size_t why_cap)
         snprintf(why, why_cap, "out of memory");
         return NULL;
     }
-    o = json_tokener_parse_ex(tok, p, (int)n);
+    o = js_tokener_parse(tok, p, n, &end);
     e = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
     if (e == json_tokener_continue) {
         /* complete values such as a bare number need the end signalled */
         o = json_tokener_parse_ex(tok, "", 1);

@@ -10,6 +10,7 @@
 #include "compass_fakehost.h"
 #include "openai_wire.h"
 
+#include "../common/pair_cases.h"
 #include "../common/response_diff.h"
 #include "../common/stream_diff.h"
 
@@ -2138,4 +2139,95 @@ Test(openai, build_writes_sampling_fields_through_the_fast_path)
     cr_assert(strstr(out.body.ptr, "\"max_tokens\":7,"), "%s", out.body.ptr);
     cr_assert(strstr(out.body.ptr, "\"seed\":-9223372036854775808"), "%s", out.body.ptr);
     json_object_put(b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Characters json-c 0.16 alone would replace (pair_cases.h), as the user sees them, from    */
+/* either reader                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct pair_ctx {
+    oai_wire w; /* for the scanner reader alone */
+    void *inst;
+} pair_ctx;
+
+static void pair_ctx_run(void (*f)(void *ctx, const char *head, size_t i))
+{
+    pair_ctx c;
+    compass_err err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_eq(oai_wire_init(&c.w, compass_fakehost_host(fh), "openai", "dep1", &err), 0);
+    c.inst = mkinst(NULL, "k", NULL);
+    pair_each(f, &c);
+    oai_wire_release(&c.w);
+}
+
+/* A chat.completion with case i in the content, the refusal and a tool call's arguments. */
+static void response_pair(void *ctx, const char *head, size_t i)
+{
+    pair_ctx *c = ctx;
+    char b[640];
+    compass_http_response resp = compass_fakehost_http(
+        200, pair_fill(b, sizeof(b),
+                       "{^\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":"
+                       "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"a@b\","
+                       "\"refusal\":\"r@\",\"tool_calls\":[{\"id\":\"t\",\"type\":\"function\","
+                       "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"q\\\":\\\"a@\\\"}\"}}]},"
+                       "\"finish_reason\":\"stop\"}]}",
+                       head, i));
+    compass_chat_response out = {.size = sizeof(out)};
+    compass_upstream_error u;
+    compass_err err = {0};
+    cr_assert_eq(oai_wire_parse_response_fast(&c->w, compass_fakehost_req(fh), &resp, &out, &err),
+                 *head ? OAI_WIRE_DECLINED : 0, "%s", b);
+    cr_assert_eq(parse(c->inst, 200, b, &out, &u, &err), 0, "%s", err.msg);
+    cr_assert(pair_is(out.content, "a", i, "b"), "%s", b);
+    cr_assert(pair_is(out.refusal, "r", i, ""), "%s", b);
+    cr_assert_eq(out.n_tool_calls, 1);
+    cr_assert(pair_is(out.tool_calls[0].arguments, "{\"q\":\"a", i, "\"}"), "%s", b);
+}
+
+Test(openai, response_keeps_characters_json_c_would_replace)
+{
+    pair_ctx_run(response_pair);
+}
+
+/* A chunk with case i in the delta's content and a tool call's arguments. */
+static void stream_pair(void *ctx, const char *head, size_t i)
+{
+    pair_ctx *c = ctx;
+    char data[512], sse[600];
+    compass_stream_event ev = {0};
+    compass_upstream_error u;
+    compass_err err = {0};
+    ev.data = compass_str_c(pair_fill(
+        data, sizeof(data),
+        "{^\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a@b\",\"tool_calls\":"
+        "[{\"index\":0,\"id\":\"t\",\"function\":{\"name\":\"f\",\"arguments\":"
+        "\"{\\\"q\\\":\\\"a@\\\"}\"}}]},\"finish_reason\":null}]}",
+        head, i));
+    cr_assert_eq(oai_wire_parse_stream_event_fast(&c->w, compass_fakehost_req(fh), &ev, &err),
+                 *head ? OAI_WIRE_DECLINED : COMPASS_OK, "%s", data);
+    snprintf(sse, sizeof(sse), "data: %s\n\ndata: [DONE]\n\n", data);
+    cr_assert_eq(feed(c->inst, sse, &u, &err), COMPASS_STREAM_END, "%s", err.msg);
+    cr_assert(pair_is(compass_str_c(compass_fakehost_content(fh)), "a", i, "b"), "%s", data);
+    cr_assert(pair_is(compass_str_c(compass_fakehost_tool_args(fh, 0)), "{\"q\":\"a", i, "\"}"),
+              "%s", data);
+}
+
+Test(openai, stream_keeps_characters_json_c_would_replace)
+{
+    pair_ctx_run(stream_pair);
+}
+
+/* An upstream's error message reaches the client. */
+static void classify_400(void *inst, const char *body, compass_upstream_error *u)
+{
+    classify(inst, 400, body, NULL, 0, u);
+}
+
+Test(openai, error_message_keeps_characters_json_c_would_replace)
+{
+    pair_error_each("{^\"error\":{\"message\":\"bad @\",\"type\":\"invalid_request_error\"}}",
+                    classify_400, mkinst(NULL, "k", NULL));
 }

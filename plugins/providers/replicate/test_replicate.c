@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/pair_cases.h"
+
 static compass_fakehost *fh;
 static const compass_plugin_desc *desc;
 static const compass_provider_ops *ops;
@@ -893,4 +895,39 @@ Test(replicate, every_failed_allocation_is_a_clean_enomem)
     }
     compass_fakehost_fail_alloc_at(fh, 0);
     cr_assert(saw_oom > 3, "only %d build failures were injected", saw_oom);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Characters json-c 0.16 alone would replace (pair_cases.h), as the user sees them          */
+/* ---------------------------------------------------------------------------------------- */
+
+static void output_pair(void *ctx, const char *head, size_t i)
+{
+    char b[256];
+    compass_chat_response r;
+    compass_upstream_error u;
+    compass_err err;
+    (void)ctx;
+    pair_fill(b, sizeof(b), "{^\"id\":\"p1\",\"status\":\"succeeded\",\"output\":[\"a@\",\"b\"]}",
+              head, i);
+    cr_assert_eq(parse(b, &r, &u, &err), 0, "%s", err.msg);
+    cr_assert(pair_is(r.content, "a", i, "b"), "%s", b);
+}
+
+Test(replicate, output_keeps_characters_json_c_would_replace)
+{
+    pair_each(output_pair, NULL);
+}
+
+/* An upstream's error detail reaches the client. */
+static void classify_422(void *ctx, const char *body, compass_upstream_error *u)
+{
+    (void)ctx;
+    classify(422, body, NULL, 0, u);
+}
+
+Test(replicate, error_detail_keeps_characters_json_c_would_replace)
+{
+    pair_error_each("{^\"title\":\"Bad\",\"detail\":\"bad @\",\"status\":422}", classify_422,
+                    NULL);
 }
