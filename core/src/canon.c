@@ -896,8 +896,25 @@ static void *fast_vec_done(cps_arena *a, fast_vec *v, size_t size)
     return v->ptr;
 }
 
-static int fast_part(fast *f, json_scan *s, compass_content_part *part)
+/* Reads the array that comes next into v, each element into a zeroed new slot of size bytes
+ * by elem. 0, or -1 on bad JSON, no memory, or an element elem refuses. */
+static int fast_array(fast *f, json_scan *s, fast_vec *v, size_t size,
+                      int (*elem)(fast *f, json_scan *s, void *out))
 {
+    int r;
+    if (js_begin(s, '['))
+        return -1;
+    while ((r = js_elem(s)) > 0) {
+        void *e = fast_push(f->a, v, size);
+        if (!e || elem(f, s, e))
+            return -1;
+    }
+    return r;
+}
+
+static int fast_part(fast *f, json_scan *s, void *out)
+{
+    compass_content_part *part = out;
     enum { K_TYPE, K_TEXT, K_IMAGE_URL, K_N };
     static const js_key keys[K_N] = {JS_KEY("type"), JS_KEY("text"), JS_KEY("image_url")};
     enum { K_URL, K_DETAIL, K_UN };
@@ -956,19 +973,15 @@ static int fast_content(fast *f, json_scan *s, compass_message *m)
         return -1;
     }
     fast_vec parts = {0};
-    size_t text_len = 0;
-    int r;
-    if (js_begin(s, '['))
+    compass_content_part *ps;
+    if (fast_array(f, s, &parts, sizeof(*ps), fast_part) ||
+        !(ps = fast_vec_done(f->a, &parts, sizeof(*ps))))
         return -1;
-    while ((r = js_elem(s)) > 0) {
-        compass_content_part *p = fast_push(f->a, &parts, sizeof(*p));
-        if (!p || fast_part(f, s, p))
-            return -1;
-        text_len += p->text.len;
-    }
-    compass_content_part *ps = fast_vec_done(f->a, &parts, sizeof(*ps));
+    size_t text_len = 0;
+    for (size_t j = 0; j < parts.n; j++)
+        text_len += ps[j].text.len;
     char *all = cps_arena_alloc(f->a, text_len + 1);
-    if (r < 0 || !ps || !all)
+    if (!all)
         return -1;
     size_t off = 0;
     for (size_t j = 0; j < parts.n; j++)
@@ -985,54 +998,59 @@ static int fast_content(fast *f, json_scan *s, compass_message *m)
     return 0;
 }
 
-static int fast_tool_call(fast *f, json_scan *s, compass_tool_call *c)
+/* Reads the object that comes next the way tool calls and tools are written: the value of
+ * keys[0] ("id", "type") into *first, and the members of keys[1] ("function") that
+ * fkeys[0..nf) name into fn[]; *seen gets which of keys came. 0, or -1 on bad JSON or what
+ * fast_member refuses. */
+static int fast_fn_object(json_scan *s, const js_key keys[2], const js_key *fkeys, int nf,
+                          js_val *first, js_val *fn, unsigned *seen)
 {
-    enum { K_ID, K_FUNCTION, K_N };
-    static const js_key keys[K_N] = {JS_KEY("id"), JS_KEY("function")};
-    enum { K_NAME, K_ARGUMENTS, K_FN };
-    static const js_key fkeys[K_FN] = {JS_KEY("name"), JS_KEY("arguments")};
-    js_val id = {0}, name = {0}, args = {0};
-    unsigned seen = 0, fseen = 0;
+    unsigned fseen = 0;
     int ki, r;
+    *seen = 0;
     if (js_begin(s, '{'))
         return -1;
-    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
-        if (ki == K_ID) {
-            if (js_value(s, &id))
+    while ((r = fast_member(s, keys, 2, seen, &ki)) > 0) {
+        if (ki == 0) {
+            if (js_value(s, first))
                 return -1;
             continue;
         }
         if (js_begin(s, '{'))
             return -1;
-        while ((r = fast_member(s, fkeys, K_FN, &fseen, &ki)) > 0)
-            if (js_value(s, ki == K_NAME ? &name : &args))
+        while ((r = fast_member(s, fkeys, nf, &fseen, &ki)) > 0)
+            if (js_value(s, &fn[ki]))
                 return -1;
         if (r < 0)
             return -1;
     }
-    if (r < 0 || name.type != JS_STRING)
+    return r;
+}
+
+static int fast_tool_call(fast *f, json_scan *s, void *out)
+{
+    compass_tool_call *c = out;
+    static const js_key keys[2] = {JS_KEY("id"), JS_KEY("function")};
+    enum { K_NAME, K_ARGUMENTS, K_FN };
+    static const js_key fkeys[K_FN] = {JS_KEY("name"), JS_KEY("arguments")};
+    js_val id = {0}, fn[K_FN] = {{0}}, *name = &fn[K_NAME], *args = &fn[K_ARGUMENTS];
+    unsigned seen;
+    if (fast_fn_object(s, keys, fkeys, K_FN, &id, fn, &seen) || name->type != JS_STRING)
         return -1;
-    if ((id.type == JS_STRING && fast_str(f, &id, &c->id)) || fast_str(f, &name, &c->name))
+    if ((id.type == JS_STRING && fast_str(f, &id, &c->id)) || fast_str(f, name, &c->name))
         return -1;
-    if (args.type == JS_STRING)
-        return fast_str(f, &args, &c->arguments);
-    return args.type == JS_NONE ? 0 : fast_dump(f, &args, &c->arguments);
+    if (args->type == JS_STRING)
+        return fast_str(f, args, &c->arguments);
+    return args->type == JS_NONE ? 0 : fast_dump(f, args, &c->arguments);
 }
 
 static int fast_tool_calls(fast *f, json_scan *s, compass_message *m)
 {
     fast_vec calls = {0};
-    int r;
     if (js_peek(s) == JS_NULL)
         return js_skip(s);
-    if (js_begin(s, '['))
-        return -1;
-    while ((r = js_elem(s)) > 0) {
-        compass_tool_call *c = fast_push(f->a, &calls, sizeof(*c));
-        if (!c || fast_tool_call(f, s, c))
-            return -1;
-    }
-    if (r < 0 || !(m->tool_calls = fast_vec_done(f->a, &calls, sizeof(*m->tool_calls))))
+    if (fast_array(f, s, &calls, sizeof(*m->tool_calls), fast_tool_call) ||
+        !(m->tool_calls = fast_vec_done(f->a, &calls, sizeof(*m->tool_calls))))
         return -1;
     m->n_tool_calls = calls.n;
     return 0;
@@ -1049,8 +1067,9 @@ static int fast_role(const js_val *v)
     return 0;
 }
 
-static int fast_message(fast *f, json_scan *s, compass_message *m)
+static int fast_message(fast *f, json_scan *s, void *out)
 {
+    compass_message *m = out;
     enum { K_ROLE, K_CONTENT, K_TOOL_CALLS, K_NAME, K_TOOL_CALL_ID, K_N };
     static const js_key keys[K_N] = {JS_KEY("role"), JS_KEY("content"), JS_KEY("tool_calls"),
                                        JS_KEY("name"), JS_KEY("tool_call_id")};
@@ -1087,48 +1106,25 @@ static int fast_message(fast *f, json_scan *s, compass_message *m)
 static int fast_messages(fast *f, json_scan *s, compass_chat_request *out)
 {
     fast_vec ms = {0};
-    int r;
-    if (js_begin(s, '['))
-        return -1;
-    while ((r = js_elem(s)) > 0) {
-        compass_message *m = fast_push(f->a, &ms, sizeof(*m));
-        if (!m || fast_message(f, s, m))
-            return -1;
-    }
-    if (r < 0 || !ms.n)
+    if (fast_array(f, s, &ms, sizeof(*out->messages), fast_message) || !ms.n)
         return -1;
     out->messages = ms.ptr;
     out->n_messages = ms.n;
     return 0;
 }
 
-static int fast_tool(fast *f, json_scan *s, compass_tool *t)
+static int fast_tool(fast *f, json_scan *s, void *out)
 {
+    compass_tool *t = out;
     enum { K_TYPE, K_FUNCTION, K_N };
     static const js_key keys[K_N] = {JS_KEY("type"), JS_KEY("function")};
     enum { K_NAME, K_DESCRIPTION, K_PARAMETERS, K_STRICT, K_FN };
     static const js_key fkeys[K_FN] = {JS_KEY("name"), JS_KEY("description"),
                                          JS_KEY("parameters"), JS_KEY("strict")};
     js_val type = {0}, fn[K_FN] = {{0}};
-    unsigned seen = 0, fseen = 0;
-    int ki, r;
-    if (js_begin(s, '{'))
-        return -1;
-    while ((r = fast_member(s, keys, K_N, &seen, &ki)) > 0) {
-        if (ki == K_TYPE) {
-            if (js_value(s, &type))
-                return -1;
-            continue;
-        }
-        if (js_begin(s, '{'))
-            return -1;
-        while ((r = fast_member(s, fkeys, K_FN, &fseen, &ki)) > 0)
-            if (js_value(s, &fn[ki]))
-                return -1;
-        if (r < 0)
-            return -1;
-    }
-    if (r < 0 || (type.type != JS_NONE && !fast_is(&type, "function")) ||
+    unsigned seen;
+    if (fast_fn_object(s, keys, fkeys, K_FN, &type, fn, &seen) ||
+        (type.type != JS_NONE && !fast_is(&type, "function")) ||
         !(seen & 1u << K_FUNCTION) || fn[K_NAME].type != JS_STRING ||
         fast_str(f, &fn[K_NAME], &t->name) || !t->name.len)
         return -1;
@@ -1147,17 +1143,10 @@ static int fast_tool(fast *f, json_scan *s, compass_tool *t)
 static int fast_tools(fast *f, json_scan *s, compass_chat_request *out)
 {
     fast_vec ts = {0};
-    int r;
     if (js_peek(s) == JS_NULL)
         return js_skip(s);
-    if (js_begin(s, '['))
-        return -1;
-    while ((r = js_elem(s)) > 0) {
-        compass_tool *t = fast_push(f->a, &ts, sizeof(*t));
-        if (!t || fast_tool(f, s, t))
-            return -1;
-    }
-    if (r < 0 || !(out->tools = fast_vec_done(f->a, &ts, sizeof(*out->tools))))
+    if (fast_array(f, s, &ts, sizeof(*out->tools), fast_tool) ||
+        !(out->tools = fast_vec_done(f->a, &ts, sizeof(*out->tools))))
         return -1;
     out->n_tools = ts.n;
     return 0;

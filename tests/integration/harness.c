@@ -256,6 +256,60 @@ int th_http(int port, const char *method, const char *path, const char *body,
     return rc == CURLE_OK ? 0 : (int)rc;
 }
 
+void th_post_all(int port, const char *path, const char *const *bodies, int n, int own_conn,
+                 long *codes, char **outs, void (*turn)(void *ctx), void *ctx)
+{
+    CURLM *multi = curl_multi_init();
+    CURL **hs = calloc((size_t)n, sizeof(*hs));
+    FILE **fs = calloc((size_t)n, sizeof(*fs));
+    size_t *lens = calloc((size_t)n, sizeof(*lens));
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
+    FILE *devnull = fopen("/dev/null", "w");
+    for (int i = 0; i < n; i++) {
+        codes[i] = 0;
+        if (outs)
+            fs[i] = open_memstream(&outs[i], &lens[i]);
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, bodies[i]);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, outs ? fs[i] : devnull);
+        curl_easy_setopt(hs[i], CURLOPT_FORBID_REUSE, own_conn ? 1L : 0L);
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_easy_setopt(hs[i], CURLOPT_PRIVATE, (void *)&codes[i]);
+        curl_multi_add_handle(multi, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        curl_multi_poll(multi, NULL, 0, 50, NULL);
+        if (turn)
+            turn(ctx);
+    }
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(multi, &left)))
+        if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK) {
+            long *code = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&code);
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, code);
+        }
+    for (int i = 0; i < n; i++) {
+        if (outs)
+            fclose(fs[i]);
+        curl_multi_remove_handle(multi, hs[i]);
+        curl_easy_cleanup(hs[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(sl);
+    fclose(devnull);
+    free(hs);
+    free(fs);
+    free(lens);
+}
+
 void th_resp_free(th_resp *r)
 {
     free(r->headers);

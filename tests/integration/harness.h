@@ -40,6 +40,12 @@ char *th_log(const th_proc *p);
 int th_http(int port, const char *method, const char *path, const char *body,
             const char *const *headers, long timeout_ms, th_resp *r);
 void th_resp_free(th_resp *r);
+/** POSTs bodies[0..n) as JSON to 127.0.0.1:port path, all at once. own_conn: a connection of
+ *  its own each. codes[i]: each one's HTTP status, 0 when its transfer failed. outs (may be
+ *  NULL): outs[i] each body, malloc'd. turn (may be NULL): called with ctx after every poll
+ *  while some are running. */
+void th_post_all(int port, const char *path, const char *const *bodies, int n, int own_conn,
+                 long *codes, char **outs, void (*turn)(void *ctx), void *ctx);
 /** A response header's value (malloc'd) or NULL. */
 char *th_header(const th_resp *r, const char *name);
 

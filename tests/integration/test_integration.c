@@ -528,57 +528,40 @@ static long threads_of(pid_t pid)
     return n;
 }
 
+struct peak_ctx {
+    pid_t pid;
+    long peak;
+};
+
+static void track_peak(void *ctx)
+{
+    struct peak_ctx *p = ctx;
+    long t = threads_of(p->pid);
+    if (t > p->peak)
+        p->peak = t;
+}
+
 Test(integration, concurrent_streams_do_not_add_threads)
 {
     long before = threads_of(cd.pid);
     int n = 300;
-    CURLM *multi = curl_multi_init();
-    CURL **hs = calloc((size_t)n, sizeof(*hs));
-    char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", cd.port);
-    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
     /* the in-process mock with a 1 s stream: 10 chunks 100 ms apart */
     const char *body = "{\"model\":\"mixed\",\"stream\":true,\"messages\":[{\"role\":\"user\","
                        "\"content\":\"a b c d e f g h #mock{\\\"chunk_delay_ms\\\":100}\"}]}";
     th_proc *m = &m1;
     th_stop(m, SIGTERM, 3000); /* up1 down: mixed goes to the mock */
-    FILE *devnull = fopen("/dev/null", "w");
-    for (int i = 0; i < n; i++) {
-        hs[i] = curl_easy_init();
-        curl_easy_setopt(hs[i], CURLOPT_URL, url);
-        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
-        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, devnull);
-        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
-        curl_multi_add_handle(multi, hs[i]);
-    }
-    int running = 1;
-    long peak = before;
-    while (running) {
-        curl_multi_perform(multi, &running);
-        curl_multi_poll(multi, NULL, 0, 50, NULL);
-        long t = threads_of(cd.pid);
-        if (t > peak)
-            peak = t;
-    }
+    const char **bodies = calloc((size_t)n, sizeof(*bodies));
+    long *codes = calloc((size_t)n, sizeof(*codes));
+    for (int i = 0; i < n; i++)
+        bodies[i] = body;
+    struct peak_ctx pk = {cd.pid, before};
+    th_post_all(cd.port, "/v1/chat/completions", bodies, n, 0, codes, NULL, track_peak, &pk);
+    long peak = pk.peak;
     int ok = 0;
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(multi, &left)))
-        if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK) {
-            long code = 0;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-            if (code == 200)
-                ok++;
-        }
-    for (int i = 0; i < n; i++) {
-        curl_multi_remove_handle(multi, hs[i]);
-        curl_easy_cleanup(hs[i]);
-    }
-    curl_multi_cleanup(multi);
-    curl_slist_free_all(sl);
-    fclose(devnull);
-    free(hs);
+    for (int i = 0; i < n; i++)
+        ok += codes[i] == 200;
+    free(bodies);
+    free(codes);
     cr_assert_eq(ok, n, "%d of %d streams succeeded", ok, n);
     cr_assert_eq(peak, before, "threads grew from %ld to %ld under %d streams", before, peak, n);
 }
@@ -621,48 +604,24 @@ Test(integration, two_event_loops_share_one_port_and_one_set_of_metrics)
     free(log);
 
     enum { N = 60 };
-    CURLM *multi = curl_multi_init();
-    CURL *hs[N];
-    FILE *outs[N];
-    char *bufs[N];
-    size_t lens[N];
-    char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", d2.port);
-    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
     char bodies[2][4096];
+    const char *each[N];
+    long codes[N];
+    char *outs[N];
     snprintf(bodies[0], sizeof(bodies[0]), "%s", chat("one", "plain", 0));
     snprintf(bodies[1], sizeof(bodies[1]), "%s", chat("one", "streamed", 1));
-    for (int i = 0; i < N; i++) {
-        outs[i] = open_memstream(&bufs[i], &lens[i]);
-        hs[i] = curl_easy_init();
-        curl_easy_setopt(hs[i], CURLOPT_URL, url);
-        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, bodies[i % 2]);
-        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
-        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, outs[i]);
-        curl_easy_setopt(hs[i], CURLOPT_FORBID_REUSE, 1L); /* a connection of its own each */
-        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
-        curl_multi_add_handle(multi, hs[i]);
-    }
-    int running = 1;
-    while (running) {
-        curl_multi_perform(multi, &running);
-        curl_multi_poll(multi, NULL, 0, 50, NULL);
-    }
+    for (int i = 0; i < N; i++)
+        each[i] = bodies[i % 2];
+    /* a connection of its own each */
+    th_post_all(d2.port, "/v1/chat/completions", each, N, 1, codes, outs, NULL, NULL);
     int ok = 0, done_marks = 0;
     for (int i = 0; i < N; i++) {
-        long code = 0;
-        curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
-        fclose(outs[i]);
-        if (code == 200)
+        if (codes[i] == 200)
             ok++;
-        if (i % 2 && bufs[i] && strstr(bufs[i], "data: [DONE]"))
+        if (i % 2 && outs[i] && strstr(outs[i], "data: [DONE]"))
             done_marks++;
-        free(bufs[i]);
-        curl_multi_remove_handle(multi, hs[i]);
-        curl_easy_cleanup(hs[i]);
+        free(outs[i]);
     }
-    curl_multi_cleanup(multi);
-    curl_slist_free_all(sl);
     cr_assert_eq(ok, N, "%d of %d requests got 200", ok, N);
     cr_assert_eq(done_marks, N / 2, "%d of %d streams ended with [DONE]", done_marks, N / 2);
 
@@ -750,38 +709,17 @@ Test(integration, every_request_reaches_its_deployments_url_beyond_the_kept_urls
                                 i ? "," : "");
     snprintf(knobs + off, sizeof(knobs) - off, "]");
     cr_assert_eq(th_mock_next(&m1, knobs), 0);
-    CURLM *multi = curl_multi_init();
-    CURL *hs[D];
-    char bodies[D][512], url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", d2.port);
-    struct curl_slist *sl = curl_slist_append(NULL, "Content-Type: application/json");
-    FILE *devnull = fopen("/dev/null", "w");
+    char bodies[D][512];
+    const char *each[D];
+    long codes[D];
     for (int i = 0; i < D; i++) {
         snprintf(route, sizeof(route), "r%d", i);
         snprintf(bodies[i], sizeof(bodies[i]), "%s", chat(route, "together", 0));
-        hs[i] = curl_easy_init();
-        curl_easy_setopt(hs[i], CURLOPT_URL, url);
-        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, bodies[i]);
-        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
-        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, devnull);
-        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
-        curl_multi_add_handle(multi, hs[i]);
+        each[i] = bodies[i];
     }
-    int running = 1;
-    while (running) {
-        curl_multi_perform(multi, &running);
-        curl_multi_poll(multi, NULL, 0, 50, NULL);
-    }
-    for (int i = 0; i < D; i++) {
-        long code = 0;
-        curl_easy_getinfo(hs[i], CURLINFO_RESPONSE_CODE, &code);
-        cr_expect_eq(code, 200, "r%d together: HTTP %ld", i, code);
-        curl_multi_remove_handle(multi, hs[i]);
-        curl_easy_cleanup(hs[i]);
-    }
-    curl_multi_cleanup(multi);
-    curl_slist_free_all(sl);
-    fclose(devnull);
+    th_post_all(d2.port, "/v1/chat/completions", each, D, 0, codes, NULL, NULL, NULL);
+    for (int i = 0; i < D; i++)
+        cr_expect_eq(codes[i], 200, "r%d together: HTTP %ld", i, codes[i]);
     /* every path got its two requests one after another and its one of the batch */
     json_object *st = th_mock_stats(&m1);
     for (int i = 0; i < D; i++) {

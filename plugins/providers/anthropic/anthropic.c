@@ -1227,21 +1227,32 @@ typedef struct usage_scan {
     js_val m[U_N];
 } usage_scan;
 
+/* The type of the value that comes next, into *type: 1 for an object (left for the caller to
+ * enter), 0 for any other (read past). -1 on bad JSON or when *type was set already: the
+ * member came twice (json-c keeps the last). */
+static int scan_type_in(json_scan *s, js_type *type)
+{
+    js_val v;
+    if (*type != JS_NONE)
+        return -1;
+    if (js_peek(s) == JS_OBJECT) {
+        *type = JS_OBJECT;
+        return 1;
+    }
+    if (js_value(s, &v))
+        return -1;
+    *type = v.type;
+    return 0;
+}
+
 /* Reads the usage value that comes next into u: an object is entered in place (no second
  * walk over its bytes), anything else only typed. -1 on bad JSON, an escaped key, or usage
  * or one of its counts coming twice (json-c keeps the last). */
 static int scan_usage_in(json_scan *s, usage_scan *u)
 {
-    js_val v;
-    if (u->type != JS_NONE)
-        return -1;
-    if (js_peek(s) != JS_OBJECT) {
-        if (js_value(s, &v))
-            return -1;
-        u->type = v.type;
-        return 0;
-    }
-    u->type = JS_OBJECT;
+    int r = scan_type_in(s, &u->type);
+    if (r <= 0)
+        return r;
     memset(u->m, 0, sizeof(u->m));
     return js_members_k(s, usage_keys, u->m, U_N);
 }
@@ -1830,18 +1841,10 @@ typedef struct event_scan {
 static int scan_obj_in(json_scan *s, const js_key *keys, size_t n, size_t usage_at,
                        obj_scan *o)
 {
-    js_val v;
     size_t i;
-    int r;
-    if (o->type != JS_NONE)
-        return -1;
-    if (js_peek(s) != JS_OBJECT) {
-        if (js_value(s, &v))
-            return -1;
-        o->type = v.type;
-        return 0;
-    }
-    o->type = JS_OBJECT;
+    int r = scan_type_in(s, &o->type);
+    if (r <= 0)
+        return r;
     memset(o->m, 0, sizeof(o->m));
     o->usage.type = JS_NONE;
     if (js_begin(s, '{'))
