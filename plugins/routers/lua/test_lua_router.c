@@ -383,21 +383,31 @@ Test(lua, reload_is_a_new_instance_and_a_bad_file_keeps_the_old)
     unlink(path);
 }
 
+/* The request and candidates fields.lua checks (every request field, every field of
+ * std_cands' fifth candidate); rr points at md for its metadata. The candidate count. */
+static size_t fields_case(compass_candidate *c, compass_route_request *rr, compass_header md[2])
+{
+    size_t n = std_cands(c);
+    c[4].in_flight = 3;
+    c[4].capacity = 10;
+    c[2].breaker = COMPASS_BREAKER_HALF_OPEN;
+    *rr = req("fields", 500, "key-7", MON_10H);
+    rr->has_tools = 1;
+    rr->stream = 1;
+    md[0] = (compass_header){compass_str_c("team"), compass_str_c("search")};
+    md[1] = (compass_header){compass_str_c("tier"), compass_str_c("gold")};
+    rr->metadata = md;
+    rr->n_metadata = 2;
+    return n;
+}
+
 Test(lua, policy_sees_every_request_and_candidate_field)
 {
     void *i = inst(TESTDATA "fields.lua", NULL, NULL);
     compass_candidate c[8];
-    size_t n = std_cands(c), order[8];
-    c[4].in_flight = 3;
-    c[4].capacity = 10;
-    c[2].breaker = COMPASS_BREAKER_HALF_OPEN;
-    compass_route_request rr = req("fields", 500, "key-7", MON_10H);
-    rr.has_tools = 1;
-    rr.stream = 1;
-    compass_header md[2] = {{compass_str_c("team"), compass_str_c("search")},
-                            {compass_str_c("tier"), compass_str_c("gold")}};
-    rr.metadata = md;
-    rr.n_metadata = 2;
+    compass_route_request rr;
+    compass_header md[2];
+    size_t n = fields_case(c, &rr, md), order[8];
     cr_assert_eq(rank_ok(i, &rr, c, n, order), 1);
     cr_assert_eq(order[0], 4);
 }
@@ -938,18 +948,9 @@ Test(lua, candidates_may_change_between_calls)
     compass_candidate c[10];
     size_t order[10];
     for (int round = 0; round < 3; round++) {
-        /* fields.lua asserts every field of std_cands' fifth candidate */
-        size_t n = std_cands(c);
-        c[4].in_flight = 3;
-        c[4].capacity = 10;
-        c[2].breaker = COMPASS_BREAKER_HALF_OPEN;
-        compass_route_request rr = req("fields", 500, "key-7", MON_10H);
-        rr.has_tools = 1;
-        rr.stream = 1;
-        compass_header md[2] = {{compass_str_c("team"), compass_str_c("search")},
-                                {compass_str_c("tier"), compass_str_c("gold")}};
-        rr.metadata = md;
-        rr.n_metadata = 2;
+        compass_route_request rr;
+        compass_header md[2];
+        size_t n = fields_case(c, &rr, md);
         cr_assert_eq(rank_ok(i, &rr, c, n, order), 1);
         cr_assert_eq(order[0], 4);
         /* other candidates, more and fewer of them, in the same positions */
