@@ -47,6 +47,7 @@ struct cpd_http {
     pthread_mutex_t hand_mu;
     struct handed *handed;
     size_t cap_handed;
+    atomic_int resumed; /* a connection was resumed since the last cpd_http_run */
 };
 
 struct handed {
@@ -128,6 +129,7 @@ static void wake(struct conn *c)
     if (c->suspended && !c->mhd_done) {
         c->suspended = 0;
         MHD_resume_connection(c->mhd);
+        atomic_store_explicit(&c->h->resumed, 1, memory_order_relaxed);
     }
 }
 
@@ -934,9 +936,18 @@ int cpd_http_fd(cpd_http *h)
     return di ? di->epoll_fd : -1;
 }
 
-void cpd_http_run(cpd_http *h)
+int cpd_http_run(cpd_http *h, int ready)
 {
+    if (!atomic_exchange_explicit(&h->resumed, 0, memory_order_relaxed) && !ready &&
+        cpd_http_timeout_ms(h) != 0)
+        return 0;
     MHD_run(h->d);
+    return 1;
+}
+
+int cpd_http_resumed(cpd_http *h)
+{
+    return atomic_load_explicit(&h->resumed, memory_order_relaxed);
 }
 
 int cpd_http_timeout_ms(cpd_http *h)

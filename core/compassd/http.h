@@ -27,8 +27,12 @@ void cpd_http_quiesce(cpd_http *h);
 long cpd_http_open_connections(cpd_http *h);
 /** external mode: libmicrohttpd's epoll descriptor, readable when it has work. */
 int cpd_http_fd(cpd_http *h);
-/** external mode: does the ready work without blocking. */
-void cpd_http_run(cpd_http *h);
+/** external mode: does the ready work without blocking, if there is any: ready (its
+ *  descriptor said so), a connection resumed since the last run, or a timeout due. Returns 1
+ *  if it ran libmicrohttpd. */
+int cpd_http_run(cpd_http *h, int ready);
+/** 1 when a connection was resumed since the last run (an answer is waiting to be sent). */
+int cpd_http_resumed(cpd_http *h);
 /** external mode: milliseconds until libmicrohttpd needs to run anyway (-1: never). */
 int cpd_http_timeout_ms(cpd_http *h);
 /** A listening socket (non-blocking) on host:port for front doors started with handoff; its

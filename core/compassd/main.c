@@ -297,12 +297,19 @@ static int run_worker(struct worker *w)
     tls_log = &logbuf;
     /* the first turn marks this thread as the loop's own: requests it submits stay here */
     int engine_next = compass_engine_loop_run(e, w->index), draining = 0;
+    double engine_due = engine_next < 0 ? -1 : mono_s() + engine_next / 1000.0;
     for (;;) {
         int to = cpd_http_timeout_ms(h);
-        if (engine_next >= 0 && (to < 0 || engine_next < to))
-            to = engine_next;
+        if (engine_due >= 0) {
+            int left = (int)((engine_due - mono_s()) * 1000 + 0.999);
+            left = left < 0 ? 0 : left;
+            if (to < 0 || left < to)
+                to = left;
+        }
         if (draining && (to < 0 || to > 20))
             to = 20;
+        if (compass_engine_loop_pending(e, w->index) || cpd_http_resumed(h))
+            to = 0; /* the rounds below stopped at their cap with work left */
         if (w->accept_paused > 0 && !draining) {
             int left = (int)((w->accept_paused + 0.1 - mono_s()) * 1000) + 1;
             if (left <= 0) {
@@ -318,9 +325,16 @@ static int run_worker(struct worker *w)
         }
         struct epoll_event evs[8];
         int n = epoll_wait(ep, evs, 8, to);
+        /* a timeout (n == 0) runs only what is due: the engine's timer (below), or
+         * libmicrohttpd's (cpd_http_run asks) */
+        int engine_ready = n < 0 || draining, http_ready = n < 0 || draining;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
-            if (fd == w->sfd) {
+            if (fd == efd) {
+                engine_ready = 1;
+            } else if (fd == hfd) {
+                http_ready = 1;
+            } else if (fd == w->sfd) {
                 struct signalfd_siginfo si;
                 while (read(w->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                     if (si.ssi_signo == SIGHUP)
@@ -333,8 +347,10 @@ static int run_worker(struct worker *w)
                 if (read(w->wake, &v, sizeof(v)) < 0 && errno != EAGAIN)
                     log_json(COMPASS_LOG_WARN, "worker wakeup read failed");
                 cpd_http_take_handed(h);
+                http_ready = 1;
             } else if (fd == w->lfd && w->lfd >= 0 && !draining) {
                 accept_all(w, ep);
+                http_ready = 1;
             }
         }
         if (!draining && atomic_load(&g_draining)) {
@@ -346,14 +362,25 @@ static int run_worker(struct worker *w)
                 w->lfd = -1;
             }
         }
-        /* the engine first (its answers resume connections), then the front door (it sends
-         * them and queues new requests), the engine again to start those at once, and the
-         * front door again for what that answered: resuming a connection does not wake this
-         * epoll, so no answer may be left waiting for the next wakeup */
-        engine_next = compass_engine_loop_run(e, w->index);
-        cpd_http_run(h);
-        engine_next = compass_engine_loop_run(e, w->index);
-        cpd_http_run(h);
+        /* the engine when its descriptor or its timer says so (its answers resume
+         * connections), then the front door when its descriptor, a resumed connection or its
+         * timeout says so (it sends the answers and submits new requests), and again while
+         * one left work for the other: neither a resumed connection nor a request submitted
+         * here wakes this epoll (the engine runs with run_pending). libmicrohttpd finishes an
+         * answer over a few runs (its timeout says 0 meanwhile), so those runs stay here too */
+        if (engine_due >= 0 && mono_s() >= engine_due)
+            engine_ready = 1;
+        for (int round = 0; round < 8; round++) {
+            if (engine_ready || compass_engine_loop_pending(e, w->index)) {
+                engine_next = compass_engine_loop_run(e, w->index);
+                engine_due = engine_next < 0 ? -1 : mono_s() + engine_next / 1000.0;
+            }
+            cpd_http_run(h, http_ready);
+            engine_ready = http_ready = 0;
+            if (!compass_engine_loop_pending(e, w->index) && !cpd_http_resumed(h) &&
+                cpd_http_timeout_ms(h) != 0)
+                break;
+        }
         log_flush();
         if (draining && drained(e, h, atomic_load(&g_drain_t0), w->drain))
             break;
@@ -520,6 +547,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
     opts.external_loop = 1; /* compassd drives the engine's loops from its workers (above) */
     opts.loops = COMPASS_LOOPS_FROM_CONFIG; /* server.threads: one loop per worker */
+    opts.run_pending = 1; /* the workers run their loop while it has calls queued (above) */
     int rc = compass_engine_open(&e, config, &opts, &err);
     if (rc) {
         fprintf(stderr, "compassd: %s\n", err.msg);

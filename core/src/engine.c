@@ -738,6 +738,7 @@ static int engine_new(compass_engine **out, const compass_engine_opts *opts, com
     size_t osize = opts ? (opts->size ? opts->size : sizeof(*opts)) : 0;
 #define HAS_OPT(f) (opts && osize >= offsetof(compass_engine_opts, f) + sizeof(opts->f))
     e->external = HAS_OPT(external_loop) && opts->external_loop;
+    e->run_pending = e->external && HAS_OPT(run_pending) && opts->run_pending;
     e->want_loops = HAS_OPT(loops) ? opts->loops : 1;
     static atomic_ulong serials;
     e->serial = atomic_fetch_add(&serials, 1) + 1;

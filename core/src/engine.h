@@ -281,6 +281,8 @@ struct compass_engine {
     int want_loops;            /* compass_engine_opts.loops */
     unsigned long serial;      /* unique among the engines this process opened (from 1) */
     int external;              /* no threads: the host calls compass_engine_run / _loop_run */
+    int run_pending;           /* external: the host runs a loop while it has calls queued, so
+                                  its own thread's submits need no eventfd write */
     atomic_int has_checks;     /* some deployment has active health checks */
 };
 

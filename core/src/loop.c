@@ -368,8 +368,8 @@ void cps_loop_post(compass_engine *e, int kind, compass_engine_call *call)
     lp->q_tail = m;
     pthread_mutex_unlock(&lp->q_mu);
     /* on its own thread, a loop drains its queue before it waits again; a host that runs
-     * the loop itself waits for the fd, so it is always told */
-    if (this_loop != lp || this_serial != e->serial || e->external)
+     * the loop itself waits for the fd, so it is told, unless it asks for pending work itself */
+    if (this_loop != lp || this_serial != e->serial || (e->external && !e->run_pending))
         wake_loop(lp);
 }
 
@@ -2001,6 +2001,17 @@ COMPASS_API int compass_engine_loop_run(compass_engine *e, int i)
         return -1;
     loop_turn(&e->loops[i], 0, &next);
     return next;
+}
+
+COMPASS_API int compass_engine_loop_pending(compass_engine *e, int i)
+{
+    if (!e || !e->external || i < 0 || i >= e->n_loops)
+        return 0;
+    cps_loop *lp = &e->loops[i];
+    pthread_mutex_lock(&lp->q_mu);
+    int queued = lp->q_head != NULL;
+    pthread_mutex_unlock(&lp->q_mu);
+    return queued;
 }
 
 COMPASS_API int compass_engine_fd(compass_engine *e)
