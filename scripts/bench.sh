@@ -11,8 +11,8 @@
 #                                 default: one event loop per core, as nginx's workers auto)
 #        BENCH_PACE_MS=5          part 1b: each of the 64 connections waits this long between
 #                                 a response and its next request
-#        BENCH_ROUNDS=3           part 1c: rounds of (a), (c), (c thr=1), BENCH_ROUND_DURATION=5
-#                                 seconds each
+#        BENCH_ROUNDS=5           part 1c: rounds of (a), (c), (c thr=1), then (a) and (c) paced,
+#                                 BENCH_ROUND_DURATION=5 seconds each
 #
 # 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
 #    (b) nginx as a keepalive reverse proxy to it, (c) compassd's openai plugin pointed at it
@@ -28,8 +28,9 @@
 #    over direct is the time the gateway itself adds to a request.
 # 1c. p99 added over direct at 64 connections, again: BENCH_ROUNDS rounds, each running (a),
 #    (c) and (c) on one loop back to back; the median of each round's difference. One run's p99
-#    swings by a millisecond or more on this kind of machine (direct's own: 3.6-4.9 ms), and
-#    a difference taken within a round cancels what the machine was doing at the time.
+#    swings by a millisecond or more on this kind of machine (direct's own: 2.0-5.1 ms), and
+#    a difference taken within a round cancels what the machine was doing at the time. Each
+#    round also runs (a) and (c) paced as in 1b; the median of those differences too.
 # 2. N concurrent ~10 s streams through compassd to mockllm, with compassd's threads and RSS.
 # 3. bench_routers / bench_lua from the build, when they were built.
 # 4. bench_translate from the build: CPU ns per chunk of each provider plugin's stream parser
@@ -331,10 +332,10 @@ f_log=$tmp/f.log
 stop "$CD_PID"
 
 # (1c) rounds of direct, compassd and compassd on one loop, back to back, two daemons up
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 start_compassd r "$(conf_upstream "$CD_THREADS" false)"; r_pid=$CD_PID; r_port=$CD_PORT
 start_compassd r1 "$(conf_upstream 1 false)"; r1_pid=$CD_PID; r1_port=$CD_PORT
-round_diffs=""; round1_diffs=""
+round_diffs=""; round1_diffs=""; roundp_diffs=""
 for i in $(seq 1 "$ROUNDS"); do
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "ra$i" "(1c) round $i: direct" \
     "http://127.0.0.1:$ML_PORT/v1/chat/completions" >/dev/null
@@ -342,13 +343,19 @@ for i in $(seq 1 "$ROUNDS"); do
     "http://127.0.0.1:$r_port/v1/chat/completions" >/dev/null
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "rd$i" "(1c) round $i: compassd thr=1" \
     "http://127.0.0.1:$r1_port/v1/chat/completions" >/dev/null
+  DUR=${BENCH_ROUND_DURATION:-5} paced "rpa$i" "(1c) round $i: direct, paced" \
+    "http://127.0.0.1:$ML_PORT/v1/chat/completions"
+  DUR=${BENCH_ROUND_DURATION:-5} paced "rpc$i" "(1c) round $i: compassd, paced" \
+    "http://127.0.0.1:$r_port/v1/chat/completions"
   round_diffs+=" $(awk -v c="${P99[rc$i]}" -v a="${P99[ra$i]}" 'BEGIN { printf "%.2f", c - a }')"
   round1_diffs+=" $(awk -v c="${P99[rd$i]}" -v a="${P99[ra$i]}" 'BEGIN { printf "%.2f", c - a }')"
+  roundp_diffs+=" $(awk -v c="${P99[rpc$i]}" -v a="${P99[rpa$i]}" 'BEGIN { printf "%.2f", c - a }')"
 done
 stop "$r_pid"; stop "$r1_pid"
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # shellcheck disable=SC2086 # word splitting of the lists is meant
 p99_added_median=$(median $round_diffs); p99_added_thr1_median=$(median $round1_diffs)
+p99_added_paced_median=$(median $roundp_diffs)
 
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }'; }
 ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
@@ -364,7 +371,7 @@ ratio_lua_priority=$(ratio "${RPS[flua]}" "${RPS[fprio]}")
 echo
 printf '   %-52s %9s %9s %9s\n' target "req/s" "p50 ms" "p99 ms"
 for k in "${order[@]}"; do
-  case $k in p? | r[acd]*) continue ;; esac
+  case $k in p? | r[acdp]*) continue ;; esac
   printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
 done
 echo "   ratio c/b (req/s): $ratio_c_b   ratio c/a (req/s): $ratio_c_a   p99 added over direct (c-a): $p99_added ms"
@@ -391,13 +398,14 @@ done
 echo "   added over direct at that load (pc-pa): p50 $p50_added_paced ms, p99 $p99_added_paced ms"
 
 echo
-echo "== 1c. p99 at 64 connections in $ROUNDS rounds of ${BENCH_ROUND_DURATION:-5} s: direct, compassd (thr=${CD_THREADS/#0/auto}), compassd thr=1"
+echo "== 1c. p99 at 64 connections in $ROUNDS rounds of ${BENCH_ROUND_DURATION:-5} s: direct, compassd (thr=${CD_THREADS/#0/auto}), compassd thr=1; then direct and compassd paced (${PACE_MS} ms)"
 for i in $(seq 1 "$ROUNDS"); do
-  printf '   round %s: p99 direct %7s  compassd %7s  thr=1 %7s ms   (req/s %s, %s, %s)\n' "$i" \
-    "${P99[ra$i]}" "${P99[rc$i]}" "${P99[rd$i]}" "${RPS[ra$i]}" "${RPS[rc$i]}" "${RPS[rd$i]}"
+  printf '   round %s: p99 direct %7s  compassd %7s  thr=1 %7s ms   (req/s %s, %s, %s)   paced: direct %s  compassd %s ms\n' "$i" \
+    "${P99[ra$i]}" "${P99[rc$i]}" "${P99[rd$i]}" "${RPS[ra$i]}" "${RPS[rc$i]}" "${RPS[rd$i]}" \
+    "${P99[rpa$i]}" "${P99[rpc$i]}"
 done
 echo "   p99 added over direct, median of the rounds: compassd $p99_added_median ms (rounds:$round_diffs)," \
-  "thr=1 $p99_added_thr1_median ms (rounds:$round1_diffs)"
+  "thr=1 $p99_added_thr1_median ms (rounds:$round1_diffs), paced $p99_added_paced_median ms (rounds:$roundp_diffs)"
 
 # ---- 2. concurrent slow streams
 echo
@@ -509,6 +517,7 @@ echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} comp
   "direct_p50_ms=${P50[a]} direct_p99_ms=${P99[a]} nginx_p50_ms=${P50[b]} nginx_p99_ms=${P99[b]}" \
   "compassd_p50_ms=${P50[c]} compassd_p99_ms=${P99[c]} compassd_log_p99_ms=${P99[clog]} compassd_mock_p99_ms=${P99[d]}" \
   "p99_added_ms=$p99_added p99_added_median_ms=$p99_added_median p99_added_thr1_median_ms=$p99_added_thr1_median" \
+  "p99_added_paced_median_ms=$p99_added_paced_median" \
   "wrk_errors=$total_errs" \
   "paced_direct_rps=${RPS[pa]} paced_compassd_rps=${RPS[pc]} paced_direct_p99_ms=${P99[pa]}" \
   "paced_nginx_p99_ms=${P99[pb]} paced_compassd_p99_ms=${P99[pc]} p99_added_paced_ms=$p99_added_paced" \
