@@ -9,9 +9,10 @@
 #        BENCH_MOCK_THREADS=2     mockllm worker threads (2 is the fastest on 2 cores)
 #        BENCH_COMPASS_THREADS=0  compassd server.threads for the main runs (0, the shipped
 #                                 default: one event loop per core, as nginx's workers auto)
-#        BENCH_PACE_MS=5          part 1b: each of the 64 connections waits this long between
-#                                 a response and its next request
-#        BENCH_ROUNDS=5           part 1c: rounds of (a), (c), (c thr=1), then (a) and (c) paced,
+#        BENCH_PACE_MS=5          part 1b: each of the 64 connections waits a random time of
+#                                 this mean (exponential) between a response and its next request
+#        BENCH_ROUNDS=5           part 1c: rounds of (a), (b), (c), (c thr=1), then (a), (b) and
+#                                 (c) paced,
 #                                 BENCH_ROUND_DURATION=5 seconds each
 #
 # 1. Throughput (wrk -t2 -c64, POST of a ~300-byte chat body) against: (a) mockllm directly,
@@ -21,16 +22,19 @@
 #    (e) compassd's anthropic plugin against mockllm's /v1/messages (same client body; ratio
 #    to (c)), (f) one compassd with two routes over the same two openai deployments, one
 #    ranked by the Lua policy scripts/routing/cheapest_healthy.lua, one by priority (ratio).
-# 1b. Latency at a fixed load: the same three targets (a)-(c), each connection pausing
-#    BENCH_PACE_MS between requests, so every target gets about the same offered load (~64 /
-#    (pace + latency) req/s, well under each one's capacity). At saturation (part 1) a closed
-#    loop of 64 connections measures queueing (latency = 64 / throughput); paced, p99 added
-#    over direct is the time the gateway itself adds to a request.
+# 1b. Latency at a fixed load: the same three targets (a)-(c), each connection pausing a
+#    random time between requests (exponential, mean BENCH_PACE_MS), so every target gets about
+#    the same offered load (~64 / (pace + latency) req/s, well under each one's capacity) and
+#    the arrivals are close to a Poisson stream. (A fixed pause keeps the 64 connections in
+#    step: they arrive as one burst every pause, and the last of a burst waits for the whole
+#    burst.) At saturation (part 1) a closed loop of 64 connections measures queueing (latency
+#    = 64 / throughput); paced, p99 added over direct is the time the gateway adds to a request.
 # 1c. p99 added over direct at 64 connections, again: BENCH_ROUNDS rounds, each running (a),
-#    (c) and (c) on one loop back to back; the median of each round's difference. One run's p99
-#    swings by a millisecond or more on this kind of machine (direct's own: 2.0-5.1 ms), and
-#    a difference taken within a round cancels what the machine was doing at the time. Each
-#    round also runs (a) and (c) paced as in 1b; the median of those differences too.
+#    (b), (c) and (c) on one loop back to back; the median of each round's difference. One
+#    run's p99 swings by a millisecond or more on this kind of machine (direct's own: 2.0-7.8
+#    ms), and a difference taken within a round cancels what the machine was doing at the time.
+#    Each round also runs (a), (b) and (c) paced as in 1b; the median of those differences too.
+#    nginx's figures are the reference: what a plain C reverse proxy adds on the same machine.
 # 2. N concurrent ~10 s streams through compassd to mockllm, with compassd's threads and RSS.
 # 3. bench_routers / bench_lua from the build, when they were built.
 # 4. bench_translate from the build: CPU ns per chunk of each provider plugin's stream parser
@@ -248,7 +252,12 @@ echo "== 1. throughput: wrk -t2 -c64 -d${DUR}s, POST /v1/chat/completions (non-s
 echo "   mockllm --threads $MOCK_THREADS on 127.0.0.1:$ML_PORT"
 run_wrk a "(a) mockllm direct" "http://127.0.0.1:$ML_PORT/v1/chat/completions"
 # part 1b's paced runs are made while each target is up; their table is printed after part 1's
-{ cat "$LUA"; echo "function delay() return $PACE_MS end"; } >"$tmp/paced.lua"
+# wrk rounds delay() to whole milliseconds; each thread seeds its own generator
+{
+  cat "$LUA"
+  echo "function init(args) math.randomseed(os.time() + tonumber(tostring({}):match('0x(%x+)') or '0', 16) % 100000) end"
+  echo "function delay() return math.floor(-$PACE_MS * math.log(1 - math.random()) + 0.5) end"
+} >"$tmp/paced.lua"
 paced() { WRK_SCRIPT=$tmp/paced.lua run_wrk "$@" >/dev/null; }
 paced pa "(a) mockllm direct, paced" "http://127.0.0.1:$ML_PORT/v1/chat/completions"
 
@@ -290,7 +299,7 @@ done
 kill -0 "$ng_pid" 2>/dev/null || { cat "$tmp/nginx/out" "$tmp/nginx/logs/error.log" 2>/dev/null; die "nginx did not start"; }
 run_wrk b "(b) nginx reverse proxy (workers auto, keepalive 64)" "http://127.0.0.1:$NG_PORT/v1/chat/completions"
 paced pb "(b) nginx reverse proxy, paced" "http://127.0.0.1:$NG_PORT/v1/chat/completions"
-stop "$ng_pid"
+# nginx stays up (idle) for part 1c's rounds
 
 # (c) compassd -> openai plugin -> mockllm, request log off
 start_compassd c "$(conf_upstream "$CD_THREADS" false)"
@@ -335,33 +344,39 @@ stop "$CD_PID"
 ROUNDS=${BENCH_ROUNDS:-5}
 start_compassd r "$(conf_upstream "$CD_THREADS" false)"; r_pid=$CD_PID; r_port=$CD_PORT
 start_compassd r1 "$(conf_upstream 1 false)"; r1_pid=$CD_PID; r1_port=$CD_PORT
-round_diffs=""; round1_diffs=""; roundp_diffs=""
+p99_diff() { awk -v c="${P99[$1]}" -v a="${P99[$2]}" 'BEGIN { printf "%.2f", c - a }'; } # KEY - KEY
+round_diffs=""; round1_diffs=""; roundp_diffs=""; roundn_diffs=""; roundpn_diffs=""
 for i in $(seq 1 "$ROUNDS"); do
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "ra$i" "(1c) round $i: direct" \
     "http://127.0.0.1:$ML_PORT/v1/chat/completions" >/dev/null
+  DUR=${BENCH_ROUND_DURATION:-5} run_wrk "rb$i" "(1c) round $i: nginx" \
+    "http://127.0.0.1:$NG_PORT/v1/chat/completions" >/dev/null
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "rc$i" "(1c) round $i: compassd" \
     "http://127.0.0.1:$r_port/v1/chat/completions" >/dev/null
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "rd$i" "(1c) round $i: compassd thr=1" \
     "http://127.0.0.1:$r1_port/v1/chat/completions" >/dev/null
   DUR=${BENCH_ROUND_DURATION:-5} paced "rpa$i" "(1c) round $i: direct, paced" \
     "http://127.0.0.1:$ML_PORT/v1/chat/completions"
+  DUR=${BENCH_ROUND_DURATION:-5} paced "rpb$i" "(1c) round $i: nginx, paced" \
+    "http://127.0.0.1:$NG_PORT/v1/chat/completions"
   DUR=${BENCH_ROUND_DURATION:-5} paced "rpc$i" "(1c) round $i: compassd, paced" \
     "http://127.0.0.1:$r_port/v1/chat/completions"
-  round_diffs+=" $(awk -v c="${P99[rc$i]}" -v a="${P99[ra$i]}" 'BEGIN { printf "%.2f", c - a }')"
-  round1_diffs+=" $(awk -v c="${P99[rd$i]}" -v a="${P99[ra$i]}" 'BEGIN { printf "%.2f", c - a }')"
-  roundp_diffs+=" $(awk -v c="${P99[rpc$i]}" -v a="${P99[rpa$i]}" 'BEGIN { printf "%.2f", c - a }')"
+  round_diffs+=" $(p99_diff "rc$i" "ra$i")"; round1_diffs+=" $(p99_diff "rd$i" "ra$i")"
+  roundp_diffs+=" $(p99_diff "rpc$i" "rpa$i")"
+  roundn_diffs+=" $(p99_diff "rb$i" "ra$i")"; roundpn_diffs+=" $(p99_diff "rpb$i" "rpa$i")"
 done
-stop "$r_pid"; stop "$r1_pid"
+stop "$r_pid"; stop "$r1_pid"; stop "$ng_pid"
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # shellcheck disable=SC2086 # word splitting of the lists is meant
 p99_added_median=$(median $round_diffs); p99_added_thr1_median=$(median $round1_diffs)
 p99_added_paced_median=$(median $roundp_diffs)
+nginx_p99_added_median=$(median $roundn_diffs); nginx_p99_added_paced_median=$(median $roundpn_diffs)
 
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }'; }
 ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
 ratio_c_a=$(ratio "${RPS[c]}" "${RPS[a]}")
-p99_added=$(awk -v c="${P99[c]}" -v a="${P99[a]}" 'BEGIN { printf "%.2f", c - a }')
-p99_added_paced=$(awk -v c="${P99[pc]}" -v a="${P99[pa]}" 'BEGIN { printf "%.2f", c - a }')
+p99_added=$(p99_diff c a)
+p99_added_paced=$(p99_diff pc pa)
 p50_added_paced=$(awk -v c="${P50[pc]}" -v a="${P50[pa]}" 'BEGIN { printf "%.2f", c - a }')
 ratio_anthropic_openai=$(ratio "${RPS[e]}" "${RPS[c]}")
 # where compassd sent each probe (x-compass-provider): e -> claude; the Lua policy picks the
@@ -371,7 +386,7 @@ ratio_lua_priority=$(ratio "${RPS[flua]}" "${RPS[fprio]}")
 echo
 printf '   %-52s %9s %9s %9s\n' target "req/s" "p50 ms" "p99 ms"
 for k in "${order[@]}"; do
-  case $k in p? | r[acdp]*) continue ;; esac
+  case $k in p? | r[abcdp]*) continue ;; esac
   printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
 done
 echo "   ratio c/b (req/s): $ratio_c_b   ratio c/a (req/s): $ratio_c_a   p99 added over direct (c-a): $p99_added ms"
@@ -391,21 +406,23 @@ for l in c:"$c_log" e:"$e_log" f:"$f_log"; do
 done
 
 echo
-echo "== 1b. latency at a fixed load: wrk -t2 -c64 -d${DUR}s, each connection pausing ${PACE_MS} ms between requests"
+echo "== 1b. latency at a fixed load: wrk -t2 -c64 -d${DUR}s, each connection pausing a random ${PACE_MS} ms on average between requests"
 for k in pa pb pc; do
   printf '   %-52s %9s %9s %9s\n' "${LABEL[$k]}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}"
 done
-echo "   added over direct at that load (pc-pa): p50 $p50_added_paced ms, p99 $p99_added_paced ms"
+echo "   added over direct at that load (pc-pa): p50 $p50_added_paced ms, p99 $p99_added_paced ms" \
+  "  (nginx, pb-pa: p99 $(p99_diff pb pa) ms)"
 
 echo
-echo "== 1c. p99 at 64 connections in $ROUNDS rounds of ${BENCH_ROUND_DURATION:-5} s: direct, compassd (thr=${CD_THREADS/#0/auto}), compassd thr=1; then direct and compassd paced (${PACE_MS} ms)"
+echo "== 1c. p99 at 64 connections in $ROUNDS rounds of ${BENCH_ROUND_DURATION:-5} s: direct, nginx, compassd (thr=${CD_THREADS/#0/auto}), compassd thr=1; then direct, nginx and compassd paced (${PACE_MS} ms mean)"
 for i in $(seq 1 "$ROUNDS"); do
-  printf '   round %s: p99 direct %7s  compassd %7s  thr=1 %7s ms   (req/s %s, %s, %s)   paced: direct %s  compassd %s ms\n' "$i" \
-    "${P99[ra$i]}" "${P99[rc$i]}" "${P99[rd$i]}" "${RPS[ra$i]}" "${RPS[rc$i]}" "${RPS[rd$i]}" \
-    "${P99[rpa$i]}" "${P99[rpc$i]}"
+  printf '   round %s: p99 direct %6s  nginx %6s  compassd %6s  thr=1 %6s ms  (req/s %s, %s, %s, %s)  paced: direct %s  nginx %s  compassd %s ms\n' \
+    "$i" "${P99[ra$i]}" "${P99[rb$i]}" "${P99[rc$i]}" "${P99[rd$i]}" \
+    "${RPS[ra$i]}" "${RPS[rb$i]}" "${RPS[rc$i]}" "${RPS[rd$i]}" "${P99[rpa$i]}" "${P99[rpb$i]}" "${P99[rpc$i]}"
 done
 echo "   p99 added over direct, median of the rounds: compassd $p99_added_median ms (rounds:$round_diffs)," \
   "thr=1 $p99_added_thr1_median ms (rounds:$round1_diffs), paced $p99_added_paced_median ms (rounds:$roundp_diffs)"
+echo "   the same for nginx: $nginx_p99_added_median ms (rounds:$roundn_diffs), paced $nginx_p99_added_paced_median ms (rounds:$roundpn_diffs)"
 
 # ---- 2. concurrent slow streams
 echo
@@ -517,7 +534,8 @@ echo "BENCH direct_rps=${RPS[a]} nginx_rps=${RPS[b]} compassd_rps=${RPS[c]} comp
   "direct_p50_ms=${P50[a]} direct_p99_ms=${P99[a]} nginx_p50_ms=${P50[b]} nginx_p99_ms=${P99[b]}" \
   "compassd_p50_ms=${P50[c]} compassd_p99_ms=${P99[c]} compassd_log_p99_ms=${P99[clog]} compassd_mock_p99_ms=${P99[d]}" \
   "p99_added_ms=$p99_added p99_added_median_ms=$p99_added_median p99_added_thr1_median_ms=$p99_added_thr1_median" \
-  "p99_added_paced_median_ms=$p99_added_paced_median" \
+  "p99_added_paced_median_ms=$p99_added_paced_median nginx_p99_added_median_ms=$nginx_p99_added_median" \
+  "nginx_p99_added_paced_median_ms=$nginx_p99_added_paced_median" \
   "wrk_errors=$total_errs" \
   "paced_direct_rps=${RPS[pa]} paced_compassd_rps=${RPS[pc]} paced_direct_p99_ms=${P99[pa]}" \
   "paced_nginx_p99_ms=${P99[pb]} paced_compassd_p99_ms=${P99[pc]} p99_added_paced_ms=$p99_added_paced" \
