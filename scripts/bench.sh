@@ -344,7 +344,8 @@ stop "$CD_PID"
 ROUNDS=${BENCH_ROUNDS:-5}
 start_compassd r "$(conf_upstream "$CD_THREADS" false)"; r_pid=$CD_PID; r_port=$CD_PORT
 start_compassd r1 "$(conf_upstream 1 false)"; r1_pid=$CD_PID; r1_port=$CD_PORT
-p99_diff() { awk -v c="${P99[$1]}" -v a="${P99[$2]}" 'BEGIN { printf "%.2f", c - a }'; } # KEY - KEY
+lat_diff() { local -n v=$1; awk -v c="${v[$2]}" -v a="${v[$3]}" 'BEGIN { printf "%.2f", c - a }'; } # P50|P99 KEY - KEY
+p99_diff() { lat_diff P99 "$@"; }
 round_diffs=""; round1_diffs=""; roundp_diffs=""; roundn_diffs=""; roundpn_diffs=""
 for i in $(seq 1 "$ROUNDS"); do
   DUR=${BENCH_ROUND_DURATION:-5} run_wrk "ra$i" "(1c) round $i: direct" \
@@ -377,7 +378,7 @@ ratio_c_b=$(ratio "${RPS[c]}" "${RPS[b]}")
 ratio_c_a=$(ratio "${RPS[c]}" "${RPS[a]}")
 p99_added=$(p99_diff c a)
 p99_added_paced=$(p99_diff pc pa)
-p50_added_paced=$(awk -v c="${P50[pc]}" -v a="${P50[pa]}" 'BEGIN { printf "%.2f", c - a }')
+p50_added_paced=$(lat_diff P50 pc pa)
 ratio_anthropic_openai=$(ratio "${RPS[e]}" "${RPS[c]}")
 # where compassd sent each probe (x-compass-provider): e -> claude; the Lua policy picks the
 # cheaper up2, priority the first listed, up1 (up1 on the Lua route would mean a fallback)
